@@ -1,0 +1,1 @@
+"""ScaleNAS Pipeline: one-shot architecture search over multi-scale networks."""
