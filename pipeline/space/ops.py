@@ -1,0 +1,106 @@
+"""Evolution operators: crossover and mutation of architectures.
+
+Pure functions of (architectures, rng). With ``mutate_last_module=False, mutate_depth=False`` and
+the default probabilities they are the release's operators; the defaults add depth mutation and
+mutation of the last module (scalenas.md section 6). For pose the last-module rule is re-applied
+to every child, so every result passes ``check_task``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .arch import Architecture, ArchitectureError, ModuleArch, check_task
+from .sample import (check_depth_candidates, check_prob, check_task_name, enforce_pose,
+                     to_module)
+
+
+def _finish(modules: Sequence[ModuleArch], task: str) -> Architecture:
+    arch = Architecture(tuple(modules))
+    if task == "pose":
+        arch = enforce_pose(arch)
+    check_task(arch, task)
+    return arch
+
+
+def crossover(parents: Sequence[Architecture], rng: np.random.Generator,
+              module_prob: float = 0.25, *, task: str) -> Architecture:
+    """Start from ``parents[0]``; replace each module by a random parent's with ``module_prob``.
+
+    One uniform and one parent index are drawn per module whatever the outcome, so the random
+    stream does not depend on the parents' content.
+    """
+    check_task_name(task)
+    p = check_prob(module_prob, "module_prob")
+    if not parents:
+        raise ArchitectureError("crossover needs at least one parent")
+    for i, a in enumerate(parents):
+        if not isinstance(a, Architecture):
+            raise ArchitectureError(f"crossover: parent {i} is not an Architecture ({type(a).__name__})")
+    modules = list(parents[0].modules)
+    for mi in range(len(modules)):
+        u, pick = rng.random(), int(rng.integers(0, len(parents)))
+        if u < p:
+            modules[mi] = parents[pick].modules[mi]
+    return _finish(modules, task)
+
+
+def _mutate_module(m: ModuleArch, rng: np.random.Generator, fusion_prob: float,
+                   depth_prob: float, cands: tuple[int, ...], mutate_depth: bool) -> ModuleArch:
+    """Flip live bits, then (optionally) change depths; bits at steps >= a target's depth vanish."""
+    n, old_depths = m.num_branches, m.depths
+    bits = [[{k for k in m.fusions[s][j] if s < old_depths[j]} for j in range(n)]
+            for s in range(m.steps)]
+    u = rng.random((m.steps, n, n))
+    for s in range(m.steps):
+        for j in range(n):
+            if s >= old_depths[j]:
+                continue
+            for k in range(n):
+                if k != j and u[s, j, k] < fusion_prob:
+                    bits[s][j] ^= {k}
+    depths = list(old_depths)
+    if mutate_depth:
+        for b in range(n):
+            u_b, pick = rng.random(), rng.random()
+            others = [d for d in cands if d != depths[b]]
+            if u_b < depth_prob and others:
+                depths[b] = others[int(pick * len(others))]
+    T = max(depths)
+    bits = (bits + [[set() for _ in range(n)] for _ in range(T - len(bits))])[:T]
+    # Steps a branch gains are filled as the sampler would fill them.
+    fresh = rng.random((T, n, n))
+    for j in range(n):
+        for s in range(T):
+            if s >= depths[j]:
+                bits[s][j] = set()
+            elif s >= old_depths[j]:
+                bits[s][j] = {k for k in range(n) if k != j and fresh[s, j, k] < fusion_prob}
+    return to_module(depths, bits)
+
+
+def mutate(arch: Architecture, rng: np.random.Generator, fusion_prob: float = 0.2,
+           depth_prob: float = 0.1, depth_candidates: Sequence[int] = (2, 3, 4, 5), *,
+           task: str, mutate_last_module: bool = True, mutate_depth: bool = True) -> Architecture:
+    """Mutate ``arch``: flip each live fusion bit with ``fusion_prob``; redraw depths with ``depth_prob``.
+
+    A live bit is one at a step below its target's depth. A changed depth is another candidate,
+    chosen uniformly; a branch that grows gets random bits (``fusion_prob``) for its new steps,
+    one that shrinks loses the bits of the steps it no longer runs. In every module that may be
+    mutated, bits at steps >= the target's depth are dropped (the sampler never makes them).
+    ``mutate_last_module=False, mutate_depth=False`` are the release's operators: depths and the
+    last module are then left exactly as they were.
+    """
+    check_task_name(task)
+    fp = check_prob(fusion_prob, "fusion_prob")
+    dp = check_prob(depth_prob, "depth_prob")
+    cands = check_depth_candidates(depth_candidates)
+    if not isinstance(arch, Architecture):
+        raise ArchitectureError(f"mutate: expected an Architecture, got {type(arch).__name__}")
+    check_task(arch, task)
+    last = len(arch.modules) - 1
+    modules = [m if (mi == last and not mutate_last_module)
+               else _mutate_module(m, rng, fp, dp, cands, mutate_depth)
+               for mi, m in enumerate(arch.modules)]
+    return _finish(modules, task)
