@@ -1,0 +1,604 @@
+"""Parameter files: load, validate against the schema, fill defaults, expose typed sections.
+
+A parameter file (``params/*.yaml``) is validated against ``workflow/schemas/params.schema.yaml``
+(every key typed, defaulted and described; unknown keys are errors). Errors are raised as one
+:class:`ConfigError` whose message names the file and the key path, e.g.
+``params/x.yaml: search.random.samples_per_cell: unknown key``.
+
+There is no global configuration object: :func:`load_params` returns a frozen :class:`Config`,
+which callers pass on. Each pipeline *phase* reads only the keys listed for it in :data:`PHASES`;
+:func:`phase_params` extracts that subset (what the per-rule parameter files of the workflow hold,
+so that a change reruns exactly the affected jobs), and :func:`restrict` gives a :class:`Config`
+in which reading any other key raises, so a stage cannot silently depend on a key that does not
+trigger its rerun.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Union
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
+DEFAULT_PARAMS = Path("params") / "default.yaml"
+TASKS: tuple[str, ...] = ("seg", "pose")
+
+#: Keys (dotted paths; ``{task}`` is replaced by the job's task) whose values each phase reads.
+#: A per-rule parameter file holds exactly these values, so changing any other key never reruns
+#: the phase's jobs. When a stage starts reading a new key, list it here (a test checks that every
+#: path exists in the schema). Execution settings (run.name/device/threads, tracking) are never
+#: listed: they do not change results.
+PHASES: dict[str, tuple[str, ...]] = {
+    "data": ("data.root", "data.seed", "data.seg_train", "data.seg_val", "data.seg_size",
+             "data.pose_train", "data.pose_val", "data.pose_size"),
+    "prepare": ("data.builtin", "{task}.root", "{task}.train_set", "{task}.val_set",
+                "{task}.search_fraction"),
+    "teacher": ("run.seed", "{task}", "teacher.{task}"),
+    "supernet": ("run.seed", "{task}", "supernet.{task}"),
+    "search_random": ("run.seed", "{task}", "calibration", "search.random"),
+    # The random-search baseline draws from the sampling grid (its cells, not its sizes).
+    "search_evolution": ("run.seed", "{task}", "calibration", "search.random.fusion_probs",
+                         "search.random.depth_candidates", "search.evolution"),
+    "finetune": ("run.seed", "{task}", "calibration", "finetune.{task}"),
+    "report": ("report",),
+}
+
+
+class ConfigError(ValueError):
+    """A parameter file that cannot be used; the message names the file and the key path."""
+
+
+# -- typed sections ------------------------------------------------------------------------------
+
+class _Excluded:
+    """Placeholder for a key outside a phase's parameters: reading it raises (see _Section)."""
+
+    __slots__ = ("path", "phase")
+
+    def __init__(self, path: str, phase: str) -> None:
+        self.path, self.phase = path, phase
+
+
+class _Section:
+    """Base of the frozen sections: reading a key excluded from the phase raises ConfigError."""
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if isinstance(value, _Excluded):
+            raise ConfigError(
+                f"{value.path}: not a parameter of phase '{value.phase}'; list it in "
+                f"pipeline.config.PHASES['{value.phase}'] so that changing it reruns the phase")
+        return value
+
+    def _items(self) -> Iterator[tuple[str, Any]]:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            yield f.name, object.__getattribute__(self, f.name)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={'<excluded>' if isinstance(v, _Excluded) else repr(v)}"
+                          for k, v in self._items())
+        return f"{type(self).__name__}({inner})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        mine = [(k, None if isinstance(v, _Excluded) else v) for k, v in self._items()]
+        theirs = [(k, None if isinstance(v, _Excluded) else v) for k, v in other._items()]  # type: ignore[attr-defined]
+        return mine == theirs
+
+    def __hash__(self) -> int:
+        return hash(tuple(k for k, _ in self._items()))
+
+
+section = dataclasses.dataclass(frozen=True, kw_only=True, repr=False, eq=False)
+
+
+@section
+class RunConfig(_Section):
+    name: str
+    seed: int
+    device: str
+    threads: int
+    train_threads: int
+    launcher: str
+
+
+@section
+class DataConfig(_Section):
+    builtin: bool
+    root: str
+    seed: int
+    seg_train: int
+    seg_val: int
+    seg_size: tuple[int, int]
+    pose_train: int
+    pose_val: int
+    pose_size: tuple[int, int]
+
+
+@section
+class SegConfig(_Section):
+    root: str
+    train_set: str
+    val_set: str
+    width: int
+    crop_size: tuple[int, int]
+    num_classes: int
+    ignore_label: int
+    search_fraction: float
+
+
+@section
+class PoseConfig(_Section):
+    root: str
+    train_set: str
+    val_set: str
+    width: int
+    input_size: tuple[int, int]
+    num_joints: int
+    search_fraction: float
+    det_file: str | None
+
+
+@section
+class OptimizerConfig(_Section):
+    name: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    nesterov: bool
+
+
+@section
+class ScheduleConfig(_Section):
+    name: str
+    power: float
+    milestones: tuple[int, ...]
+    gamma: float
+    warmup_iters: int
+
+
+@section
+class TrainConfig(_Section):
+    epochs: int
+    iterations: int | None
+    batch_size: int
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig
+    checkpoint_every: int
+    log_every: int
+    sync_bn: bool
+    amp: str
+    num_workers: int
+
+
+@section
+class GroupConfig(_Section):
+    fusion_prob: float
+    depths: tuple[int, ...]
+    name: str | None = None
+
+
+@section
+class SupernetTrainConfig(TrainConfig):
+    kd_ratio: float
+    init_from_teacher: bool
+    #: "paper" or explicit groups (see pipeline.train.schedule.parse_groups).
+    groups: str | tuple[GroupConfig, ...]
+
+
+@section
+class FinetuneTrainConfig(TrainConfig):
+    budgets: tuple[float, ...]
+    arch_files: tuple[str, ...]
+    models: tuple[dict[str, Any], ...]
+
+
+@section
+class TeacherConfig(_Section):
+    seg: TrainConfig
+    pose: TrainConfig
+
+
+@section
+class SupernetConfig(_Section):
+    seg: SupernetTrainConfig
+    pose: SupernetTrainConfig
+
+
+@section
+class FinetuneConfig(_Section):
+    seg: FinetuneTrainConfig
+    pose: FinetuneTrainConfig
+
+
+@section
+class CalibrationConfig(_Section):
+    images: int
+    batch_size: int
+    augment: bool
+
+
+@section
+class RandomSearchConfig(_Section):
+    fusion_probs: tuple[float, ...]
+    depth_candidates: tuple[tuple[int, ...], ...]
+    samples_per_cell: int
+    shards: int
+
+
+@section
+class EvolutionConfig(_Section):
+    generations: int
+    population: int
+    parents: int
+    crossover_prob: float
+    mutation_prob: float
+    depth_mutation_prob: float
+    release_operators: bool
+    flops_min: float | None
+    flops_max: float | None
+    shards: int
+
+
+@section
+class SearchConfig(_Section):
+    random: RandomSearchConfig
+    evolution: EvolutionConfig
+
+
+@section
+class ReportConfig(_Section):
+    hrnet_reference: bool
+    dpi: int
+
+
+@section
+class TrackingConfig(_Section):
+    enabled: bool
+    uri: str
+    experiment: str
+
+
+@section
+class Config(_Section):
+    """The whole, validated parameter set (or a phase's view of it, see :func:`restrict`)."""
+
+    run: RunConfig
+    tasks: tuple[str, ...]
+    data: DataConfig
+    seg: SegConfig
+    pose: PoseConfig
+    teacher: TeacherConfig
+    supernet: SupernetConfig
+    calibration: CalibrationConfig
+    search: SearchConfig
+    finetune: FinetuneConfig
+    report: ReportConfig
+    tracking: TrackingConfig
+
+    def task(self, name: str) -> SegConfig | PoseConfig:
+        """The task section (``seg`` or ``pose``)."""
+        if name not in TASKS:
+            raise ConfigError(f"unknown task {name!r}; expected one of {list(TASKS)}")
+        return getattr(self, name)
+
+
+# -- schema, validation, defaults ----------------------------------------------------------------
+
+_SCHEMA_CACHE: dict[str, Any] = {}
+
+
+def load_schema() -> dict[str, Any]:
+    """The parameter schema (parsed once per process)."""
+    if "schema" not in _SCHEMA_CACHE:
+        with open(SCHEMA_PATH, encoding="utf-8") as f:
+            _SCHEMA_CACHE["schema"] = yaml.safe_load(f)
+    return _SCHEMA_CACHE["schema"]
+
+
+def _resolve(node: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
+    """A schema node with its ``$ref`` merged in (the use site's keywords win)."""
+    node = dict(node)
+    while "$ref" in node:
+        ref = node.pop("$ref")
+        target: Any = root
+        for part in ref.lstrip("#/").split("/"):
+            target = target[part]
+        node = {**target, **node}
+    return node
+
+
+def _deep_merge(base: Any, over: Any) -> Any:
+    if isinstance(base, Mapping) and isinstance(over, Mapping):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _deep_merge(base[k], v) if k in base else copy.deepcopy(v)
+        return out
+    return copy.deepcopy(over)
+
+
+def fill_defaults(value: Any, node: Mapping[str, Any] | None = None,
+                  root: Mapping[str, Any] | None = None) -> Any:
+    """``value`` with every missing key set from the schema (a use site's object default is
+    deep-merged under the given value, then each property's own default fills what is left)."""
+    root = root if root is not None else load_schema()
+    node = _resolve(node if node is not None else root, root)
+    props = node.get("properties")
+    if props is None:
+        return value
+    base = copy.deepcopy(node.get("default", {})) if isinstance(node.get("default"), Mapping) else {}
+    value = _deep_merge(base, value or {})
+    for key, sub in props.items():
+        sub_r = _resolve(sub, root)
+        if key in value:
+            if "properties" in sub_r and isinstance(value[key], Mapping):
+                value[key] = fill_defaults(value[key], sub_r, root)
+        elif "properties" in sub_r:
+            value[key] = fill_defaults(None, sub_r, root)
+        elif "default" in sub_r:
+            value[key] = copy.deepcopy(sub_r["default"])
+    return value
+
+
+def _key_path(path: Any) -> str:
+    parts = []
+    for p in path:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        else:
+            parts.append(("." if parts else "") + str(p))
+    return "".join(parts) or "<top level>"
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
+            dict: "mapping", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _messages(doc: Any) -> list[str]:
+    """One message per problem, ``key.path: problem``, sorted by key path."""
+    import jsonschema
+
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    out: list[tuple[str, str]] = []
+    for err in validator.iter_errors(doc):
+        # oneOf/anyOf: report the most specific sub-error.
+        best = jsonschema.exceptions.best_match([err]) if err.context else err
+        path = list(best.absolute_path)
+        if best.validator == "additionalProperties":
+            allowed = set(best.schema.get("properties", {}))
+            for key in sorted(set(best.instance) - allowed):
+                out.append((_key_path(path + [key]),
+                            f"unknown key (allowed: {', '.join(sorted(allowed))})"))
+            continue
+        if best.validator == "type":
+            msg = f"expected {best.validator_value}, got {_type_name(best.instance)} {best.instance!r}"
+        elif best.validator == "enum":
+            msg = f"must be one of {best.validator_value}, got {best.instance!r}"
+        else:
+            msg = best.message
+        out.append((_key_path(path), msg))
+    return [f"{k}: {m}" for k, m in sorted(set(out))]
+
+
+def validate(doc: Any, source: str) -> None:
+    """Raise :class:`ConfigError` naming ``source`` and the key path of every problem."""
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of parameter sections, got {_type_name(doc)}")
+    msgs = _messages(doc)
+    if msgs:
+        more = f" (and {len(msgs) - 1} more: {'; '.join(msgs[1:])})" if len(msgs) > 1 else ""
+        raise ConfigError(f"{source}: {msgs[0]}{more}")
+
+
+# -- building the typed view ---------------------------------------------------------------------
+
+def _convert(tp: Any, value: Any, path: str, phase: str | None) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            if arg is str and isinstance(value, str):
+                return value
+            if arg is not str:
+                try:
+                    return _convert(arg, value, path, phase)
+                except (TypeError, ValueError, KeyError):
+                    continue
+        raise ConfigError(f"{path}: value {value!r} does not fit {tp}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(path)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{path}[{i}]", phase) for i, v in enumerate(value))
+        return tuple(_convert(a, v, f"{path}[{i}]", phase) for i, (a, v) in enumerate(zip(args, value)))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise TypeError(path)
+        return _build(tp, value, path, phase)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _build(cls: type, value: Mapping[str, Any], path: str, phase: str | None) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        sub = f"{path}.{f.name}" if path else f.name
+        if f.name in value:
+            kwargs[f.name] = _convert(hints[f.name], value[f.name], sub, phase)
+        elif f.default is not dataclasses.MISSING:
+            kwargs[f.name] = f.default
+        elif phase is not None:
+            kwargs[f.name] = _Excluded(sub, phase)
+        else:
+            raise ConfigError(f"{sub}: missing (schema and pipeline.config dataclasses disagree)")
+    return cls(**kwargs)
+
+
+# -- public API ----------------------------------------------------------------------------------
+
+def read_yaml(path: str | Path) -> Any:
+    """``yaml.safe_load`` of a file, with errors that name it."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: parameter file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+
+
+def resolve_dict(doc: Any, source: str) -> dict[str, Any]:
+    """Validate a raw parameter mapping and return it with all defaults filled."""
+    validate(doc if doc is not None else {}, source)
+    resolved = fill_defaults(doc or {})
+    validate(resolved, f"{source} (after defaults)")
+    return resolved
+
+
+def from_dict(resolved: Mapping[str, Any], *, phase: str | None = None) -> Config:
+    """The typed view of a resolved mapping; with ``phase``, absent keys read as excluded."""
+    return _build(Config, resolved, "", phase)
+
+
+def load_params(path: str | Path) -> Config:
+    """Load, validate and default-fill a parameter file. Raises :class:`ConfigError`."""
+    return from_dict(load_resolved(path))
+
+
+def load_resolved(path: str | Path) -> dict[str, Any]:
+    """The validated, default-filled parameters of a file as a plain mapping."""
+    return resolve_dict(read_yaml(path), str(path))
+
+
+def phase_keys(phase: str, task: str | None) -> tuple[str, ...]:
+    """The dotted key paths phase ``phase`` reads for ``task``."""
+    if phase not in PHASES:
+        raise ConfigError(f"unknown phase {phase!r}; known: {sorted(PHASES)}")
+    keys = PHASES[phase]
+    if any("{task}" in k for k in keys):
+        if task not in TASKS:
+            raise ConfigError(f"phase {phase!r} needs a task (one of {list(TASKS)}), got {task!r}")
+        keys = tuple(k.replace("{task}", task) for k in keys)
+    return keys
+
+
+def phase_params(resolved: Mapping[str, Any], phase: str, task: str | None) -> dict[str, Any]:
+    """The nested subset of a resolved mapping that ``phase`` reads (see :data:`PHASES`)."""
+    out: dict[str, Any] = {}
+    for key in phase_keys(phase, task):
+        src: Any = resolved
+        parts = key.split(".")
+        for p in parts:
+            if not isinstance(src, Mapping) or p not in src:
+                raise ConfigError(f"PHASES[{phase!r}]: key {key!r} is not in the parameters")
+            src = src[p]
+        dst = out
+        for p in parts[:-1]:
+            dst = dst.setdefault(p, {})
+        dst[parts[-1]] = copy.deepcopy(src)
+    return out
+
+
+def restrict(resolved: Mapping[str, Any], phase: str, task: str | None) -> Config:
+    """A :class:`Config` in which only the keys of ``phase`` can be read."""
+    return from_dict(phase_params(resolved, phase, task), phase=phase)
+
+
+def canonical_json(obj: Any) -> str:
+    """Stable JSON text (sorted keys, no spaces) used for hashes and per-rule parameter files."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def params_hash(obj: Any) -> str:
+    """sha256 (first 16 hex digits) of the canonical JSON of ``obj``."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
+
+
+def path_keys(node: Mapping[str, Any] | None = None, prefix: str = "",
+              root: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+    """``(dotted key, kind)`` of every schema key marked ``x-path`` (``[]`` marks list items)."""
+    root = root if root is not None else load_schema()
+    node = _resolve(node if node is not None else root, root)
+    out: list[tuple[str, str]] = []
+    if "x-path" in node:
+        out.append((prefix, node["x-path"]))
+    for key, sub in node.get("properties", {}).items():
+        out += path_keys(sub, f"{prefix}.{key}" if prefix else key, root)
+    if isinstance(node.get("items"), Mapping):
+        out += path_keys(node["items"], f"{prefix}[]", root)
+    return out
+
+
+def _values_at(doc: Any, key: str) -> Iterator[tuple[str, Any]]:
+    parts = key.replace("[]", ".[]").split(".")
+
+    def walk(obj: Any, i: int, where: str) -> Iterator[tuple[str, Any]]:
+        if i == len(parts):
+            yield where, obj
+            return
+        p = parts[i]
+        if p == "[]":
+            for j, item in enumerate(obj or []):
+                yield from walk(item, i + 1, f"{where}[{j}]")
+        elif isinstance(obj, Mapping) and p in obj:
+            yield from walk(obj[p], i + 1, f"{where}.{p}" if where else p)
+
+    yield from walk(doc, 0, "")
+
+
+def check_paths(resolved: Mapping[str, Any], source: str, base: str | Path = ".") -> None:
+    """Every path-valued key the run uses must exist (relative paths are relative to ``base``).
+
+    Only the sections of the tasks being run are checked. The task roots are exempt while
+    ``data.builtin`` is true and they lie under ``data.root``: the ``builtin_data`` rule creates
+    them. Raises one :class:`ConfigError` naming the file, key and path.
+    """
+    base = Path(base)
+    tasks = set(resolved.get("tasks", TASKS))
+    data = resolved.get("data", {})
+    builtin_root = Path(data.get("root", "data/builtin"))
+    problems = []
+    for key, kind in path_keys():
+        head = key.split(".")[0]
+        owner = key.split(".")[1] if head in ("teacher", "supernet", "finetune") else head
+        if owner in TASKS and owner not in tasks:
+            continue
+        for where, value in _values_at(resolved, key):
+            if value is None or value == "":
+                continue
+            p = Path(value)
+            if data.get("builtin") and (p == builtin_root or builtin_root in p.parents):
+                continue
+            full = p if p.is_absolute() else base / p
+            ok = full.is_dir() if kind == "dir" else full.is_file()
+            if not ok:
+                what = "directory" if kind == "dir" else "file"
+                hint = " (see README: Bring your own data)" if kind == "dir" else ""
+                problems.append(f"{where}: {what} not found: {value}{hint}")
+    if problems:
+        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
+        raise ConfigError(f"{source}: {problems[0]}{more}")
+    if data.get("builtin"):
+        for t in sorted(tasks):
+            root = Path(resolved[t]["root"])
+            if not (root == builtin_root or builtin_root in root.parents):
+                raise ConfigError(f"{source}: {t}.root: {root} is not under data.root ({builtin_root}) "
+                                  "although data.builtin is true")

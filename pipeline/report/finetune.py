@@ -1,0 +1,101 @@
+"""Fine-tuning one selected architecture: export with inherited weights, train, evaluate, save.
+
+The steps, in order, each a call into the library that owns it:
+
+1. the supernet runs the selected architecture, its BN statistics are re-calibrated (the search's
+   calibration, :mod:`pipeline.search.calibrate`), and the subnet is exported as a standalone
+   network with those weights (:func:`pipeline.nets.export.export_subnet`);
+2. its val metric with the inherited weights is measured (the "before" figure);
+3. it is trained with the one training loop (:func:`pipeline.train.loop.train`, fixed
+   architecture), which checkpoints and resumes on its own;
+4. its val metric is measured again (the "after" figure), the model is saved
+   (:func:`pipeline.nets.export.save_model`), reloaded from its files alone and evaluated once
+   more: the record keeps all three figures, so "reloads and reproduces" is checked, not assumed.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from pipeline.nets.export import export_subnet, load_model, save_model
+from pipeline.nets.supernet import SuperNet
+
+from .records import FinetuneRecord
+from .select import SelectedModel
+
+MODEL_DIR = "model"
+TRAIN_DIR = "train"
+RECORD_FILE = "finetune.json"
+#: Name of each task's headline val metric (the ``score`` of its evaluation).
+METRIC_NAMES = {"seg": "mIoU", "pose": "AP"}
+
+
+def _scores(result: Mapping[str, Any]) -> tuple[float, dict[str, float]]:
+    if "score" not in result:
+        raise ValueError(f"task evaluation returned no 'score' (keys: {sorted(result)})")
+    details = {k: float(v) for k, v in result.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return float(result["score"]), details
+
+
+def export_selected(supernet: SuperNet, selected: SelectedModel,
+                    calibrate: Callable[[nn.Module], Any]) -> nn.Module:
+    """The selected subnet as a standalone network carrying the supernet's (calibrated) weights."""
+    supernet.set_arch(selected.arch)
+    calibrate(supernet)
+    return export_subnet(supernet).eval()
+
+
+def finetune_model(task: Any, supernet: SuperNet, selected: SelectedModel, train_cfg: Any,
+                   calibrate: Callable[[nn.Module], Any], out_dir: str | Path,
+                   work_dir: str | Path, *, cost: Any, input_hw: tuple[int, int], device: torch.device | str,
+                   eval_batch_size: int, split: str = "trainfull",
+                   tracker: Any = None) -> FinetuneRecord:
+    """Run steps 1-4 for one selected model; write ``out_dir/model/`` and ``out_dir/finetune.json``.
+
+    ``train_cfg`` is a :class:`pipeline.train.config.TrainConfig` (fixed architecture: no groups);
+    ``cost`` is the model's analytic :class:`pipeline.cost.Cost` at ``input_hw``. The training
+    loop's checkpoints live in ``work_dir/train/`` (kept across failures) so a killed job resumes.
+    """
+    from pipeline.train.loop import train  # the loop pulls in tqdm and the distributed helpers
+
+    if getattr(train_cfg, "groups", None) is not None:
+        raise ValueError("fine-tuning trains one fixed architecture: the training config must "
+                         "not have sampling groups")
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    net = export_selected(supernet, selected, calibrate).to(device)
+    inherited, d_before = _scores(task.evaluate(net, "val", device, eval_batch_size))
+    if tracker is not None:
+        tracker.log_metrics({"val_inherited": inherited}, step=0)
+
+    summary = train(task, net, train_cfg, Path(work_dir) / TRAIN_DIR, tracker=tracker, split=split)
+    net.eval()
+    finetuned, d_after = _scores(task.evaluate(net, "val", device, eval_batch_size))
+
+    metric = METRIC_NAMES.get(task.name, "score")
+    meta = {"name": selected.name, "input_hw": list(input_hw), "metric": metric,
+            "val_inherited": inherited, "val_finetuned": finetuned,
+            "selection_rule": selected.rule, "iterations": summary.iterations}
+    save_model(out / MODEL_DIR, net, meta)
+    reloaded_net = load_model(out / MODEL_DIR).to(device)
+    reloaded, _ = _scores(task.evaluate(reloaded_net, "val", device, eval_batch_size))
+
+    record = FinetuneRecord(
+        name=selected.name, task=task.name, arch_id=selected.arch.arch_id, rule=selected.rule,
+        metric=metric, params=int(cost.params), gflops=float(cost.gflops),
+        input_hw=(int(input_hw[0]), int(input_hw[1])), width=int(supernet.width),
+        inherited=inherited, finetuned=finetuned, reloaded=reloaded,
+        iterations=int(summary.iterations), epochs=float(summary.epochs_run),
+        wall_s=time.perf_counter() - t0, model_dir=MODEL_DIR,
+        search_score=selected.search.get("score"),
+        details_inherited=d_before, details_finetuned=d_after)
+    record.save(out / RECORD_FILE)
+    if tracker is not None:
+        tracker.log_metrics({"val_finetuned": finetuned, "val_reloaded": reloaded,
+                             "val_gain": finetuned - inherited}, step=summary.iterations)
+    return record

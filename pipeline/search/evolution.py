@@ -1,0 +1,268 @@
+"""Multi-objective evolution, one generation at a time, as a pure function.
+
+``next_generation(pool, rng_state, config, ...)`` takes everything evaluated so far, the random
+generator's state and the configuration, and returns the next children together with the
+generator's new state. Nothing else is read, so a generation written to a file (``Generation.save``)
+is all a killed search needs to resume, and the same seed always gives the same children.
+
+Parents: ``parents`` candidates from successive Pareto layers of the pool (GFLOPs down, score
+up), the overflowing layer cut by crowding distance. Child: a uniformly drawn parent as the base,
+each module replaced by a random parent's module with ``crossover_prob`` (``pipeline.space.ops
+.crossover``), then mutation (fusion bits with ``mutation_prob``, depths with
+``depth_mutation_prob``). Children already evaluated, already made in this generation, or outside
+the optional GFLOPs bounds are discarded and redrawn.
+
+The search takes an efficiency estimator (``estimate_cost``: architecture -> GFLOPs) and, in
+``run_evolution``, an accuracy estimator as arguments, so the analytic cost model and the measured
+evaluation (or a cheap stand-in in tests) swap freely.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
+from pipeline.space.ops import crossover, mutate
+from pipeline.space.sample import largest, smallest
+
+from .pareto import select_by_rank
+
+STATE_SCHEMA = "scalenas-evolution/1"
+
+CostFn = Callable[[Architecture], float]
+AccuracyFn = Callable[[Architecture], float]
+
+
+class EvolutionError(ValueError):
+    """Bad evolution parameters or an impossible request; the message says which."""
+
+
+class Evaluated(NamedTuple):
+    """One member of the evaluated pool."""
+
+    arch: Architecture
+    gflops: float
+    score: float
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """Parameters of one generation (the ``search.evolution`` section of the parameters)."""
+
+    #: Parents taken from successive Pareto layers of the pool (the paper's 100).
+    parents: int = 100
+    #: New children evaluated per generation.
+    population: int = 100
+    crossover_prob: float = 0.25
+    mutation_prob: float = 0.2
+    depth_mutation_prob: float = 0.1
+    depth_candidates: tuple[int, ...] = (2, 3, 4, 5)
+    #: False, False reproduces the release's operators.
+    mutate_depth: bool = True
+    mutate_last_module: bool = True
+    flops_min: float | None = None
+    flops_max: float | None = None
+    #: Draws allowed per requested child before giving up (duplicates, bounds).
+    max_attempts_per_child: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("parents", "population", "max_attempts_per_child"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise EvolutionError(f"evolution.{name} must be a positive integer, got {v!r}")
+        for name in ("crossover_prob", "mutation_prob", "depth_mutation_prob"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise EvolutionError(f"evolution.{name} must be a number in [0, 1], got {v!r}")
+        object.__setattr__(self, "depth_candidates", tuple(self.depth_candidates))
+        for name in ("flops_min", "flops_max"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or not math.isfinite(v) or v < 0):
+                raise EvolutionError(f"evolution.{name} must be a non-negative number or null, got {v!r}")
+        if (self.flops_min is not None and self.flops_max is not None
+                and self.flops_min > self.flops_max):
+            raise EvolutionError(f"evolution.flops_min ({self.flops_min}) exceeds "
+                                 f"evolution.flops_max ({self.flops_max}): no architecture satisfies "
+                                 f"the FLOPs bounds")
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], source: str = "evolution") -> "EvolutionConfig":
+        known = {f.name for f in fields(cls)} | {"release_operators"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise EvolutionError(f"{source}: unknown key(s) {unknown}")
+        kw = {k: v for k, v in d.items() if k != "release_operators"}
+        if "depth_candidates" in kw:
+            kw["depth_candidates"] = tuple(kw["depth_candidates"])
+        try:
+            cfg = cls(**kw)
+        except EvolutionError as e:
+            raise EvolutionError(f"{source}: {e}") from None
+        return cfg.release() if d.get("release_operators") else cfg
+
+    def release(self) -> "EvolutionConfig":
+        """The release's operators: no depth mutation, last module never touched."""
+        return replace(self, mutate_depth=False, mutate_last_module=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["depth_candidates"] = list(self.depth_candidates)
+        return d
+
+    def in_bounds(self, gflops: float) -> bool:
+        return ((self.flops_min is None or gflops >= self.flops_min)
+                and (self.flops_max is None or gflops <= self.flops_max))
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generation's record: parents chosen, children made, generator state before and after."""
+
+    generation: int
+    parents: tuple[str, ...]
+    children: tuple[Architecture, ...]
+    rng_in: Mapping[str, Any]
+    rng_out: Mapping[str, Any]
+    pool_size: int
+    config: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": STATE_SCHEMA, "generation": self.generation,
+                "pool_size": self.pool_size, "config": dict(self.config),
+                "rng_in": self.rng_in, "rng_out": self.rng_out,
+                "parents": list(self.parents),
+                "children": [a.to_dict() for a in self.children]}
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Generation":
+        p = Path(path)
+        try:
+            doc = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise EvolutionError(f"{p}: generation state file not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise EvolutionError(f"{p}: unreadable generation state: {e}") from None
+        if not isinstance(doc, dict) or doc.get("schema") != STATE_SCHEMA:
+            raise EvolutionError(f"{p}: not a generation state file (schema {STATE_SCHEMA!r})")
+        try:
+            children = tuple(Architecture.from_dict(c, source=f"{p}: child {i}")
+                             for i, c in enumerate(doc["children"]))
+            gen = cls(int(doc["generation"]), tuple(doc["parents"]), children, doc["rng_in"],
+                      doc["rng_out"], int(doc["pool_size"]), doc["config"])
+            rng_from_state(gen.rng_out)
+        except ArchitectureError as e:
+            raise EvolutionError(str(e)) from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise EvolutionError(f"{p}: malformed generation state: {e!r}") from None
+        return gen
+
+
+def initial_rng_state(seed: int, *stream: int) -> dict[str, Any]:
+    """JSON-able state of a fresh generator for ``seed`` (and an optional sub-stream id)."""
+    return np.random.default_rng([int(seed), *map(int, stream)] if stream else int(seed)
+                                 ).bit_generator.state
+
+
+def rng_from_state(state: Mapping[str, Any]) -> np.random.Generator:
+    """A generator restored from a JSON-able state (PCG64, numpy's default)."""
+    if not isinstance(state, Mapping) or state.get("bit_generator") != "PCG64":
+        raise ValueError(f"expected a PCG64 generator state, got {state!r:.80}")
+    bg = np.random.PCG64()
+    bg.state = dict(state)
+    return np.random.Generator(bg)
+
+
+def check_bounds_feasible(config: EvolutionConfig, task: str, estimate_cost: CostFn) -> None:
+    """Fail early when the GFLOPs bounds exclude the whole space (smallest .. largest subnet)."""
+    if config.flops_max is not None:
+        lo = estimate_cost(smallest(task))
+        if lo > config.flops_max:
+            raise EvolutionError(
+                f"evolution.flops_max = {config.flops_max} is below the smallest {task} subnet "
+                f"({lo:.4f} GFLOPs): no architecture satisfies the FLOPs bounds")
+    if config.flops_min is not None:
+        hi = estimate_cost(largest(task))
+        if hi < config.flops_min:
+            raise EvolutionError(
+                f"evolution.flops_min = {config.flops_min} is above the largest {task} subnet "
+                f"({hi:.4f} GFLOPs): no architecture satisfies the FLOPs bounds")
+
+
+def select_parents(pool: Sequence[Evaluated], parents: int) -> list[Evaluated]:
+    """``parents`` members by Pareto rank then crowding distance (ties by arch id)."""
+    if parents > len(pool):
+        raise EvolutionError(
+            f"evolution.parents (the parent population) = {parents} is larger than the evaluated "
+            f"pool ({len(pool)} candidates): lower it or sample more candidates")
+    idx = select_by_rank([e.gflops for e in pool], [e.score for e in pool], parents,
+                         [e.arch.arch_id for e in pool])
+    return [pool[i] for i in idx]
+
+
+def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
+                    config: EvolutionConfig, *, task: str, estimate_cost: CostFn,
+                    generation: int) -> Generation:
+    """Make the children of one generation (pure: same inputs -> same children and rng_out)."""
+    check_bounds_feasible(config, task, estimate_cost)
+    parents = select_parents(pool, config.parents)
+    parent_archs = [p.arch for p in parents]
+    rng = rng_from_state(rng_state)
+    seen = {e.arch.arch_id for e in pool}
+    children: list[Architecture] = []
+    attempts, budget = 0, config.population * config.max_attempts_per_child
+    out_of_bounds = 0
+    while len(children) < config.population:
+        if attempts >= budget:
+            bounds = f"[{config.flops_min}, {config.flops_max}] GFLOPs"
+            raise EvolutionError(
+                f"generation {generation}: made only {len(children)} of {config.population} new "
+                f"children in {attempts} draws ({out_of_bounds} outside the FLOPs bounds {bounds}, "
+                f"the rest duplicates): the FLOPs bounds are too tight or the space is exhausted")
+        attempts += 1
+        base = int(rng.integers(0, len(parent_archs)))
+        child = crossover([parent_archs[base], *parent_archs], rng, config.crossover_prob, task=task)
+        child = mutate(child, rng, config.mutation_prob, config.depth_mutation_prob,
+                       config.depth_candidates, task=task,
+                       mutate_last_module=config.mutate_last_module,
+                       mutate_depth=config.mutate_depth)
+        if child.arch_id in seen:
+            continue
+        if (config.flops_min is not None or config.flops_max is not None) and \
+                not config.in_bounds(estimate_cost(child)):
+            out_of_bounds += 1
+            continue
+        seen.add(child.arch_id)
+        children.append(child)
+    return Generation(generation, tuple(p.arch.arch_id for p in parents), tuple(children),
+                      dict(rng_state), rng.bit_generator.state, len(pool), config.to_dict())
+
+
+def run_evolution(initial: Sequence[Evaluated], config: EvolutionConfig, generations: int,
+                  seed: int, *, task: str, estimate_cost: CostFn,
+                  estimate_accuracy: AccuracyFn) -> tuple[list[Generation], list[Evaluated]]:
+    """Run ``generations`` generations in memory (tests, benchmarks, quick experiments).
+
+    The pipeline runs the same ``next_generation`` one generation per job, with the measured
+    evaluation in place of ``estimate_accuracy``.
+    """
+    pool = list(initial)
+    state: Mapping[str, Any] = initial_rng_state(seed)
+    gens = []
+    for g in range(1, generations + 1):
+        gen = next_generation(pool, state, config, task=task, estimate_cost=estimate_cost,
+                              generation=g)
+        pool.extend(Evaluated(a, float(estimate_cost(a)), float(estimate_accuracy(a)))
+                    for a in gen.children)
+        state = gen.rng_out
+        gens.append(gen)
+    return gens, pool

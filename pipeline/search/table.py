@@ -1,0 +1,292 @@
+"""The search results table: append-only shard files, strict loading, deterministic merge.
+
+A shard job appends one JSON line per evaluated candidate and flushes it to disk before starting
+the next, so a kill loses at most the row in progress. Loading is strict: any malformed row is an
+error naming the file and line, except a torn *last* line (no trailing newline), which is what a
+kill mid-write leaves; it is dropped and truncated away before the next append.
+
+The merged table is split in two so that reruns compare byte for byte:
+- ``results.csv``: everything that is a function of the seed and the data (one row per arch id);
+- ``timings.csv``: wall-clock figures of each evaluation, keyed by arch id.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
+
+#: Deterministic columns of ``results.csv``, in order (metric_* columns follow, sorted by name).
+RESULT_COLUMNS: tuple[str, ...] = (
+    "arch_id", "stage", "generation", "index", "shard", "group", "fusion_prob",
+    "depth_candidates", "params", "gflops", "score")
+#: Columns of ``timings.csv``.
+TIMING_COLUMNS: tuple[str, ...] = ("arch_id", "stage", "generation", "shard", "wall_s",
+                                   "calib_s", "eval_s", "forward_s", "overhead_s")
+#: Sort key of the merged table.
+SORT_KEY: tuple[str, ...] = ("stage", "generation", "index", "arch_id", "shard")
+
+_ROW_TYPES: dict[str, tuple[type, ...]] = {
+    "arch_id": (str,), "stage": (str,), "generation": (int,), "index": (int,), "shard": (int,),
+    "group": (str,), "fusion_prob": (float, int, type(None)), "depth_candidates": (str,),
+    "params": (int,), "gflops": (float, int), "score": (float, int), "metrics": (dict,),
+    "timing": (dict,), "arch": (dict,)}
+#: wall_s = calib_s + eval_s + the rest; forward_s = time inside the network's forward passes
+#: (calibration and evaluation, BN statistics hooks excluded); overhead_s = wall_s - forward_s.
+_TIMING_KEYS = ("wall_s", "calib_s", "eval_s", "forward_s", "overhead_s")
+
+
+class ResultsError(ValueError):
+    """A results file or row that is not valid; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One evaluated candidate, as written to a shard file."""
+
+    arch_id: str
+    stage: str
+    generation: int
+    index: int
+    shard: int
+    group: str
+    fusion_prob: float | None
+    depth_candidates: str
+    params: int
+    gflops: float
+    score: float
+    metrics: Mapping[str, float]
+    timing: Mapping[str, float]
+    arch: Mapping[str, Any]
+
+    def to_json(self) -> str:
+        d = {k: getattr(self, k) for k in _ROW_TYPES}
+        d["metrics"] = dict(self.metrics)
+        d["timing"] = dict(self.timing)
+        d["arch"] = dict(self.arch)
+        return json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _check_number(x: Any, where: str) -> None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        raise ResultsError(f"{where}: expected a finite number, got {x!r}")
+
+
+def parse_row(doc: Any, where: str) -> Row:
+    """Strictly validate one decoded row (``where`` = "file:line" for messages)."""
+    if not isinstance(doc, dict):
+        raise ResultsError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+    missing = sorted(set(_ROW_TYPES) - set(doc))
+    extra = sorted(set(doc) - set(_ROW_TYPES))
+    if missing or extra:
+        raise ResultsError(f"{where}: missing key(s) {missing}, unknown key(s) {extra}")
+    for k, types in _ROW_TYPES.items():
+        v = doc[k]
+        if isinstance(v, bool) or not isinstance(v, types):
+            raise ResultsError(f"{where}: key {k!r} has the wrong type ({type(v).__name__})")
+    for k in ("gflops", "score"):
+        _check_number(doc[k], f"{where}: key {k!r}")
+    for name, v in doc["metrics"].items():
+        _check_number(v, f"{where}: metric {name!r}")
+    if sorted(doc["timing"]) != sorted(_TIMING_KEYS):
+        raise ResultsError(f"{where}: timing must have exactly the keys {list(_TIMING_KEYS)}")
+    for name, v in doc["timing"].items():
+        _check_number(v, f"{where}: timing {name!r}")
+    try:
+        arch = Architecture.from_dict(doc["arch"], source=f"{where}: arch")
+    except ArchitectureError as e:
+        raise ResultsError(str(e)) from None
+    if arch.arch_id != doc["arch_id"]:
+        raise ResultsError(f"{where}: arch_id {doc['arch_id']!r} does not match the architecture "
+                           f"({arch.arch_id})")
+    return Row(**{k: doc[k] for k in _ROW_TYPES})
+
+
+def read_shard(path: str | os.PathLike) -> tuple[list[Row], int]:
+    """Load a shard file strictly. Returns (rows, byte length of the valid prefix).
+
+    Only a final line without its newline (a torn write) is tolerated; it is not returned and the
+    valid length excludes it. A missing file is an empty shard.
+    """
+    p = Path(path)
+    if not p.exists():
+        return [], 0
+    data = p.read_bytes()
+    rows: list[Row] = []
+    pos = 0
+    lineno = 0
+    while pos < len(data):
+        lineno += 1
+        nl = data.find(b"\n", pos)
+        if nl < 0:  # torn last line from a kill: dropped, re-evaluated on resume
+            break
+        where = f"{p}:{lineno}"
+        try:
+            doc = json.loads(data[pos:nl].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ResultsError(f"{where}: corrupt row (not valid JSON: {e})") from None
+        rows.append(parse_row(doc, where))
+        pos = nl + 1
+    seen: dict[str, int] = {}
+    for i, r in enumerate(rows, 1):
+        if r.arch_id in seen:
+            raise ResultsError(f"{p}:{i}: duplicate arch_id {r.arch_id} (first at line {seen[r.arch_id]})")
+        seen[r.arch_id] = i
+    return rows, pos
+
+
+class ShardWriter:
+    """Append-only writer of one shard file; resumes an existing file.
+
+    On open, a torn last line is truncated away so the next row starts on a fresh line.
+    ``done`` holds the arch ids already recorded.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows, valid = read_shard(self.path)
+        if self.path.exists() and self.path.stat().st_size != valid:
+            with open(self.path, "r+b") as f:
+                f.truncate(valid)
+        self.done = {r.arch_id for r in self.rows}
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def append(self, row: Row) -> None:
+        line = row.to_json()
+        parse_row(json.loads(line), f"{self.path}: new row")  # never write what we cannot read
+        if row.arch_id in self.done:
+            raise ResultsError(f"{self.path}: arch_id {row.arch_id} is already recorded")
+        self._f.write(line + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.rows.append(row)
+        self.done.add(row.arch_id)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_shard(path: str | os.PathLike, rows: Sequence[Row]) -> None:
+    """Write a complete shard file atomically (the finished output of a shard job)."""
+    atomic_write_text(Path(path), "".join(r.to_json() + "\n" for r in rows))
+
+
+def rows_to_frames(rows: Iterable[Row]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results, timings) frames, sorted by ``SORT_KEY`` and deduplicated by arch id (first kept)."""
+    rows = list(rows)
+    metric_names = sorted({m for r in rows for m in r.metrics})
+    recs = []
+    for r in rows:
+        rec = {k: getattr(r, k) for k in RESULT_COLUMNS}
+        rec["fusion_prob"] = float("nan") if r.fusion_prob is None else float(r.fusion_prob)
+        rec["gflops"], rec["score"] = float(r.gflops), float(r.score)
+        for m in metric_names:
+            rec[f"metric_{m}"] = float(r.metrics.get(m, float("nan")))
+        rec["arch"] = json.dumps(dict(r.arch), sort_keys=True, separators=(",", ":"))
+        rec.update({k: float(r.timing[k]) for k in _TIMING_KEYS})
+        recs.append(rec)
+    cols = list(RESULT_COLUMNS) + [f"metric_{m}" for m in metric_names] + ["arch"]
+    df = pd.DataFrame.from_records(recs, columns=cols + list(_TIMING_KEYS))
+    df = df.sort_values(list(SORT_KEY), kind="mergesort").drop_duplicates("arch_id", keep="first")
+    df = df.reset_index(drop=True)
+    return df[cols], df[list(TIMING_COLUMNS)]
+
+
+def merge_shards(shard_paths: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Strictly load every shard file and merge them (see ``rows_to_frames``)."""
+    rows: list[Row] = []
+    for p in shard_paths:
+        rows.extend(read_shard(p)[0])
+    return rows_to_frames(rows)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a table as CSV atomically; floats in round-trip precision."""
+    atomic_write_text(Path(path), df.to_csv(index=False, lineterminator="\n"))
+
+
+_TABLE_DTYPES: dict[str, str] = {
+    "arch_id": "str", "stage": "str", "generation": "int", "index": "int", "shard": "int",
+    "group": "str", "fusion_prob": "float", "depth_candidates": "str", "params": "int",
+    "gflops": "float", "score": "float", "arch": "str"}
+
+
+def load_table(path: str | os.PathLike, *, check_arch: bool = True) -> pd.DataFrame:
+    """Load a merged ``results.csv`` strictly: required columns, types per row, unique arch ids,
+    finite cost/score, and (``check_arch``) each architecture document valid and matching its id.
+    Errors name the file and the CSV line."""
+    p = Path(path)
+    if not p.exists():
+        raise ResultsError(f"{p}: results table not found")
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{p}: not a readable CSV table: {e}") from None
+    missing = [c for c in _TABLE_DTYPES if c not in df.columns]
+    if missing:
+        raise ResultsError(f"{p}: missing column(s) {missing}")
+    out: dict[str, list[Any]] = {c: [] for c in df.columns}
+    seen: dict[str, int] = {}
+    for i, rec in enumerate(df.to_dict("records")):
+        line = i + 2  # header is line 1
+        where = f"{p}:{line}"
+        for c, v in rec.items():
+            kind = _TABLE_DTYPES.get(c, "float" if c.startswith("metric_") else "str")
+            try:
+                if kind == "int":
+                    val: Any = int(v)
+                elif kind == "float":
+                    val = float(v) if v != "" else float("nan")
+                else:
+                    val = v
+            except ValueError:
+                raise ResultsError(f"{where}: corrupt row: column {c!r} = {v!r} is not {kind}") from None
+            out[c].append(val)
+        for c in ("gflops", "score"):
+            if not math.isfinite(out[c][-1]):
+                raise ResultsError(f"{where}: corrupt row: column {c!r} must be a finite number")
+        aid = rec["arch_id"]
+        if aid in seen:
+            raise ResultsError(f"{where}: duplicate arch_id {aid} (first at line {seen[aid]})")
+        seen[aid] = line
+        if check_arch:
+            try:
+                arch = Architecture.from_json(rec["arch"], source=f"{where}: arch")
+            except ArchitectureError as e:
+                raise ResultsError(f"corrupt row: {e}") from None
+            if arch.arch_id != aid:
+                raise ResultsError(f"{where}: corrupt row: arch_id {aid!r} does not match the "
+                                   f"architecture ({arch.arch_id})")
+    return pd.DataFrame(out, columns=list(df.columns))
+
+
+def load_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """Strictly load several results tables and concatenate them (an arch id may appear once)."""
+    frames = [load_table(p) for p in paths]
+    if not frames:
+        return pd.DataFrame(columns=list(_TABLE_DTYPES))
+    df = pd.concat(frames, ignore_index=True)
+    dup = df["arch_id"].duplicated()
+    if dup.any():
+        raise ResultsError(f"arch_id {df['arch_id'][dup].iloc[0]} appears in more than one of "
+                           f"{[str(p) for p in paths]}")
+    return df
+
+
+def architectures(df: pd.DataFrame) -> list[Architecture]:
+    """The architecture of each row of a loaded table, in row order."""
+    return [Architecture.from_json(a, source=f"table row {aid}")
+            for a, aid in zip(df["arch"], df["arch_id"])]

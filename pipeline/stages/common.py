@@ -1,0 +1,272 @@
+"""The frame every stage entry point runs in.
+
+A stage script is ``python -m pipeline.stages.<name> --params FILE --task TASK --out DIR`` and
+holds no logic of its own: it defines ``body(ctx) -> metrics | None`` and calls
+:func:`run_stage`. The frame
+
+1. parses the common arguments (plus the stage's own, through ``add_args``);
+2. sets torch/OMP threads to ``--threads`` (the rule's Snakemake ``threads``);
+3. loads the parameters: a per-rule parameter file written by the workflow
+   (``results/params/<task>/<phase>.json``), or a whole parameter file (``params/*.yaml``, for
+   runs outside Snakemake), validated, and restricted to the keys of the phase
+   (:data:`pipeline.config.PHASES`): reading any other key raises;
+4. seeds ``random``, numpy and torch from ``run.seed`` (when the phase reads it);
+5. opens the MLflow child run (tags: phase, task, git commit, parameter hash, data hash) and
+   logs the phase's parameters once;
+6. runs the body with ``ctx.out`` pointing at a temporary directory next to the final one, and on
+   success writes ``resolved_params.json`` into it and renames it to ``--out`` (replacing a
+   previous output of the stage, so no stale file survives); on failure
+   removes the temporary directory (the final directory is never half-written), prints one line
+   ``error: <phase>[<task>]: <message>`` on stderr and exits non-zero (2 for bad input, 1 for a
+   bug, with its traceback above the line).
+
+``ctx.work`` is a persistent scratch directory (``<out>/../.<out name>.work``) for checkpoints
+and other resume state: it survives failures and kills, so a rerun can resume.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from pipeline import config as pconfig
+from pipeline import tracking
+from pipeline.space.arch import atomic_write_text
+
+EXIT_BAD_INPUT = 2
+EXIT_BUG = 1
+RESOLVED_NAME = "resolved_params.json"
+
+
+@dataclass
+class StageContext:
+    """What a stage body gets. Write outputs under ``out``; resume state under ``work``."""
+
+    phase: str
+    task: str | None
+    cfg: pconfig.Config
+    params: dict[str, Any]
+    params_hash: str
+    out: Path
+    final_out: Path
+    work: Path
+    threads: int
+    device: str
+    run: tracking.StageRun
+    args: argparse.Namespace
+    data_hash: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_cfg(self) -> pconfig.SegConfig | pconfig.PoseConfig:
+        """The task section (``cfg.seg`` or ``cfg.pose``)."""
+        if self.task is None:
+            raise pconfig.ConfigError(f"phase {self.phase!r} runs without a task")
+        return self.cfg.task(self.task)
+
+
+Body = Callable[[StageContext], "Mapping[str, float] | None"]
+
+
+class StageInputError(ValueError):
+    """Bad stage input (arguments, files): reported as one line, exit status 2."""
+
+
+def build_parser(phase: str, add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+                 needs_task: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m pipeline.stages.{phase}",
+                                description=f"Pipeline stage '{phase}'.")
+    p.add_argument("--params", required=True, type=Path,
+                   help="per-rule parameter file (results/params/...json) or a params/*.yaml file")
+    p.add_argument("--task", choices=pconfig.TASKS, required=needs_task, default=None)
+    p.add_argument("--out", required=True, type=Path, help="output directory of this stage")
+    p.add_argument("--threads", type=int, default=1, help="torch/OMP threads (the rule's threads)")
+    p.add_argument("--run-settings", type=Path, default=None,
+                   help="execution settings written by the workflow (results/params/run.json)")
+    p.add_argument("--device", default=None, help="override run.device")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="data manifest (results/<task>/data/manifest.json) for the data-hash tag")
+    p.add_argument("--label", default="", help="suffix of the MLflow run name (e.g. shard3)")
+    if add_args is not None:
+        add_args(p)
+    return p
+
+
+def set_threads(n: int) -> None:
+    """Limit intra-op threads of torch and of OpenMP/MKL libraries loaded later."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_stage_params(path: Path, phase: str, task: str | None
+                      ) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """``(phase params, run settings, source)`` from a per-rule JSON file or a params YAML."""
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise StageInputError(f"{path}: parameter file not found") from None
+        except json.JSONDecodeError as e:
+            raise StageInputError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(doc, dict) or doc.get("phase") != phase or doc.get("task") != task:
+            raise StageInputError(f"{path}: holds the parameters of phase {doc.get('phase')!r} "
+                                  f"task {doc.get('task')!r}, not {phase!r} task {task!r}"
+                                  if isinstance(doc, dict) else f"{path}: not a parameter file")
+        params = doc.get("params", {})
+        pconfig.validate(params, str(path))
+        return params, {}, str(doc.get("source", path))
+    resolved = pconfig.load_resolved(path)
+    pconfig.check_paths(resolved, str(path))
+    settings = {"run": resolved["run"], "tracking": resolved["tracking"]}
+    return pconfig.phase_params(resolved, phase, task), settings, str(path)
+
+
+def _read_settings(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise StageInputError(f"{path}: cannot read run settings ({e})") from None
+
+
+def _data_hash(manifest: Path | None) -> str | None:
+    if manifest is None:
+        return None
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("data_hash")
+    except (OSError, json.JSONDecodeError) as e:
+        raise StageInputError(f"{manifest}: cannot read data manifest ({e})") from None
+
+
+def _open_run(phase: str, task: str | None, label: str, settings: Mapping[str, Any],
+              params: Mapping[str, Any], phash: str, data_hash: str | None) -> tracking.StageRun:
+    trk = settings.get("tracking", {})
+    # Disabled by the params file or the environment; never by mutating os.environ, which would
+    # leak into every later stage run in the same process (tests) and its subprocesses.
+    if not trk.get("enabled", True) or not tracking.enabled():
+        return tracking.NullRun()
+    uri = tracking.resolve_uri(trk.get("uri", ""))
+    experiment = (os.environ.get(tracking.EXPERIMENT_ENV) or trk.get("experiment")
+                  or tracking.DEFAULT_EXPERIMENT)
+    name = ":".join(x for x in (phase, task or "", label) if x)
+    tags = {tracking.TAG_PHASE: phase, tracking.TAG_TASK: task or "", tracking.TAG_KIND: "stage",
+            tracking.TAG_PARAMS_HASH: phash}
+    if data_hash:
+        tags[tracking.TAG_DATA_HASH] = data_hash
+    return tracking.start_run(name, uri=uri, experiment=experiment, tags=tags, params=params)
+
+
+def _check_replaceable(final: Path) -> None:
+    """Refuse to replace a directory that is not a previous output of a stage."""
+    if final.exists() and (not final.is_dir() or (
+            any(final.iterdir()) and not (final / RESOLVED_NAME).is_file()
+            and not (final / "SYNTH.json").is_file())):
+        raise StageInputError(f"--out {final}: exists and is not the output of a previous run of "
+                              "a stage; refusing to replace it")
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Replace ``final`` by ``tmp`` (two renames: the old directory is removed afterwards)."""
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
+              add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+              needs_task: bool = True, write_resolved: bool = True) -> int:
+    """Run ``body`` inside the frame; returns the exit status (see the module docstring).
+
+    ``write_resolved=False`` skips ``resolved_params.json`` (for outputs whose bytes must not
+    depend on how the stage was called, such as the DVC-tracked built-in data)."""
+    args = build_parser(phase, add_args, needs_task).parse_args(argv)
+    where = f"{phase}[{args.task}]" if args.task else phase
+    run: tracking.StageRun | None = None
+    tmp: Path | None = None
+    try:
+        if args.threads < 1:
+            raise StageInputError(f"--threads must be >= 1, got {args.threads}")
+        set_threads(args.threads)
+        params, settings, source = load_stage_params(args.params, phase, args.task)
+        settings = {**settings, **_read_settings(args.run_settings)}
+        cfg = pconfig.from_dict(params, phase=phase)
+        phash = pconfig.params_hash(params)
+        seed = params.get("run", {}).get("seed", 0)
+        seed_everything(seed)
+        device = args.device or settings.get("run", {}).get("device", "cpu")
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        data_hash = _data_hash(args.manifest)
+        final = args.out
+        _check_replaceable(final)
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        work = final.parent / f".{final.name}.work"
+        work.mkdir(parents=True, exist_ok=True)
+        run = _open_run(phase, args.task, args.label, settings, params, phash, data_hash)
+        ctx = StageContext(phase=phase, task=args.task, cfg=cfg, params=params, params_hash=phash,
+                           out=tmp, final_out=final, work=work, threads=args.threads,
+                           device=device, run=run, args=args, data_hash=data_hash)
+        metrics = body(ctx)
+        resolved = {"phase": phase, "task": args.task, "source": source, "params_hash": phash,
+                    "device": device, "params": params}
+        if write_resolved:
+            atomic_write_text(tmp / RESOLVED_NAME,
+                              json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+        if metrics:
+            run.log_metrics(dict(metrics))
+        _publish(tmp, final)
+        tmp = None
+        run.end("FINISHED")
+        return 0
+    except KeyboardInterrupt:
+        _abort(run, tmp, "KILLED")
+        raise
+    except (pconfig.ConfigError, StageInputError, ValueError, OSError, KeyError) as e:
+        _abort(run, tmp, "FAILED")
+        print(f"error: {where}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as e:  # a bug: keep the traceback for the log, then the one line
+        traceback.print_exc()
+        _abort(run, tmp, "FAILED")
+        print(f"error: {where}: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _abort(run: tracking.StageRun | None, tmp: Path | None, status: str) -> None:
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if run is not None:
+        try:
+            run.end(status)
+        except Exception:  # the store being down must not hide the stage's own error
+            pass

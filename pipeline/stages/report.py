@@ -1,0 +1,191 @@
+"""Stage ``report``: the Pareto figures, the table of final models, metrics and plot data.
+
+One job for all tasks::
+
+    python -m pipeline.stages.report --params results/params/report.json --out results/report \\
+        --candidates seg=results/seg/search/final/all.csv \\
+        --front seg=results/seg/search/final/front.csv \\
+        --summary seg=results/seg/search/final/summary.json \\
+        --selection seg=results/seg/finetune/select/selection.json \\
+        --records results/seg/finetune/*/finetune.json [... the same for pose]
+
+writes ``REPORT.md`` (links everything), ``<task>_pareto.png``, ``final_models.md``,
+``metrics.json`` (for ``dvc metrics``), ``plots/<task>_candidates.csv``, ``plots/<task>_front.csv``
+and ``plots/finetune.csv`` (for ``dvc plots``), and logs them all as MLflow artifacts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.space.arch import atomic_write_text
+from pipeline.stages.common import StageContext, StageInputError, run_stage
+
+PHASE = "report"
+PLOT_COLUMNS = ["arch_id", "stage", "generation", "params", "gflops", "score"]
+
+
+def _task_path(text: str) -> tuple[str, Path]:
+    task, sep, path = text.partition("=")
+    if not sep or task not in ("seg", "pose") or not path:
+        raise argparse.ArgumentTypeError(f"expected TASK=PATH with TASK seg or pose, got {text!r}")
+    return task, Path(path)
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    for name, hlp in (("candidates", "every evaluated candidate (search/final/all.csv)"),
+                      ("front", "the final Pareto front (search/final/front.csv)"),
+                      ("summary", "the search summary (search/final/summary.json)"),
+                      ("selection", "the selection of the finetune stage (selection.json)")):
+        p.add_argument(f"--{name}", type=_task_path, action="append", default=[],
+                       metavar="TASK=PATH", help=hlp)
+    p.add_argument("--records", type=Path, nargs="*", default=[],
+                   help="finetune.json of every fine-tuned model")
+
+
+def _by_task(pairs: list[tuple[str, Path]], what: str) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for task, path in pairs:
+        if task in out:
+            raise StageInputError(f"--{what} given twice for task {task}")
+        out[task] = path
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StageInputError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StageInputError(f"{path}: unreadable JSON: {e}") from None
+
+
+def _rel(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+
+
+def body(ctx: StageContext) -> dict[str, float]:
+    from pipeline.report.figures import ReferencePoint, pareto_figure
+    from pipeline.report.records import FinetuneRecord
+    from pipeline.report.tables import (final_models_table, finetune_plot_frame, metrics_doc,
+                                        write_csv, write_json)
+    from pipeline.search.table import load_table
+
+    cands = _by_task(ctx.args.candidates, "candidates")
+    fronts = _by_task(ctx.args.front, "front")
+    summaries = _by_task(ctx.args.summary, "summary")
+    selections = _by_task(ctx.args.selection, "selection")
+    tasks = [t for t in ("seg", "pose") if t in cands]
+    for t in tasks:
+        if t not in fronts:
+            raise StageInputError(f"--front missing for task {t}")
+    records = [FinetuneRecord.load(p) for p in ctx.args.records]
+    record_dirs = {(r.task, r.name): p.parent for r, p in zip(records, ctx.args.records)}
+    dpi = int(ctx.cfg.report.dpi)
+    draw_reference = bool(ctx.cfg.report.hrnet_reference)
+    out, final = ctx.out, ctx.final_out
+
+    search_metrics: dict[str, dict[str, Any]] = {}
+    sections: list[str] = []
+    for task in tasks:
+        table = load_table(cands[task])
+        front = load_table(fronts[task])
+        recs = [r for r in records if r.task == task]
+        reference = None
+        sel = _read_json(selections[task]) if task in selections else None
+        if draw_reference and sel is not None and sel.get("reference"):
+            ref = sel["reference"]
+            reference = ReferencePoint(ref["label"], float(ref["gflops"]), ref.get("search_score"),
+                                       note="(inherited weights, search split)")
+        metric = recs[0].metric if recs else ("mIoU" if task == "seg" else "AP")
+        fig = f"{task}_pareto.png"
+        pareto_figure(table, front, recs, reference, task, metric, out / fig,
+                      subtitle=f"{len(table)} candidates, front of {len(front)}", dpi=dpi)
+        write_csv(out / "plots" / f"{task}_candidates.csv",
+                  table[[c for c in PLOT_COLUMNS if c in table.columns]])
+        write_csv(out / "plots" / f"{task}_front.csv",
+                  front[[c for c in PLOT_COLUMNS if c in front.columns]])
+        summary = _read_json(summaries[task]) if task in summaries else {}
+        sm: dict[str, Any] = {"evaluated": len(table), "front_size": len(front),
+                              "best_score": float(table["score"].max())}
+        for key in ("sample", "random", "evolution"):
+            if isinstance(summary.get(key), dict) and "hypervolume" in summary[key]:
+                sm[f"hypervolume_{key}"] = float(summary[key]["hypervolume"])
+        if reference is not None:
+            sm["hrnet_gflops"] = reference.gflops
+            if reference.score is not None:
+                sm["hrnet_search_score"] = float(reference.score)
+        search_metrics[task] = sm
+        sections.append(_task_section(task, fig, sm, recs, record_dirs, reference, final,
+                                      cands[task], fronts[task]))
+
+    table_md = final_models_table(records)
+    atomic_write_text(out / "final_models.md", table_md)
+    write_json(out / "metrics.json", metrics_doc(records, search_metrics))
+    write_csv(out / "plots" / "finetune.csv", finetune_plot_frame(records))
+    atomic_write_text(out / "REPORT.md", _report_md(sections, table_md, records, ctx))
+    ctx.run.log_artifact(out, "report")
+
+    metrics: dict[str, float] = {"models": float(len(records)),
+                                 "models_improved": float(sum(r.gain > 0 for r in records)),
+                                 "models_reload_exact": float(sum(r.reloaded == r.finetuned
+                                                                  for r in records))}
+    for r in records:
+        metrics[f"{r.task}.{r.name}.gain"] = r.gain
+    return metrics
+
+
+def _task_section(task: str, fig: str, sm: dict[str, Any], recs: list[Any],
+                  record_dirs: dict[tuple[str, str], Path], reference: Any, final: Path,
+                  cands: Path, front: Path) -> str:
+    lines = [f"## {task}", "", f"![{task} Pareto figure]({fig})", "",
+             f"- candidates evaluated: {sm['evaluated']} ([table]({_rel(cands, final)}), "
+             f"[plot data](plots/{task}_candidates.csv)); final front: {sm['front_size']} "
+             f"([table]({_rel(front, final)}))"]
+    hv = [f"{k.split('_', 1)[1]} {v:.4g}" for k, v in sm.items() if k.startswith("hypervolume_")]
+    if hv:
+        lines.append(f"- front hypervolume (fixed reference point): {', '.join(hv)}")
+    if reference is not None:
+        score = ("not evaluated" if reference.score is None
+                 else f"{reference.score:.4f} {reference.note}")
+        lines.append(f"- reference {reference.label}: {reference.gflops:.4g} GFLOPs, {score}")
+    for r in recs:
+        d = record_dirs[(r.task, r.name)]
+        lines.append(f"- **{r.name}** (`{r.arch_id}`, {r.rule}): {r.metric} {r.inherited:.4f} -> "
+                     f"{r.finetuned:.4f} ({r.gain:+.4f}); model "
+                     f"[{_rel(d / r.model_dir, final)}]({_rel(d / r.model_dir, final)}), "
+                     f"record [{_rel(d / 'finetune.json', final)}]({_rel(d / 'finetune.json', final)})")
+    return "\n".join(lines) + "\n"
+
+
+def _report_md(sections: list[str], table_md: str, records: list[Any], ctx: StageContext) -> str:
+    improved = sum(r.gain > 0 for r in records)
+    exact = sum(r.reloaded == r.finetuned for r in records)
+    head = [
+        "# ScaleNAS pipeline report", "",
+        "Candidates are scored on the held-out search split with weights inherited from the "
+        "supernet (after BN calibration); final models on val, before (inherited weights) and "
+        "after fine-tuning. GFLOPs = multiply-accumulates / 2^30 at batch 1 and the run's input "
+        "size (the paper's unit).", "",
+        f"- fine-tuned models: {len(records)}; improved over inherited weights: {improved}; "
+        f"reloaded from their files alone with the identical val metric: {exact}",
+        "- metrics: [metrics.json](metrics.json) (`dvc metrics show`); plot data: [plots/](plots/) "
+        "(`dvc plots show`)",
+        "- everything here is also an artifact of the MLflow run of this stage "
+        f"(tracking store of the run; stage params hash `{ctx.params_hash}`)",
+        "- run a model on an image: `scalenas predict --model <model dir> IMAGE -o OUT.png`", "",
+        "## Final models", "", table_md]
+    return "\n".join(head) + "\n" + "\n".join(sections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage(PHASE, body, argv, add_args=add_args, needs_task=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

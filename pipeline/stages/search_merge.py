@@ -1,0 +1,79 @@
+"""Stage: merge the finished shards of one candidate list into one results table, with its
+Pareto front, front plot and hypervolume; every candidate becomes an MLflow child run (batched).
+
+Outputs: ``results.csv`` (deterministic: one row per arch id), ``timings.csv``, ``front.csv``
+(the front of this table plus ``--pool``), ``front.png``, ``summary.json``.
+
+    python -m pipeline.stages.search_merge --phase search_random --params P --task seg \\
+        --out results/seg/search/sample/merged --candidates .../candidates.json \\
+        --shards .../shard_0 .../shard_1 [--pool earlier/results.csv ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from pipeline.search.candidates import read_candidates
+from pipeline.search.jobs import candidate_records, front_summary, front_table, reference_point
+from pipeline.search.plots import plot_fronts
+from pipeline.search.table import load_tables, merge_shards, read_shard, write_table
+from pipeline.space.arch import atomic_write_text
+from pipeline.stages.common import StageContext, StageInputError, run_stage
+
+PHASES = ("search_random", "search_evolution")
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--candidates", type=Path, required=True)
+    p.add_argument("--shards", nargs="+", type=Path, required=True,
+                   help="shard output directories (each holds rows.jsonl)")
+    p.add_argument("--pool", nargs="*", type=Path, default=[],
+                   help="earlier results tables: the front and hypervolume are cumulative")
+
+
+def body(ctx: StageContext) -> dict[str, float]:
+    cl = read_candidates(ctx.args.candidates)
+    files = [d / "rows.jsonl" for d in ctx.args.shards]
+    res, tim = merge_shards(files)
+    want = {c.arch_id for c in cl.candidates}
+    got = set(res["arch_id"])
+    if want != got:
+        raise StageInputError(f"{ctx.args.candidates}: {len(want - got)} candidate(s) missing from "
+                              f"the shards and {len(got - want)} unexpected: run every shard first")
+    write_table(res, ctx.out / "results.csv")
+    write_table(tim, ctx.out / "timings.csv")
+    pool = load_tables(ctx.args.pool) if ctx.args.pool else res.iloc[0:0]
+    cumulative = pd.concat([pool, res], ignore_index=True) if len(pool) else res
+    ref = reference_point(ctx.task, ctx.cfg)
+    front = front_table(cumulative)
+    write_table(front, ctx.out / "front.csv")
+    label = cl.stage if cl.stage != "evolve" else f"generation {cl.generation}"
+    series = [("evaluated before", pool), (label, res)] if len(pool) else [(label, res)]
+    plot_fronts(series, ctx.out / "front.png", title=f"{ctx.task}: {label}")
+    summary = {"stage": cl.stage, "generation": cl.generation, "reference": list(ref),
+               "this": front_summary(res, ref), "cumulative": front_summary(cumulative, ref),
+               "overhead_fraction": float(tim["overhead_s"].sum() / tim["wall_s"].sum())}
+    atomic_write_text(ctx.out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    rows = [r for f in files for r in read_shard(f)[0]]
+    ctx.run.log_candidates(candidate_records(rows))
+    ctx.run.log_metrics({"hypervolume": summary["cumulative"]["hypervolume"],
+                         "hypervolume_this": summary["this"]["hypervolume"]},
+                        step=cl.generation)
+    ctx.run.log_artifact(ctx.out / "front.png")
+    return {"evaluated": float(len(res)), "front_size": summary["cumulative"]["front_size"]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--phase", choices=PHASES, required=True)
+    known, rest = pre.parse_known_args(argv)
+    return run_stage(known.phase, body, rest, add_args=add_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

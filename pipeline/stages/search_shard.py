@@ -1,0 +1,59 @@
+"""Stage: evaluate one shard of a candidate list (calibrate + evaluate each candidate on the
+trained supernet), resumably: progress is appended to ``<work>/rows.jsonl`` row by row, candidates
+already there are skipped, and ``rows.jsonl`` + ``calibration.json`` (the recorded image list)
+are published only when the shard is complete.
+
+    python -m pipeline.stages.search_shard --phase search_random --params P --task seg \\
+        --out results/seg/search/sample/shard_0 --candidates .../candidates.json --shard 0 \\
+        --checkpoint results/seg/supernet/model.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from pipeline.search.candidates import read_candidates
+from pipeline.search.jobs import make_evaluator
+from pipeline.search.shards import run_shard
+from pipeline.space.arch import atomic_write_text
+from pipeline.stages.common import StageContext, run_stage
+
+PHASES = ("search_random", "search_evolution")
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--candidates", type=Path, required=True, help="candidates.json of the stage")
+    p.add_argument("--shard", type=int, required=True, help="shard index 0..shards-1")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="trained supernet state_dict (results/<task>/supernet/model.pt)")
+
+
+def body(ctx: StageContext) -> dict[str, float]:
+    cl = read_candidates(ctx.args.candidates)
+    mine = cl.shard(ctx.args.shard)
+    evaluator, calib = make_evaluator(ctx.task, ctx.cfg, ctx.args.checkpoint, ctx.device,
+                                      stage=cl.stage, generation=cl.generation)
+    rows, new = run_shard(mine, ctx.out / "rows.jsonl", evaluator,
+                          partial=ctx.work / "rows.jsonl")
+    evaluator.close()
+    atomic_write_text(ctx.out / "calibration.json", json.dumps(
+        {"split": "search", "indices": calib.indices, "num_images": calib.num_images,
+         "augment": bool(ctx.cfg.calibration.augment)}, indent=1) + "\n")
+    wall = sum(r.timing["wall_s"] for r in rows)
+    over = sum(r.timing["overhead_s"] for r in rows)
+    return {"candidates": float(len(rows)), "evaluated_now": float(new),
+            "overhead_fraction": over / wall if wall else 0.0}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--phase", choices=PHASES, required=True)
+    known, rest = pre.parse_known_args(argv)
+    return run_stage(known.phase, body, rest, add_args=add_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

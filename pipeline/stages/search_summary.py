@@ -1,0 +1,81 @@
+"""Stage: the search's final tables and the acceptance comparison.
+
+Fronts compared at the same fixed reference point (``pipeline.search.jobs.reference_point``):
+- ``sample``: the random-sampling stage alone;
+- ``random``: sampling + the random-search baseline (as many extra evaluations as the evolution);
+- ``evolution``: sampling + every generation (the evolution's final front), and per generation.
+
+Outputs: ``all.csv`` (every evaluated candidate, sampling + evolution; the baseline only serves
+the comparison and is in ``random.csv``), ``front.csv`` (the final Pareto front, GFLOPs
+increasing: what fine-tuning and the report read), ``front.png``, ``summary.json``.
+
+    python -m pipeline.stages.search_summary --params P --task seg --out results/seg/search/final \\
+        --sample .../sample/merged/results.csv --random .../random/merged/results.csv \\
+        --generations .../evolve/gen_1/merged/results.csv ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from pipeline.search.jobs import front_summary, front_table, reference_point
+from pipeline.search.plots import plot_fronts
+from pipeline.search.table import load_table, load_tables, write_table
+from pipeline.space.arch import atomic_write_text
+from pipeline.stages.common import StageContext, run_stage
+
+PHASE = "search_evolution"
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sample", type=Path, required=True)
+    p.add_argument("--random", type=Path, default=None, help="the random-search baseline table")
+    p.add_argument("--generations", nargs="*", type=Path, default=[],
+                   help="each generation's results table, in order")
+
+
+def body(ctx: StageContext) -> dict[str, float]:
+    ref = reference_point(ctx.task, ctx.cfg)
+    sample = load_table(ctx.args.sample)
+    gens = [load_table(p) for p in ctx.args.generations]
+    evolved = load_tables([ctx.args.sample, *ctx.args.generations])
+    history = []
+    for g in range(len(gens) + 1):
+        upto = pd.concat([sample, *gens[:g]], ignore_index=True)
+        history.append(front_summary(upto, ref)["hypervolume"])
+        ctx.run.log_metrics({"hypervolume_evolution": history[-1]}, step=g)
+    out = {"reference": list(ref), "sample": front_summary(sample, ref),
+           "evolution": front_summary(evolved, ref), "hypervolume_by_generation": history}
+    series = [("random sampling", sample)]
+    if ctx.args.random is not None:
+        baseline = load_tables([ctx.args.sample, ctx.args.random])
+        out["random"] = front_summary(baseline, ref)
+        write_table(load_table(ctx.args.random), ctx.out / "random.csv")
+        series.append(("sampling + random search", baseline))
+    series.append(("sampling + evolution", evolved))
+    hv_e = out["evolution"]["hypervolume"]
+    out["evolution_beats_sample"] = hv_e > out["sample"]["hypervolume"]
+    if "random" in out:
+        out["evolution_beats_random"] = hv_e > out["random"]["hypervolume"]
+    write_table(evolved, ctx.out / "all.csv")
+    write_table(front_table(evolved), ctx.out / "front.csv")
+    plot_fronts(series, ctx.out / "front.png", title=f"{ctx.task}: search fronts (HV ref {ref[0]:.3g} GFLOPs, 0)")
+    atomic_write_text(ctx.out / "summary.json", json.dumps(out, indent=1) + "\n")
+    ctx.run.log_artifact(ctx.out / "front.png")
+    metrics = {"hv_sample": out["sample"]["hypervolume"], "hv_evolution": hv_e}
+    if "random" in out:
+        metrics["hv_random"] = out["random"]["hypervolume"]
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_stage(PHASE, body, argv, add_args=add_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Stage ``supernet``: one-shot training with grouped sampling, the sandwich rule and distillation.
+
+``python -m pipeline.stages.supernet --params results/params/seg/supernet.json --task seg
+--out results/seg/supernet --teacher results/seg/teacher/model.pt`` writes ``model.pt`` (the
+supernet's weights + meta), ``train_summary.json`` (losses, per-group counts and losses,
+throughput, checkpoint hash) and ``metrics.json``: the largest and the smallest subnet, each
+after BN calibration, scored on the held-out search split next to the trivial predictor.
+
+The student starts from the teacher's weights (``init_from_teacher``) and is distilled towards
+its output (``kd_ratio`` > 0); the teacher file must be a teacher of the same task and width.
+Runs under ``torchrun`` (every rank trains the same subnet at each iteration).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from pipeline.nets.supernet import SuperNet
+from pipeline.space.arch import Architecture
+from pipeline.space.sample import largest, smallest
+from pipeline.stages.common import StageContext, StageInputError, run_stage
+from pipeline.train.artifacts import load_state, read_trained, save_trained
+from pipeline.train.distributed import init_distributed, shutdown_distributed
+from pipeline.train.evaluate import CHECK_CALIBRATION_IMAGES, calibration_set, evaluate_subnet
+from pipeline.train.loop import train
+from pipeline.train.setup import task_from_config, train_config
+from pipeline.train.stage_util import disable_tracking_off_main, training_dir, write_json
+
+MODEL_FILE = "model.pt"
+
+
+def load_teacher(path: Path, task: str, width: int, num_outputs: int, seed: int) -> SuperNet:
+    """The trained teacher (a supernet running its recorded architecture), checked first."""
+    state, meta = read_trained(path, task=task, width=width, kind="teacher")
+    arch = Architecture.from_dict(meta.get("arch"), source=f"{path}: meta.arch")
+    net = SuperNet(task, width, num_outputs, seed=seed)
+    load_state(net, state, str(path))
+    net.set_arch(arch)
+    return net.eval()
+
+
+def body(ctx: StageContext) -> Mapping[str, float] | None:
+    name = ctx.task
+    assert name is not None
+    cfg = ctx.cfg
+    section = getattr(cfg.supernet, name)
+    task = task_from_config(cfg, name)
+    width = ctx.task_cfg.width
+    tcfg = train_config(section, cfg, device=ctx.device, section_name=f"supernet.{name}")
+    needs_teacher = section.init_from_teacher or section.kd_ratio > 0
+    if needs_teacher and ctx.args.teacher is None:
+        raise StageInputError(f"supernet.{name}: init_from_teacher / kd_ratio need a teacher: "
+                              f"pass --teacher results/{name}/teacher/{MODEL_FILE}")
+    info = init_distributed(tcfg.device)
+    model = SuperNet(name, width, task.num_outputs, seed=cfg.run.seed)
+    teacher = None
+    if needs_teacher:
+        teacher = load_teacher(ctx.args.teacher, name, width, task.num_outputs, cfg.run.seed)
+        if section.init_from_teacher:
+            model.load_state_dict(teacher.state_dict())
+    summary = train(task, model, tcfg, training_dir(ctx),
+                    teacher=teacher if section.kd_ratio > 0 else None, tracker=ctx.run, info=info)
+    if not info.is_main:
+        return None
+    meta = {"kind": "supernet", "task": name, "width": width, "num_outputs": task.num_outputs,
+            "fingerprint": summary.fingerprint, "iterations": summary.iterations,
+            "seed": cfg.run.seed, "teacher": str(ctx.args.teacher) if needs_teacher else None}
+    sha = save_trained(ctx.out / MODEL_FILE, model, meta)
+    write_json(ctx.out / "train_summary.json", summary.to_dict())
+
+    # The checks overwrite BN buffers of the subnets they calibrate: the weights are saved above.
+    calib = calibration_set(task, info.device, CHECK_CALIBRATION_IMAGES, cfg.run.seed)
+    metrics = {"first_loss": summary.first_loss, "final_loss": summary.final_loss,
+               "images_per_s": summary.images_per_s, "iterations": float(summary.iterations)}
+    for label, arch in (("largest", largest(name)), ("smallest", smallest(name))):
+        ev = evaluate_subnet(task, model, arch, "search", info.device, calib)
+        metrics[f"{label}_search_score"] = float(ev["score"])
+    metrics["baseline_search_score"] = float(task.baseline("search", info.device)["score"])
+    for g, n in summary.group_counts.items():
+        metrics[f"group_count/{g}"] = float(n)
+    write_json(ctx.out / "metrics.json", metrics)
+    ctx.run.set_tags({"scalenas.model_sha256": sha,
+                      "scalenas.checkpoint_sha256": summary.checkpoint_sha256})
+    return metrics
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="the teacher's model.pt (results/<task>/teacher/model.pt)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    disable_tracking_off_main()
+    try:
+        return run_stage("supernet", body, argv, add_args=_args)
+    finally:
+        shutdown_distributed()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Cityscapes semantic segmentation as a task plug-in."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from pipeline.data import splits
+from pipeline.data.cityscapes import (CLASS_NAMES, CLASS_WEIGHTS, IGNORE_INDEX, NUM_CLASSES,
+                                      CityscapesSegmentation, SegSample, list_cityscapes)
+from pipeline.metrics.segmentation import ConfusionMeter
+from pipeline.tasks.base import ModeGuard, calibration_subset, collate
+
+
+@dataclass(frozen=True)
+class SegTaskConfig:
+    """Segmentation settings; defaults are the paper's Cityscapes recipe."""
+    root: str
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_hw: tuple[int, int] = (512, 1024)
+    base_size: int = 2048            # long side that the random scale multiplies
+    scale_range: tuple[float, float] = (0.5, 2.1)
+    scale_step: float = 0.1
+    flip: bool = True
+    search_fraction: float = 0.2
+    ohem_thresh: float = 0.9
+    ohem_min_kept: int = 131072
+    class_weights: bool = True
+    size_divisor: int = 32           # eval images are padded to a multiple of this
+    seed: int = 0
+    num_workers: int = 0
+
+    @classmethod
+    def for_synthetic(cls, root: str | Path, **overrides: Any) -> "SegTaskConfig":
+        """Settings for the built-in 128x256 data: the paper's crop/image ratio (1/2 per side) and
+        min_kept scaled by the crop area."""
+        base = dict(root=str(root), crop_hw=(64, 128), base_size=256, ohem_min_kept=2048)
+        base.update(overrides)
+        return cls(**base)
+
+    def __post_init__(self) -> None:
+        if any(int(v) % 32 for v in self.crop_hw):
+            raise ValueError(f"crop_hw {self.crop_hw} must be divisible by 32 (network strides)")
+
+
+def ohem_cross_entropy(logits: torch.Tensor, label: torch.Tensor, *, thresh: float = 0.9,
+                       min_kept: int = 131072, weight: torch.Tensor | None = None,
+                       ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """HRNet's OHEM cross-entropy: logits are upsampled (bilinear) to the label size; the loss
+    averages the pixels whose true-class probability is below max(thresh, the min_kept-th
+    smallest probability)."""
+    if logits.shape[-2:] != label.shape[-2:]:
+        logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+    pixel_losses = F.cross_entropy(logits, label, weight=weight, ignore_index=ignore_index,
+                                   reduction="none").reshape(-1)
+    mask = label.reshape(-1) != ignore_index
+    if not mask.any():
+        return logits.sum() * 0.0
+    with torch.no_grad():
+        prob = F.softmax(logits, dim=1)
+        safe = label.clone()
+        safe[safe == ignore_index] = 0
+        prob = prob.gather(1, safe.unsqueeze(1)).reshape(-1)[mask]
+        sorted_prob, order = prob.sort()
+        min_value = sorted_prob[min(min_kept, sorted_prob.numel() - 1)]
+        threshold = max(float(min_value), thresh)
+    losses = pixel_losses[mask][order]
+    kept = losses[sorted_prob < threshold]
+    return kept.mean() if kept.numel() else losses.mean()
+
+
+class _ConstantLogits(nn.Module):
+    """Predicts one class everywhere (the trivial baseline)."""
+
+    def __init__(self, cls: int, num_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("logits", F.one_hot(torch.tensor(cls), num_classes).float() * 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        return self.logits.view(1, -1, 1, 1).expand(n, -1, h // 4, w // 4)
+
+
+class SegTask:
+    """Segmentation plug-in; see pipeline.tasks.base.Task."""
+    name = "seg"
+    num_outputs = NUM_CLASSES
+    class_names = CLASS_NAMES
+
+    def __init__(self, config: SegTaskConfig) -> None:
+        self.config = config
+        self.input_hw = tuple(config.crop_hw)
+        self.collate = collate
+
+    @cached_property
+    def _trainfull(self) -> list[SegSample]:
+        return list_cityscapes(Path(self.config.root), self.config.train_split)
+
+    def samples(self, split: str) -> list[SegSample]:
+        """The (image, label) files of a named split (see pipeline.data.splits)."""
+        splits.check_split(split)
+        if split == "val":
+            return list_cityscapes(Path(self.config.root), self.config.val_split)
+        items = self._trainfull
+        keep = splits.select([s.name for s in items], split, self.config.search_fraction)
+        return [s for s, k in zip(items, keep) if k]
+
+    def dataset(self, split: str, train: bool) -> CityscapesSegmentation:
+        """`train=True`: augmented crops; `train=False`: full-resolution images."""
+        c = self.config
+        return CityscapesSegmentation(self.samples(split), train=train, crop_hw=c.crop_hw,
+                                      base_size=c.base_size, scale_range=c.scale_range,
+                                      scale_step=c.scale_step, flip=c.flip, seed=c.seed)
+
+    def calibration_dataset(self, num_images: int, seed: int = 0) -> Subset:
+        """Fixed un-augmented "train" images for BN calibration (`.indices` records which)."""
+        return calibration_subset(self.dataset("train", train=False), num_images, seed)
+
+    def loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:
+        label = batch["label"].to(output.device, non_blocking=True)
+        weight = (torch.tensor(CLASS_WEIGHTS, device=output.device, dtype=output.dtype)
+                  if self.config.class_weights else None)
+        return ohem_cross_entropy(output, label, thresh=self.config.ohem_thresh,
+                                  min_kept=self.config.ohem_min_kept, weight=weight)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, device: str | torch.device = "cpu",
+                 batch_size: int = 1, dataset: Dataset | None = None) -> dict[str, Any]:
+        """Single-scale full-resolution mIoU on `split`. Returns dict(score=miou, miou, iou per
+        class (None when absent from both GT and prediction), absent_classes, pixel_acc,
+        num_pixels, num_images)."""
+        ds = dataset if dataset is not None else self.dataset(split, train=False)
+        loader = DataLoader(ds, batch_size=batch_size, shuffle=False,
+                            num_workers=self.config.num_workers, collate_fn=self.collate)
+        meter = ConfusionMeter(NUM_CLASSES, IGNORE_INDEX)
+        div = self.config.size_divisor
+        with ModeGuard(model):
+            for batch in loader:
+                img = batch["image"].to(device)
+                h, w = img.shape[-2:]
+                ph, pw = -h % div, -w % div
+                if ph or pw:  # the network needs sizes divisible by 32; pad and crop back
+                    img = F.pad(img, (0, pw, 0, ph))
+                logits = model(img)
+                logits = F.interpolate(logits, size=(h + ph, w + pw), mode="bilinear",
+                                       align_corners=False)[..., :h, :w]
+                meter.update(logits.argmax(1).cpu(), batch["label"])
+        res = meter.compute(CLASS_NAMES)
+        return {"score": res["miou"], **res, "num_images": len(ds)}
+
+    def class_frequencies(self, split: str = "train") -> np.ndarray:
+        """Pixel count per train id over the labels of `split`."""
+        ds = self.dataset(split, train=False)
+        counts = np.zeros(NUM_CLASSES, dtype=np.int64)
+        for i in range(len(ds)):
+            lab = np.asarray(ds.load(i)[1])
+            counts += np.bincount(lab[lab != IGNORE_INDEX].ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+        return counts
+
+    def baseline_model(self) -> nn.Module:
+        """Predicts the most frequent "train" class everywhere."""
+        return _ConstantLogits(int(self.class_frequencies("train").argmax()), NUM_CLASSES)
+
+    def baseline(self, split: str, device: str | torch.device = "cpu") -> dict[str, Any]:
+        """The trivial predictor's metrics on `split` (a floor for acceptance checks)."""
+        return self.evaluate(self.baseline_model().to(device), split, device)

@@ -1,0 +1,353 @@
+"""MLflow tracking: one store, one parent run per pipeline invocation, child runs per stage and
+per candidate.
+
+The store is a real MLflow tracking store: by default a SQLite file at an absolute path
+(``<workdir>/results/mlflow.db``, artifacts under ``<workdir>/results/mlartifacts``); set
+``tracking.uri`` in the parameters or ``MLFLOW_TRACKING_URI`` for a server. Concurrent *first* use
+of a fresh SQLite store corrupts it (schema migrations race), so :func:`init_store` builds the
+store under a lock at a temporary path and renames it into place; the workflow calls it once in
+Snakemake's ``onstart`` before jobs start, and every stage calls it too (then a no-op).
+
+Environment variables that tie a pipeline invocation together (set by the workflow, inherited by
+the jobs): ``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME`` and :data:`PARENT_ENV`. A stage run
+outside Snakemake has no parent and simply creates a top-level run.
+
+Logging is batched: :meth:`StageRun.log_metrics` buffers points and :meth:`StageRun.flush` sends
+them with ``MlflowClient.log_batch`` (one ``log_metric`` call costs ~12 ms on SQLite);
+:func:`log_candidates` records many candidates as child runs with one batch call each.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+# Telemetry off before mlflow is ever imported (it reads these at import time).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+PARENT_ENV = "SCALENAS_PARENT_RUN_ID"
+URI_ENV = "MLFLOW_TRACKING_URI"
+EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
+DISABLE_ENV = "SCALENAS_TRACKING_DISABLED"
+DEFAULT_EXPERIMENT = "scalenas"
+DB_NAME = "mlflow.db"
+ARTIFACTS_NAME = "mlartifacts"
+
+# log_batch limits of the MLflow REST API (and the SQL store).
+_MAX_PARAMS = 100
+_MAX_METRICS = 1000
+_MAX_PARAM_LEN = 6000
+
+TAG_COMMIT = "scalenas.git_commit"
+TAG_PARAMS_HASH = "scalenas.params_hash"
+TAG_DATA_HASH = "scalenas.data_hash"
+TAG_ARCH_ID = "scalenas.arch_id"
+TAG_PHASE = "scalenas.phase"
+TAG_TASK = "scalenas.task"
+TAG_KIND = "scalenas.kind"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message names the URI."""
+
+
+# -- store ---------------------------------------------------------------------------------------
+
+def default_uri(workdir: str | Path = ".") -> str:
+    """``sqlite:///<abs workdir>/results/mlflow.db``."""
+    return f"sqlite:///{(Path(workdir).resolve() / 'results' / DB_NAME)}"
+
+
+def resolve_uri(configured: str = "", workdir: str | Path = ".") -> str:
+    """The tracking URI: ``MLFLOW_TRACKING_URI`` > the parameter ``tracking.uri`` > the default.
+    Relative SQLite paths are made absolute (MLflow would resolve them against each job's cwd)."""
+    uri = os.environ.get(URI_ENV) or configured or default_uri(workdir)
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        uri = prefix + str((Path(workdir) / uri[len(prefix):]).resolve())
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps artifacts: next to a SQLite file, else the server's choice."""
+    db = sqlite_path(uri)
+    return (db.parent / ARTIFACTS_NAME).resolve().as_uri() if db is not None else None
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _get_or_create_experiment(client: Any, name: str, uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(uri))
+    except MlflowException:
+        # Another process created it between our lookup and create.
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def init_store(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """Create the store (and the experiment) if needed; return the experiment id.
+
+    A fresh SQLite store is built at a temporary path under a file lock and renamed into place,
+    so a database file that exists is always fully migrated and concurrent callers never race.
+    """
+    db = sqlite_path(uri)
+    try:
+        if db is not None and not db.exists():
+            with _file_lock(db.with_name(db.name + ".lock")):
+                if not db.exists():
+                    tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+                    tmp.unlink(missing_ok=True)
+                    tmp_uri = f"sqlite:///{tmp}"
+                    client = _client(tmp_uri)
+                    _get_or_create_experiment_at(client, experiment, artifact_location(uri))
+                    _dispose(client)
+                    os.replace(tmp, db)
+        return _get_or_create_experiment(_client(uri), experiment, uri)
+    except TrackingError:
+        raise
+    except Exception as e:  # mlflow raises many types; name the store in one line
+        raise TrackingError(f"MLflow store {uri}: {' '.join(str(e).split())[:300]}") from e
+
+
+def _get_or_create_experiment_at(client: Any, name: str, location: str | None) -> str:
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp else client.create_experiment(name, artifact_location=location)
+
+
+def _dispose(client: Any) -> None:
+    """Close the SQLAlchemy engine of a client's store (before its database file is renamed)."""
+    engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
+# -- tags ----------------------------------------------------------------------------------------
+
+def git_commit(cwd: str | Path = ".") -> str:
+    """``HEAD``'s commit (with ``-dirty`` when tracked files changed), or ``unknown``."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=cwd,
+                               capture_output=True, timeout=10).returncode != 0
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def enabled() -> bool:
+    """False when tracking was switched off (``tracking.enabled: false`` sets the env var)."""
+    return os.environ.get(DISABLE_ENV, "").lower() not in ("1", "true", "yes")
+
+
+# -- helpers for batches -------------------------------------------------------------------------
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> ``{"a.b.c": "value"}`` (lists as JSON), values cut to MLflow's limit."""
+    out: dict[str, str] = {}
+    for k, v in params.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key))
+        else:
+            text = v if isinstance(v, str) else json.dumps(v)
+            out[key] = text[:_MAX_PARAM_LEN]
+    return out
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _log_batch(client: Any, run_id: str, params: Mapping[str, Any] | None = None,
+               metrics: Sequence[tuple[str, float, int]] = (), tags: Mapping[str, Any] | None = None
+               ) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    ts = int(time.time() * 1000)
+    p = [Param(k, v) for k, v in flatten(params or {}).items()]
+    m = [Metric(k, float(v), ts, int(s)) for k, v, s in metrics]
+    t = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    first = True
+    while p or m or t or first:
+        first = False
+        bp, p = p[:_MAX_PARAMS], p[_MAX_PARAMS:]
+        room = _MAX_METRICS - len(bp)
+        bt, t = t[:room], t[room:]
+        room -= len(bt)
+        bm, m = m[:room], m[room:]
+        if bp or bm or bt:
+            client.log_batch(run_id, metrics=bm, params=bp, tags=bt)
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+class StageRun:
+    """An MLflow run of one stage: params once, metrics buffered and sent in batches."""
+
+    def __init__(self, client: Any, run_id: str, experiment_id: str, flush_every: int = 500) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self._buffer: list[tuple[str, float, int]] = []
+        self._flush_every = flush_every
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log (nested) parameters; call once per key (MLflow params are immutable)."""
+        _log_batch(self.client, self.run_id, params=params)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        _log_batch(self.client, self.run_id, tags=tags)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Buffer metric points (sent by :meth:`flush`, automatically every ``flush_every``)."""
+        self._buffer.extend((k, float(v), step) for k, v in metrics.items())
+        if len(self._buffer) >= self._flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            buf, self._buffer = self._buffer, []
+            _log_batch(self.client, self.run_id, metrics=buf)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy a file or directory (architectures, plots, tables) into the run's artifacts."""
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_candidates(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Child runs of this run, one per candidate (see :func:`log_candidates`)."""
+        return log_candidates(self.client, self.experiment_id, self.run_id, rows)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.flush()
+        self.client.set_terminated(self.run_id, status=status)
+
+
+class NullRun(StageRun):
+    """Tracking switched off: same interface, does nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "", "")
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+    def flush(self) -> None: self._buffer = []
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_candidates(self, rows: Iterable[Mapping[str, Any]]) -> list[str]: return []
+    def end(self, status: str = "FINISHED") -> None: ...
+
+
+def start_run(name: str, *, uri: str | None = None, experiment: str | None = None,
+              parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None,
+              params: Mapping[str, Any] | None = None) -> StageRun:
+    """Start a run (a child of ``parent_run_id``, default ``$SCALENAS_PARENT_RUN_ID``)."""
+    if not enabled():
+        return NullRun()
+    uri = uri or resolve_uri()
+    experiment = experiment or os.environ.get(EXPERIMENT_ENV) or DEFAULT_EXPERIMENT
+    exp_id = init_store(uri, experiment)
+    parent = parent_run_id if parent_run_id is not None else os.environ.get(PARENT_ENV)
+    client = _client(uri)
+    all_tags = {TAG_COMMIT: git_commit(), **(tags or {})}
+    if parent:
+        all_tags[PARENT_TAG] = parent
+    run = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+    stage = StageRun(client, run.info.run_id, exp_id)
+    if params:
+        stage.log_params(params)
+    return stage
+
+
+def log_candidates(client: Any, experiment_id: str, parent_run_id: str,
+                   rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Record candidates as finished child runs of ``parent_run_id``; returns their run ids.
+
+    Each row: ``name`` (run name), optional ``params`` (e.g. fusion/depth group, arch id),
+    ``metrics`` (``{name: value}`` or ``{name: [(step, value), ...]}``), ``tags`` and
+    ``artifacts`` (``{artifact_file: text}``, e.g. ``{"arch.json": arch.to_json()}``). Costs a
+    create, one batch, the artifact writes and a terminate per candidate.
+    """
+    ids = []
+    for row in rows:
+        tags = {PARENT_TAG: parent_run_id, TAG_KIND: "candidate", **(row.get("tags") or {})}
+        run = client.create_run(experiment_id, run_name=str(row.get("name", "candidate")),
+                                tags={k: str(v) for k, v in tags.items()})
+        rid = run.info.run_id
+        points: list[tuple[str, float, int]] = []
+        for k, v in (row.get("metrics") or {}).items():
+            if isinstance(v, (list, tuple)):
+                points.extend((k, float(val), int(step)) for step, val in v)
+            else:
+                points.append((k, float(v), 0))
+        _log_batch(client, rid, params=row.get("params"), metrics=points)
+        for fname, text in (row.get("artifacts") or {}).items():
+            client.log_text(rid, text, fname)
+        client.set_terminated(rid, status=str(row.get("status", "FINISHED")))
+        ids.append(rid)
+    return ids
+
+
+# -- the pipeline's parent run (Snakemake onstart / onsuccess / onerror) -------------------------
+
+def start_pipeline(name: str, *, uri: str, experiment: str, params: Mapping[str, Any],
+                   tags: Mapping[str, Any] | None = None) -> str:
+    """Initialise the store, open the parent run, export it to the jobs' environment."""
+    os.environ[URI_ENV] = uri
+    os.environ[EXPERIMENT_ENV] = experiment
+    run = start_run(name, uri=uri, experiment=experiment, parent_run_id="",
+                    tags={TAG_KIND: "pipeline", **(tags or {})}, params=params)
+    os.environ[PARENT_ENV] = run.run_id
+    return run.run_id
+
+
+def end_pipeline(success: bool) -> None:
+    """Close the parent run opened by :func:`start_pipeline` (FINISHED or FAILED)."""
+    run_id = os.environ.get(PARENT_ENV)
+    if not run_id or not enabled():
+        return
+    _client(resolve_uri()).set_terminated(run_id, status="FINISHED" if success else "FAILED")

@@ -1,0 +1,77 @@
+"""Report outputs from records and a results table: figure, markdown table, metrics, plot data."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline.report.figures import ReferencePoint, group_labels, pareto_figure
+from pipeline.report.records import FinetuneRecord, RecordError
+from pipeline.report.tables import (final_models_table, finetune_plot_frame, metrics_doc,
+                                    write_csv, write_json)
+from pipeline.search.jobs import front_table
+
+
+def _record(name: str, before: float, after: float, gflops: float = 2.0) -> FinetuneRecord:
+    return FinetuneRecord(name=name, task="seg", arch_id="0123456789abcdef", rule="front",
+                          metric="mIoU", params=123456, gflops=gflops, input_hw=(64, 64), width=8,
+                          inherited=before, finetuned=after, reloaded=after, iterations=10,
+                          epochs=1.0, wall_s=1.0, model_dir="model")
+
+
+def _candidates() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    n = 30
+    return pd.DataFrame({"stage": ["sample"] * 10 + ["evolve"] * 20,
+                         "generation": [0] * 10 + [1] * 10 + [2] * 10,
+                         "gflops": rng.uniform(1, 3, n), "score": rng.uniform(0, 1, n),
+                         "arch": ["{}"] * n})
+
+
+def test_group_labels_split_stage_and_generation():
+    labels = group_labels(_candidates())
+    assert list(labels.unique()) == ["random sampling", "evolution g1", "evolution g2"]
+
+
+@pytest.mark.parametrize("ref_score", [0.4, None])
+def test_pareto_figure_writes_png(tmp_path, ref_score):
+    table = _candidates()
+    out = tmp_path / "fig" / "seg_pareto.png"
+    pareto_figure(table, front_table(table), [_record("a", 0.2, 0.5), _record("b", 0.3, 0.6, 2.5)],
+                  ReferencePoint("HRNet", 2.2, ref_score), "seg", "mIoU", out)
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size[0] > 300
+    assert [p.name for p in out.parent.iterdir()] == ["seg_pareto.png"]  # no temp files left
+
+
+def test_table_and_metrics(tmp_path):
+    recs = [_record("a", 0.2, 0.5), _record("b", 0.3, 0.25)]
+    md = final_models_table(recs)
+    lines = md.strip().splitlines()
+    assert len(lines) == 4 and all(l.count("|") == lines[0].count("|") for l in lines)
+    assert "| 0.2000 | 0.5000 | +0.3000 |" in lines[2]
+    assert "-0.0500" in lines[3]
+    doc = metrics_doc(recs, {"seg": {"front_size": 3}})
+    assert doc["seg"]["models"]["a"]["gain"] == pytest.approx(0.3)
+    assert doc["seg"]["search"]["front_size"] == 3
+    write_json(tmp_path / "metrics.json", doc)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(doc))
+    frame = finetune_plot_frame(recs)
+    write_csv(tmp_path / "ft.csv", frame)
+    back = pd.read_csv(tmp_path / "ft.csv")
+    assert len(back) == 4 and set(back["phase"]) == {"inherited", "finetuned"}
+
+
+def test_record_round_trip_and_errors(tmp_path):
+    rec = _record("a", 0.2, 0.5)
+    rec.save(tmp_path / "r.json")
+    assert FinetuneRecord.load(tmp_path / "r.json") == rec
+    with pytest.raises(RecordError, match="not found"):
+        FinetuneRecord.load(tmp_path / "missing.json")
+    doc = rec.to_dict()
+    del doc["finetuned"]
+    with pytest.raises(RecordError, match="missing key.*finetuned"):
+        FinetuneRecord.from_dict(doc, "r.json")

@@ -1,0 +1,209 @@
+"""The training loop on the built-in data (W8, tiny crops): loss, groups, distillation, errors."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.data.synth import generate_all
+from pipeline.nets.supernet import SuperNet
+from pipeline.space.sample import largest, smallest
+from pipeline.stages.supernet import load_teacher
+from pipeline.tasks import PoseTaskConfig, SegTaskConfig, build_task
+from pipeline.train.artifacts import save_trained
+from pipeline.train.checkpoint import CheckpointError, read_checkpoint
+from pipeline.train.config import TrainConfig
+from pipeline.train.loop import TrainingError, train
+from pipeline.train.schedule import parse_groups, subnet_at
+
+CHEAP_GROUPS = ({"name": "a", "fusion_prob": 0.0, "depths": [2]},
+                {"name": "b", "fusion_prob": 0.5, "depths": [2]},
+                {"name": "c", "fusion_prob": 1.0, "depths": [2]})
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "builtin"
+    generate_all(root, 0, seg_train=12, seg_val=2, seg_size_hw=(64, 128), pose_train=12,
+                 pose_val=2, pose_size_hw=(96, 128))
+    return root
+
+
+def seg_task(root: Path):
+    return build_task("seg", SegTaskConfig.for_synthetic(
+        root / "cityscapes", crop_hw=(64, 64), base_size=128, ohem_min_kept=1024))
+
+
+def pose_task(root: Path):
+    return build_task("pose", PoseTaskConfig.for_synthetic(root / "coco", input_hw=(64, 64)))
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(epochs=1, batch_size=2, lr=0.01, optimizer="sgd", progress=False,
+                checkpoint_every=100, log_every=1, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+class Recorder:
+    """A tracker that keeps every metric point."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[int, dict[str, float]]] = []
+
+    def log_metrics(self, metrics, step=0):
+        self.points.append((step, dict(metrics)))
+
+
+class RecordingSuperNet(SuperNet):
+    """Records the architectures the loop switches to."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.history: list = []
+
+    def set_arch(self, arch) -> None:
+        super().set_arch(arch)
+        if hasattr(self, "history"):
+            self.history.append(arch)
+
+
+def test_training_lowers_the_loss(data, tmp_path):
+    task = seg_task(data)
+    model = SuperNet("seg", 8, task.num_outputs, seed=0)
+    model.set_arch(smallest("seg"))
+    ds = task.dataset("train", train=False)
+    batch = task.collate([ds[i] for i in range(4)])
+
+    def probe() -> float:
+        with torch.no_grad():
+            return float(task.loss(model(batch["image"]), batch))
+
+    before = probe()
+    summary = train(task, model, cfg(iterations=12, lr=0.05, lr_schedule="constant"), tmp_path)
+    after = probe()
+    assert summary.iterations == 12 and summary.kd is False
+    assert after < 0.9 * before, (before, after)
+    assert summary.epoch_losses[-1] < summary.epoch_losses[0]
+
+
+def test_group_schedule_over_an_epoch(data, tmp_path):
+    task = pose_task(data)
+    model = RecordingSuperNet("pose", 8, task.num_outputs, seed=0)
+    rec = Recorder()
+    c = cfg(groups=CHEAP_GROUPS, optimizer="adam", lr=1e-3, seed=7)
+    summary = train(task, model, c, tmp_path, tracker=rec)
+    n = summary.iters_per_epoch
+    assert n >= 3 and summary.iterations == n
+    groups = parse_groups(list(CHEAP_GROUPS), "pose")
+    want = [subnet_at(groups, i, 7, "pose")[1] for i in range(n)]
+    assert model.history == want
+    assert summary.group_counts == {g["name"]: len(range(i, n, 3))
+                                    for i, g in enumerate(CHEAP_GROUPS)}
+    logged = [next(k.split("/")[1] for k in m if k.startswith("group/")) for _, m in rec.points
+              if any(k.startswith("group/") for k in m)]
+    assert logged == [CHEAP_GROUPS[i % 3]["name"] for i in range(n)]
+    assert [s for s, m in rec.points if "loss" in m] == list(range(1, n + 1))
+    assert any("images_per_s" in m for _, m in rec.points)
+    assert any("checkpoint_iteration" in m for _, m in rec.points)
+
+
+def test_kd_term_only_with_a_teacher(data, tmp_path):
+    task = pose_task(data)
+    arch = smallest("pose")
+    teacher = SuperNet("pose", 8, task.num_outputs, seed=1)
+    teacher.set_arch(arch)
+
+    def run(out, teacher, ratio):
+        model = SuperNet("pose", 8, task.num_outputs, seed=0)
+        model.set_arch(arch)
+        rec = Recorder()
+        s = train(task, model, cfg(iterations=2, kd_ratio=ratio, optimizer="adam", lr=1e-3),
+                  out, teacher=teacher, tracker=rec)
+        return s, [m for _, m in rec.points if "loss" in m]
+
+    s, pts = run(tmp_path / "kd", teacher, 0.5)
+    assert s.kd and all("kd_loss" in m and m["kd_loss"] > 0 for m in pts)
+    for m in pts:
+        assert m["loss"] == pytest.approx(m["task_loss"] + 0.5 * m["kd_loss"], rel=1e-5)
+    s, pts = run(tmp_path / "nokd", None, 0.5)
+    assert not s.kd and all("kd_loss" not in m and m["loss"] == m["task_loss"] for m in pts)
+    s, pts = run(tmp_path / "ratio0", teacher, 0.0)
+    assert not s.kd and all("kd_loss" not in m for m in pts)
+
+
+class NaNAfter:
+    """The pose task, with a loss that turns NaN from the given call on."""
+
+    def __init__(self, task, at: int) -> None:
+        self.task, self.at, self.calls = task, at, 0
+        self.name, self.collate = task.name, task.collate
+
+    def dataset(self, split, train):
+        return self.task.dataset(split, train)
+
+    def loss(self, output, batch):
+        self.calls += 1
+        loss = self.task.loss(output, batch)
+        return loss * math.nan if self.calls > self.at else loss
+
+
+def test_nan_loss_stops_with_the_checkpoint_kept(data, tmp_path):
+    model = SuperNet("pose", 8, 17, seed=0)
+    model.set_arch(smallest("pose"))
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at iteration 3 .*last good "
+                                            r"checkpoint kept: .*last.pt"):
+        train(NaNAfter(pose_task(data), 3), model,
+              cfg(iterations=6, checkpoint_every=2, optimizer="adam", lr=1e-3), tmp_path)
+    doc = read_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert doc["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in doc["model"].values() if v.is_floating_point())
+
+
+def test_resume_refuses_another_configuration_and_a_corrupt_file(data, tmp_path):
+    task = pose_task(data)
+    model = SuperNet("pose", 8, task.num_outputs, seed=0)
+    model.set_arch(smallest("pose"))
+    train(task, model, cfg(iterations=2, checkpoint_every=1, optimizer="adam", lr=1e-3), tmp_path)
+    with pytest.raises(CheckpointError, match="another configuration"):
+        train(task, model, cfg(iterations=2, optimizer="adam", lr=2e-3), tmp_path)
+    last = tmp_path / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"last.pt: corrupt.*prev.pt"):
+        train(task, model, cfg(iterations=2, optimizer="adam", lr=1e-3), tmp_path)
+    assert read_checkpoint(tmp_path / "checkpoints" / "prev.pt")["iteration"] == 1
+
+
+def test_bad_teacher_files(tmp_path):
+    net = SuperNet("seg", 8, seed=0)
+    net.set_arch(largest("seg"))
+    good = tmp_path / "t8.pt"
+    save_trained(good, net, {"kind": "teacher", "task": "seg", "width": 8, "num_outputs": 19,
+                             "arch": largest("seg").to_dict()})
+    t = load_teacher(good, "seg", 8, 19, 0)
+    assert t.arch == largest("seg") and not t.training
+    with pytest.raises(CheckpointError, match=r"t8.pt: .*width 8, but width 16 is needed"):
+        load_teacher(good, "seg", 16, 19, 0)
+    with pytest.raises(CheckpointError, match=r"t8.pt: a teacher of task 'seg'.*task 'pose'"):
+        load_teacher(good, "pose", 8, 17, 0)
+    wide = SuperNet("seg", 16, seed=0)
+    lying = tmp_path / "lying.pt"  # meta says width 8, weights are W16: caught by the shapes
+    save_trained(lying, wide, {"kind": "teacher", "task": "seg", "width": 8, "num_outputs": 19,
+                               "arch": largest("seg").to_dict()})
+    with pytest.raises(CheckpointError, match=r"lying.pt: does not fit the model.*width 16"):
+        load_teacher(lying, "seg", 8, 19, 0)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=r"bad.pt: corrupt"):
+        load_teacher(bad, "seg", 8, 19, 0)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_teacher(tmp_path / "none.pt", "seg", 8, 19, 0)

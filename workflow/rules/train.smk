@@ -1,0 +1,83 @@
+# Phases "teacher" + "supernet": the largest architecture trained as a plain network, then the
+# one-shot supernet (grouped sampling, sandwich rule, initialised from and distilled towards the
+# teacher).
+#
+#   results/{task}/teacher/model.pt     weights + meta (task, width, architecture)
+#   results/{task}/teacher/metrics.json search-split score vs the trivial predictor, losses
+#   results/{task}/supernet/model.pt    the supernet's weights (what the search phases read)
+#   results/{task}/supernet/metrics.json largest / smallest subnet (BN-calibrated) vs trivial
+# Checkpoints live in results/{task}/.<phase>.work/train-<params hash>/checkpoints/ and survive
+# kills and failures: rerunning the same job resumes where it stopped (bitwise on CPU).
+# On GPUs: run the same stage command under `torchrun --nproc_per_node N` (see README).
+
+TRAIN_THREADS = int(PARAMS["run"]["train_threads"])
+
+
+def teacher_model(task="{task}"):
+    return f"{RESULTS}/{task}/teacher/model.pt"
+
+
+def supernet_model(task="{task}"):
+    return f"{RESULTS}/{task}/supernet/model.pt"
+
+
+def _needs_teacher(task):
+    s = PARAMS["supernet"][task]
+    return bool(s["init_from_teacher"]) or float(s["kd_ratio"]) > 0
+
+
+def _teacher_input(wc):
+    return [teacher_model(wc.task)] if _needs_teacher(wc.task) else []
+
+
+def _teacher_arg(wc, input):
+    return f"--teacher {input.teacher}" if _needs_teacher(wc.task) else ""
+
+
+rule teacher:
+    input:
+        params=param_file("teacher"),
+        manifest=manifest(),
+    output:
+        model=teacher_model(),
+        metrics=f"{RESULTS}/{{task}}/teacher/metrics.json",
+        summary=f"{RESULTS}/{{task}}/teacher/train_summary.json",
+    log:
+        f"{LOGS}/{{task}}/teacher.log",
+    threads: TRAIN_THREADS
+    shell:
+        stage_cmd("teacher", "--params {input.params}", "--task {wildcards.task}",
+                  "--manifest {input.manifest}", f"--out {RESULTS}/{{wildcards.task}}/teacher")
+
+
+rule supernet:
+    input:
+        params=param_file("supernet"),
+        manifest=manifest(),
+        teacher=_teacher_input,
+    output:
+        model=supernet_model(),
+        metrics=f"{RESULTS}/{{task}}/supernet/metrics.json",
+        summary=f"{RESULTS}/{{task}}/supernet/train_summary.json",
+    params:
+        teacher=_teacher_arg,
+    log:
+        f"{LOGS}/{{task}}/supernet.log",
+    threads: TRAIN_THREADS
+    shell:
+        stage_cmd("supernet", "--params {input.params}", "--task {wildcards.task}",
+                  "--manifest {input.manifest}", "{params.teacher}",
+                  f"--out {RESULTS}/{{wildcards.task}}/supernet")
+
+
+rule teacher_all:
+    input:
+        expand(teacher_model("{task}"), task=TASKS),
+
+
+rule supernet_all:
+    input:
+        expand(supernet_model("{task}"), task=TASKS),
+
+
+ALL_TARGETS += expand(supernet_model("{task}"), task=TASKS)
