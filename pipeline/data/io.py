@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +9,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.data.errors import DataError
+from pipeline.io import atomic_write_bytes
 
 
 def open_image(path: Path, mode: str = "RGB") -> Image.Image:
@@ -69,18 +68,7 @@ def dumps_stable(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=True) + "\n"
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write through a temp file + rename so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+write_bytes_atomic = atomic_write_bytes
 
 
 def save_png(path: Path, array: np.ndarray) -> None:

@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text, check_task
+from pipeline.io import atomic_write_bytes, atomic_write_text
+from pipeline.space.arch import Architecture, ArchitectureError, check_task
 
 from .checkpoint import CheckpointError, load_into, load_state_dict_file
 from .module import ScaleModule
@@ -77,15 +77,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(directory: str | os.PathLike, net: StandaloneNet, meta: dict[str, Any]) -> None:
@@ -99,7 +90,7 @@ def save_model(directory: str | os.PathLike, net: StandaloneNet, meta: dict[str,
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
     weights = buf.getvalue()
-    _atomic_write_bytes(d / WEIGHTS_FILE, weights)
+    atomic_write_bytes(d / WEIGHTS_FILE, weights)
     net.arch.save(d / ARCH_FILE)
     record = {"schema": MODEL_SCHEMA, "task": net.task, "width": net.width,
               "num_outputs": net.num_outputs, "arch_id": net.arch.arch_id,

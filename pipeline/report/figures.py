@@ -8,8 +8,6 @@ val score to its fine-tuned val score.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: the report runs headless inside pipeline jobs
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from pipeline.io import atomic_savefig  # noqa: E402
 
 from .records import FinetuneRecord  # noqa: E402
 from .select import GFLOPS, SCORE  # noqa: E402
@@ -60,16 +60,9 @@ def _group_order(labels: pd.Series) -> list[str]:
 
 
 def save_figure_atomic(fig: plt.Figure, path: Path, dpi: int = 120) -> None:
-    """Save a PNG through a temporary file so a crash never leaves a truncated image."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
+    """Save a PNG atomically, so a crash never leaves a truncated image."""
     try:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_savefig(fig, path, dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
 

@@ -66,19 +66,10 @@ def search_groups(cfg: Any) -> list:
 
 
 def build_task(task: str, cfg: Any) -> Any:
-    """The task plug-in for the search (the search split, evaluation at full resolution)."""
-    from pipeline.tasks import build_task as _build
-    from pipeline.tasks import make_config
+    """The task plug-in for the search: the same one the training stages build from the params."""
+    from pipeline.train.setup import task_from_config
 
-    tc = cfg.task(task)
-    seed = int(cfg.run.seed)
-    if task == "seg":
-        conf = make_config("seg", root=tc.root, crop_hw=tuple(tc.crop_size),
-                           search_fraction=tc.search_fraction, seed=seed)
-    else:
-        conf = make_config("pose", root=tc.root, input_hw=tuple(tc.input_size),
-                           search_fraction=tc.search_fraction, seed=seed)
-    return _build(task, conf)
+    return task_from_config(cfg, task)
 
 
 def load_supernet(task: str, cfg: Any, checkpoint: str | Path, device: str) -> SuperNet:

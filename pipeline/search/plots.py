@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import matplotlib
@@ -10,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from pipeline.io import atomic_savefig  # noqa: E402
 
 from .pareto import pareto_front  # noqa: E402
 
@@ -35,12 +36,10 @@ def plot_fronts(series: Sequence[tuple[str, pd.DataFrame]], path: str | os.PathL
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, p)
+    try:
+        atomic_savefig(fig, path, dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
 __all__ = ["plot_fronts"]

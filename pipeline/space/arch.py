@@ -20,10 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from pipeline.io import atomic_write_text  # noqa: F401  (re-exported: the documented place)
 
 SCHEMA = "scalenas-arch/1"
 #: Branch count of each searchable module: stage2.0, stage3.0-3, stage4.0-2.
@@ -129,19 +130,6 @@ class Architecture:
     def num_fusions(self) -> int:
         """Number of switched-on (source, target, step) fusion edges."""
         return sum(len(srcs) for m in self.modules for step in m.fusions for srcs in step)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _is_int(x: Any) -> bool:

@@ -16,11 +16,12 @@ import codecs
 import io
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.io import atomic_write_bytes  # noqa: F401  (re-exported)
 from numpy.lib import format as npy_format
 
 from .arch import (BRANCHES, MAX_DEPTH, MODULE_NAMES, Architecture, ArchitectureError, ModuleArch,
@@ -237,16 +238,3 @@ def official_bytes(arch: Architecture) -> bytes:
 def save_official(arch: Architecture, path: str | os.PathLike) -> None:
     """Write ``arch`` in the release's format, atomically."""
     atomic_write_bytes(Path(path), official_bytes(arch))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file and rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
