@@ -26,6 +26,7 @@ and other resume state: it survives failures and kills, so a rerun can resume.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -178,8 +179,10 @@ def _open_run(phase: str, task: str | None, label: str, settings: Mapping[str, A
 
 def _check_replaceable(final: Path) -> None:
     """Refuse to replace a directory that is not a previous output of a stage."""
+    # Snakemake creates the parent folders of declared outputs before the job starts, so a tree
+    # of empty folders is not somebody's data.
     if final.exists() and (not final.is_dir() or (
-            any(final.iterdir()) and not (final / RESOLVED_NAME).is_file()
+            any(p.is_file() for p in final.rglob("*")) and not (final / RESOLVED_NAME).is_file()
             and not (final / "SYNTH.json").is_file())):
         raise StageInputError(f"--out {final}: exists and is not the output of a previous run of "
                               "a stage; refusing to replace it")
@@ -192,6 +195,48 @@ def _publish(tmp: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+_NOT_INPUTS = ("out", "run_settings", "params")
+WORK_STAMP = "inputs.json"
+
+
+def _inputs_fingerprint(phash: str, args: argparse.Namespace) -> dict[str, str]:
+    """The parameters hash and the content hash of every input file named on the command line."""
+    stamp = {"params": phash}
+    for name, value in sorted(vars(args).items()):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for i, v in enumerate(values):
+            if name in _NOT_INPUTS or not isinstance(v, (str, Path)) or not Path(v).is_file():
+                continue
+            h = hashlib.sha256()
+            with open(v, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            stamp[f"{name}[{i}]" if len(values) > 1 else name] = h.hexdigest()
+    return stamp
+
+
+def _work_dir(final: Path, phash: str, args: argparse.Namespace) -> Path:
+    """The stage's resume directory (``<out>/../.<out name>.work``), kept only for the same inputs.
+
+    A killed job resumes from what it left there; but when a parameter or an upstream file (a
+    teacher or supernet checkpoint, a candidate list) changed, the old progress belongs to another
+    computation and is discarded.
+    """
+    work = final.parent / f".{final.name}.work"
+    stamp = _inputs_fingerprint(phash, args)
+    try:
+        old = json.loads((work / WORK_STAMP).read_text())
+    except FileNotFoundError:
+        old = stamp  # unknown provenance: kept; the stages check their own resume files
+    except (OSError, ValueError):
+        old = None
+    if old != stamp:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(work / WORK_STAMP, json.dumps(stamp, indent=1, sort_keys=True) + "\n")
+    return work
 
 
 def _one_line(e: BaseException) -> str:
@@ -230,8 +275,7 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
         tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        work = final.parent / f".{final.name}.work"
-        work.mkdir(parents=True, exist_ok=True)
+        work = _work_dir(final, phash, args)
         run = _open_run(phase, args.task, args.label, settings, params, phash, data_hash)
         ctx = StageContext(phase=phase, task=args.task, cfg=cfg, params=params, params_hash=phash,
                            out=tmp, final_out=final, work=work, threads=args.threads,
