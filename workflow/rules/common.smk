@@ -160,3 +160,96 @@ onsuccess:
 onerror:
     if _TRACK and not workflow.touch:
         tracking.end_pipeline(False)
+
+
+# --- helpers of train.smk (here because `snakemake --lint` wants rule files without functions)
+TRAIN_THREADS = int(PARAMS["run"]["train_threads"])
+def teacher_model(task="{task}"):
+    return f"{RESULTS}/{task}/teacher/model.pt"
+
+
+def supernet_model(task="{task}"):
+    return f"{RESULTS}/{task}/supernet/model.pt"
+
+
+def _needs_teacher(task):
+    s = PARAMS["supernet"][task]
+    return bool(s["init_from_teacher"]) or float(s["kd_ratio"]) > 0
+
+
+def _teacher_input(wc):
+    return [teacher_model(wc.task)] if _needs_teacher(wc.task) else []
+
+
+def _teacher_arg(wc, input):
+    return f"--teacher {input.teacher}" if _needs_teacher(wc.task) else ""
+
+
+# --- helpers of search.smk (here because `snakemake --lint` wants rule files without functions)
+SEARCH = f"{RESULTS}/{{task}}/search"
+SUPERNET_CKPT = f"{RESULTS}/{{task}}/supernet/model.pt"
+SEARCH_THREADS = int(PARAMS["run"]["threads"])
+_RANDOM = PARAMS["search"]["random"]
+_EVO = PARAMS["search"]["evolution"]
+GENERATIONS = int(_EVO["generations"])
+def search_phase(step):
+    return "search_random" if step == "sample" else "search_evolution"
+
+
+def search_shards(step):
+    return int(_RANDOM["shards"] if step == "sample" else _EVO["shards"])
+
+
+def merged(step, task="{task}"):
+    return f"{RESULTS}/{task}/search/{step}/merged/results.csv"
+
+
+def pool_before(gen, task="{task}"):
+    """Results tables evaluated before generation `gen`: sampling + generations 1..gen-1."""
+    return [merged("sample", task)] + [merged(f"evolve/gen_{g}", task) for g in range(1, gen)]
+
+
+def _shard_dirs(wc):
+    return [f"{RESULTS}/{wc.task}/search/{wc.step}/shard_{k}/rows.jsonl"
+            for k in range(search_shards(wc.step))]
+
+
+def _merge_pool(wc):
+    if wc.step.startswith("evolve/gen_"):
+        return pool_before(int(wc.step.split("_")[-1]), wc.task)
+    return []
+
+
+# --- helpers of finetune.smk (here because `snakemake --lint` wants rule files without functions)
+from pipeline.report.select import SelectionError, specs_from_params
+FINETUNE = f"{RESULTS}/{{task}}/finetune"
+FINETUNE_CKPT = f"{RESULTS}/{{task}}/supernet/model.pt"
+FINAL_FRONT = f"{RESULTS}/{{task}}/search/final/front.csv"
+def _finetune_specs(task):
+    try:
+        return specs_from_params(PARAMS["finetune"][task], f"{PARAMS_SOURCE}: finetune.{task}")
+    except SelectionError as e:
+        raise WorkflowError(f"invalid parameters: {e}")
+
+
+FINETUNE_MODELS = {task: [s.name for s in _finetune_specs(task)] for task in TASKS}
+def _arch_inputs(wc):
+    """Architecture files named by the selection: their content is an input."""
+    return [s.arch for s in _finetune_specs(wc.task)
+            if s.arch is not None and os.path.isfile(s.arch)]
+
+
+def finetune_record(task="{task}", model="{model}"):
+    return f"{RESULTS}/{task}/finetune/{model}/finetune.json"
+
+
+def finetune_records(task):
+    return [finetune_record(task, m) for m in FINETUNE_MODELS[task]]
+
+
+# --- helpers of report.smk (here because `snakemake --lint` wants rule files without functions)
+REPORT = f"{RESULTS}/report"
+REPORT_OUTPUTS = [f"{REPORT}/REPORT.md", f"{REPORT}/metrics.json", f"{REPORT}/final_models.md",
+                  f"{REPORT}/plots/finetune.csv"]
+def _final(task, name):
+    return f"{RESULTS}/{task}/search/final/{name}"

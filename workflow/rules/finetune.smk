@@ -6,38 +6,8 @@
 #   results/{task}/finetune/{model}/finetune.json   val metric inherited / fine-tuned / reloaded
 #   results/{task}/finetune/{model}/model/          weights.pt, arch.json, model.json
 # Training checkpoints live in results/{task}/finetune/.{model}.work/ (kept across kills).
-from pipeline.report.select import SelectionError, specs_from_params
-
-FINETUNE = f"{RESULTS}/{{task}}/finetune"
-FINETUNE_CKPT = f"{RESULTS}/{{task}}/supernet/model.pt"
-FINAL_FRONT = f"{RESULTS}/{{task}}/search/final/front.csv"
-
-
-def _finetune_specs(task):
-    try:
-        return specs_from_params(PARAMS["finetune"][task], f"{PARAMS_SOURCE}: finetune.{task}")
-    except SelectionError as e:
-        raise WorkflowError(f"invalid parameters: {e}")
-
-
-FINETUNE_MODELS = {task: [s.name for s in _finetune_specs(task)] for task in TASKS}
-
 wildcard_constraints:
     model=r"(?!select$)[A-Za-z0-9][A-Za-z0-9_.-]*",
-
-
-def _arch_inputs(wc):
-    """Architecture files named by the selection: their content is an input."""
-    return [s.arch for s in _finetune_specs(wc.task)
-            if s.arch is not None and os.path.isfile(s.arch)]
-
-
-def finetune_record(task="{task}", model="{model}"):
-    return f"{RESULTS}/{task}/finetune/{model}/finetune.json"
-
-
-def finetune_records(task):
-    return [finetune_record(task, m) for m in FINETUNE_MODELS[task]]
 
 
 rule finetune_select:
@@ -52,6 +22,8 @@ rule finetune_select:
     log:
         f"{LOGS}/{{task}}/finetune/select.log",
     threads: int(PARAMS["run"]["threads"])
+    conda:
+        CONDA_ENV
     shell:
         stage_cmd("finetune", "--select", "--params {input.params}", "--task {wildcards.task}",
                   "--checkpoint {input.checkpoint}", "--front {input.front}",
@@ -71,6 +43,8 @@ rule finetune:
     log:
         f"{LOGS}/{{task}}/finetune/{{model}}.log",
     threads: int(PARAMS["run"]["train_threads"])
+    conda:
+        CONDA_ENV
     shell:
         stage_cmd("finetune", "--model {wildcards.model}", "--params {input.params}",
                   "--task {wildcards.task}", "--checkpoint {input.checkpoint}",

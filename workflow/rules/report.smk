@@ -3,15 +3,6 @@
 # models, metrics.json (dvc metrics) and plot data (dvc plots); results/report/REPORT.md links all.
 # Needs finetune.smk (FINETUNE_MODELS, finetune_record) included before it.
 
-REPORT = f"{RESULTS}/report"
-REPORT_OUTPUTS = [f"{REPORT}/REPORT.md", f"{REPORT}/metrics.json", f"{REPORT}/final_models.md",
-                  f"{REPORT}/plots/finetune.csv"]
-
-
-def _final(task, name):
-    return f"{RESULTS}/{task}/search/final/{name}"
-
-
 rule report:
     input:
         params=param_file("report", None),
@@ -33,6 +24,8 @@ rule report:
             f"--summary {t}={_final(t, 'summary.json')} "
             f"--selection {t}={RESULTS}/{t}/finetune/select/selection.json" for t in TASKS),
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
         stage_cmd("report", "--params {input.params}", "{params.pairs}",
                   "--records {input.records}", f"--out {REPORT}")

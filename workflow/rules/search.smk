@@ -13,34 +13,10 @@
 # results/{task}/search/final/ holds all.csv, front.csv (the final Pareto front), summary.json
 # (hypervolumes of sampling, random search and evolution at one fixed reference point).
 
-SEARCH = f"{RESULTS}/{{task}}/search"
-SUPERNET_CKPT = f"{RESULTS}/{{task}}/supernet/model.pt"
-SEARCH_THREADS = int(PARAMS["run"]["threads"])
-_RANDOM = PARAMS["search"]["random"]
-_EVO = PARAMS["search"]["evolution"]
-GENERATIONS = int(_EVO["generations"])
-
 wildcard_constraints:
     step=r"sample|random|evolve/gen_\d+",
     gen=r"\d+",
     shard=r"\d+",
-
-
-def search_phase(step):
-    return "search_random" if step == "sample" else "search_evolution"
-
-
-def search_shards(step):
-    return int(_RANDOM["shards"] if step == "sample" else _EVO["shards"])
-
-
-def merged(step, task="{task}"):
-    return f"{RESULTS}/{task}/search/{step}/merged/results.csv"
-
-
-def pool_before(gen, task="{task}"):
-    """Results tables evaluated before generation `gen`: sampling + generations 1..gen-1."""
-    return [merged("sample", task)] + [merged(f"evolve/gen_{g}", task) for g in range(1, gen)]
 
 
 rule search_sample:
@@ -51,6 +27,8 @@ rule search_sample:
     log:
         f"{LOGS}/{{task}}/search/sample_candidates.log",
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
         stage_cmd("sample", "--params {input.params}", "--task {wildcards.task}",
                   f"--out {SEARCH}/sample/candidates")
@@ -65,6 +43,8 @@ rule search_random_baseline:
     log:
         f"{LOGS}/{{task}}/search/random_candidates.log",
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
         stage_cmd("random_search", "--params {input.params}", "--task {wildcards.task}",
                   "--pool {input.pool}", f"--out {SEARCH}/random/candidates")
@@ -84,6 +64,8 @@ rule search_evolve:
     params:
         prev=lambda wc, input: f"--prev-state {input.prev[0]}" if input.prev else "",
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
         stage_cmd("evolve", "--params {input.params}", "--task {wildcards.task}",
                   "--generation {wildcards.gen}", "--pool {input.pool}", "{params.prev}",
@@ -104,23 +86,14 @@ rule search_shard:
     params:
         phase=lambda wc: search_phase(wc.step),
     threads: SEARCH_THREADS
+    conda:
+        CONDA_ENV
     shell:
         stage_cmd("search_shard", "--phase {params.phase}", "--params {input.params}",
                   "--task {wildcards.task}", "--candidates {input.candidates}",
                   "--shard {wildcards.shard}", "--checkpoint {input.checkpoint}",
                   "--manifest {input.manifest}", "--label {wildcards.step}/shard{wildcards.shard}",
                   f"--out {SEARCH}/{{wildcards.step}}/shard_{{wildcards.shard}}")
-
-
-def _shard_dirs(wc):
-    return [f"{RESULTS}/{wc.task}/search/{wc.step}/shard_{k}/rows.jsonl"
-            for k in range(search_shards(wc.step))]
-
-
-def _merge_pool(wc):
-    if wc.step.startswith("evolve/gen_"):
-        return pool_before(int(wc.step.split("_")[-1]), wc.task)
-    return []
 
 
 rule search_merge:
@@ -142,6 +115,8 @@ rule search_merge:
         shard_dirs=lambda wc, input: " ".join(os.path.dirname(p) for p in input.shards),
         pool=lambda wc, input: f"--pool {' '.join(input.pool)}" if input.pool else "",
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
         stage_cmd("search_merge", "--phase {params.phase}", "--params {input.params}",
                   "--task {wildcards.task}", "--candidates {input.candidates}",
@@ -166,6 +141,8 @@ rule search_summary:
         random=lambda wc, input: f"--random {input.random}" if input.random else "",
         gens=lambda wc, input: f"--generations {' '.join(input.gens)}" if input.gens else "",
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
         stage_cmd("search_summary", "--params {input.params}", "--task {wildcards.task}",
                   "--sample {input.sample}", "{params.random}", "{params.gens}",

@@ -10,30 +10,6 @@
 # kills and failures: rerunning the same job resumes where it stopped (bitwise on CPU).
 # On GPUs: run the same stage command under `torchrun --nproc_per_node N` (see README).
 
-TRAIN_THREADS = int(PARAMS["run"]["train_threads"])
-
-
-def teacher_model(task="{task}"):
-    return f"{RESULTS}/{task}/teacher/model.pt"
-
-
-def supernet_model(task="{task}"):
-    return f"{RESULTS}/{task}/supernet/model.pt"
-
-
-def _needs_teacher(task):
-    s = PARAMS["supernet"][task]
-    return bool(s["init_from_teacher"]) or float(s["kd_ratio"]) > 0
-
-
-def _teacher_input(wc):
-    return [teacher_model(wc.task)] if _needs_teacher(wc.task) else []
-
-
-def _teacher_arg(wc, input):
-    return f"--teacher {input.teacher}" if _needs_teacher(wc.task) else ""
-
-
 rule teacher:
     input:
         params=param_file("teacher"),
@@ -45,6 +21,8 @@ rule teacher:
     log:
         f"{LOGS}/{{task}}/teacher.log",
     threads: TRAIN_THREADS
+    conda:
+        CONDA_ENV
     shell:
         stage_cmd("teacher", "--params {input.params}", "--task {wildcards.task}",
                   "--manifest {input.manifest}", f"--out {RESULTS}/{{wildcards.task}}/teacher")
@@ -64,6 +42,8 @@ rule supernet:
     log:
         f"{LOGS}/{{task}}/supernet.log",
     threads: TRAIN_THREADS
+    conda:
+        CONDA_ENV
     shell:
         stage_cmd("supernet", "--params {input.params}", "--task {wildcards.task}",
                   "--manifest {input.manifest}", "{params.teacher}",
