@@ -130,6 +130,7 @@ class SegConfig(_Section):
     val_set: str
     width: int
     crop_size: tuple[int, int]
+    flops_size: tuple[int, int] | None
     num_classes: int
     ignore_label: int
     search_fraction: float

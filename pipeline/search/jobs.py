@@ -33,9 +33,10 @@ SIZE_MULTIPLE = 32
 
 
 def cost_input_hw(task: str, cfg: Any) -> tuple[int, int]:
-    """Input size at which GFLOPs are reported: seg crop_size, pose input_size."""
+    """Input size at which GFLOPs are reported: seg ``flops_size`` (the paper counts at the
+    1024x2048 evaluation size; default the training crop), pose ``input_size``."""
     tc = cfg.task(task)
-    hw = tc.crop_size if task == "seg" else tc.input_size
+    hw = (tc.flops_size or tc.crop_size) if task == "seg" else tc.input_size
     return int(hw[0]), int(hw[1])
 
 
