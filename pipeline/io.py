@@ -51,3 +51,16 @@ def atomic_savefig(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> 
     """Save a matplotlib figure (PNG unless ``format`` says otherwise)."""
     savefig_kwargs.setdefault("format", "png")
     atomic_write(path, lambda f: fig.savefig(f, **savefig_kwargs))
+
+
+def read_json(path: str | os.PathLike, what: str, error: type[Exception]) -> Any:
+    """Decode a JSON file; a missing or unreadable one is one ``error`` naming the file and ``what``."""
+    import json
+
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{p}: {what} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{p}: unreadable {what}: {e}") from None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from pipeline.data.io import write_bytes_atomic
 from pipeline.space.arch import ArchitectureError
 
 from .predict import Box, PredictError, draw_pose, draw_seg, parse_box, predict_pose, predict_seg
+from pipeline.io import read_json
 
 
 def read_image(path: Path) -> Image.Image:
@@ -34,12 +34,7 @@ def read_image(path: Path) -> Image.Image:
 
 def read_boxes(path: Path) -> list[Box]:
     """Person boxes from JSON: a list of ``[x, y, w, h]`` or of COCO detections ``{"bbox": [...]}``."""
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PredictError(f"{path}: boxes file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PredictError(f"{path}: not a JSON boxes file: {e}") from None
+    doc = read_json(path, "boxes file", PredictError)
     if not isinstance(doc, list) or not doc:
         raise PredictError(f"{path}: expected a non-empty JSON list of boxes")
     boxes = []

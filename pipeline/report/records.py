@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline.space.arch import atomic_write_text
+from pipeline.io import read_json
 
 
 class RecordError(ValueError):
@@ -56,12 +57,7 @@ class FinetuneRecord:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FinetuneRecord":
         p = Path(path)
-        try:
-            doc = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise RecordError(f"{p}: fine-tuning record not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise RecordError(f"{p}: cannot read fine-tuning record: {e}") from None
+        doc = read_json(p, "fine-tuning record", RecordError)
         return cls.from_dict(doc, source=str(p))
 
     @classmethod

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
 from pipeline.space.sample import SamplingGroup, sample_group
+from pipeline.io import read_json
 
 SCHEMA = "scalenas-candidates/1"
 #: Sub-streams of the run seed, so the stages never share random numbers.
@@ -143,12 +144,7 @@ class CandidateList:
 
 def read_candidates(path: str | os.PathLike) -> CandidateList:
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise CandidatesError(f"{p}: candidate list not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CandidatesError(f"{p}: unreadable candidate list: {e}") from None
+    doc = read_json(p, "candidate list", CandidatesError)
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise CandidatesError(f"{p}: not a candidate list (schema {SCHEMA!r})")
     try:

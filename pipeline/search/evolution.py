@@ -32,6 +32,7 @@ from pipeline.space.ops import crossover, mutate
 from pipeline.space.sample import largest, smallest
 
 from .pareto import select_by_rank
+from pipeline.io import read_json
 
 STATE_SCHEMA = "scalenas-evolution/1"
 
@@ -146,12 +147,7 @@ class Generation:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Generation":
         p = Path(path)
-        try:
-            doc = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise EvolutionError(f"{p}: generation state file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise EvolutionError(f"{p}: unreadable generation state: {e}") from None
+        doc = read_json(p, "generation state file", EvolutionError)
         if not isinstance(doc, dict) or doc.get("schema") != STATE_SCHEMA:
             raise EvolutionError(f"{p}: not a generation state file (schema {STATE_SCHEMA!r})")
         try:
