@@ -243,6 +243,8 @@ class EvolutionConfig(_Section):
     crossover_prob: float
     mutation_prob: float
     depth_mutation_prob: float
+    mutation: str
+    screen_factor: int
     release_operators: bool
     flops_min: float | None
     flops_max: float | None

@@ -238,3 +238,24 @@ def test_operator_bad_inputs():
         mutate(a, rng, depth_candidates=(9,), task="seg")
     with pytest.raises(ArchitectureError, match="branch 0 must fuse"):
         mutate(a, rng, task="pose")  # a seg architecture is not a valid pose parent
+    with pytest.raises(ArchitectureError, match="mode must be one of"):
+        mutate(a, rng, mode="swap", task="seg")
+
+
+def test_resample_mutation_keeps_the_parents_cost_flip_drifts_it():
+    """Flipping pushes a sparse parent toward half its bits on; resampling keeps its density
+    in expectation and moves depths only to a neighbouring candidate."""
+    rng = np.random.default_rng(0)
+    parent = sample_arch(rng, 0.2, (2, 3), "seg")
+    on, total = live_bits(parent)
+    dens = {}
+    for mode in ("flip", "resample"):
+        kids = [mutate(parent, rng, 0.2, 0.0, mode=mode, task="seg") for _ in range(200)]
+        dens[mode] = np.mean([live_bits(k)[0] / live_bits(k)[1] for k in kids])
+    assert abs(dens["resample"] - on / total) < 0.02
+    assert dens["flip"] > on / total + 0.05
+    for _ in range(50):
+        kid = mutate(parent, rng, 0.2, 1.0, depth_candidates=(2, 3, 4, 5), mode="resample",
+                     task="seg")
+        for m, pm in zip(kid.modules, parent.modules):
+            assert all(abs(d - pd) == 1 for d, pd in zip(m.depths, pm.depths))

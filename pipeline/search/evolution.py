@@ -9,8 +9,14 @@ Parents: ``parents`` candidates from successive Pareto layers of the pool (GFLOP
 up), the overflowing layer cut by crowding distance. Child: a uniformly drawn parent as the base,
 each module replaced by a random parent's module with ``crossover_prob`` (``pipeline.space.ops
 .crossover``), then mutation (fusion bits with ``mutation_prob``, depths with
-``depth_mutation_prob``). Children already evaluated, already made in this generation, or outside
-the optional GFLOPs bounds are discarded and redrawn.
+``depth_mutation_prob``; ``mutation="resample"`` keeps a child near its parent's cost, ``"flip"``
+is the release's bit flip). Children already evaluated, already made in this generation, or
+outside the optional GFLOPs bounds are discarded and redrawn.
+
+Screening (``screen_factor`` > 1): ``screen_factor * population`` children are drawn, a ridge
+surrogate fitted to the pool predicts their scores, and the ``population`` with the largest
+predicted hypervolume gain are kept (``pipeline.search.surrogate``). ``screen_factor = 1``
+evaluates every child drawn, as the paper does.
 
 The search takes an efficiency estimator (``estimate_cost``: architecture -> GFLOPs) and, in
 ``run_evolution``, an accuracy estimator as arguments, so the analytic cost model and the measured
@@ -31,8 +37,11 @@ from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_te
 from pipeline.space.ops import crossover, mutate
 from pipeline.space.sample import largest, smallest
 
-from .pareto import select_by_rank
 from pipeline.io import read_json
+from pipeline.space.ops import MUTATION_MODES
+
+from .pareto import select_by_rank
+from .surrogate import features, fit_ridge, select_by_predicted_gain
 
 STATE_SCHEMA = "scalenas-evolution/1"
 
@@ -64,7 +73,11 @@ class EvolutionConfig:
     mutation_prob: float = 0.2
     depth_mutation_prob: float = 0.1
     depth_candidates: tuple[int, ...] = (2, 3, 4, 5)
-    #: False, False reproduces the release's operators.
+    #: "resample" (density-preserving, neighbouring depths) or "flip" (the release's bit flip).
+    mutation: str = "resample"
+    #: Children drawn per child evaluated; the surrogate keeps the most promising (1 = no screening).
+    screen_factor: int = 10
+    #: False, False with mutation "flip" and screen_factor 1 reproduce the release's search.
     mutate_depth: bool = True
     mutate_last_module: bool = True
     flops_min: float | None = None
@@ -73,7 +86,10 @@ class EvolutionConfig:
     max_attempts_per_child: int = 200
 
     def __post_init__(self) -> None:
-        for name in ("parents", "population", "max_attempts_per_child"):
+        if self.mutation not in MUTATION_MODES:
+            raise EvolutionError(f"evolution.mutation must be one of {list(MUTATION_MODES)}, "
+                                 f"got {self.mutation!r}")
+        for name in ("parents", "population", "max_attempts_per_child", "screen_factor"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise EvolutionError(f"evolution.{name} must be a positive integer, got {v!r}")
@@ -109,8 +125,10 @@ class EvolutionConfig:
         return cfg.release() if d.get("release_operators") else cfg
 
     def release(self) -> "EvolutionConfig":
-        """The release's operators: no depth mutation, last module never touched."""
-        return replace(self, mutate_depth=False, mutate_last_module=False)
+        """The release's search: bit-flip mutation, no depth mutation, last module never touched,
+        every child drawn evaluated."""
+        return replace(self, mutate_depth=False, mutate_last_module=False, mutation="flip",
+                       screen_factor=1)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -133,13 +151,19 @@ class Generation:
     rng_out: Mapping[str, Any]
     pool_size: int
     config: Mapping[str, Any]
+    #: Screening record (candidates drawn, surrogate strength and leave-one-out R^2, each kept
+    #: child's predicted score); None when every child drawn is evaluated.
+    screening: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": STATE_SCHEMA, "generation": self.generation,
-                "pool_size": self.pool_size, "config": dict(self.config),
-                "rng_in": self.rng_in, "rng_out": self.rng_out,
-                "parents": list(self.parents),
-                "children": [a.to_dict() for a in self.children]}
+        d = {"schema": STATE_SCHEMA, "generation": self.generation,
+             "pool_size": self.pool_size, "config": dict(self.config),
+             "rng_in": self.rng_in, "rng_out": self.rng_out,
+             "parents": list(self.parents),
+             "children": [a.to_dict() for a in self.children]}
+        if self.screening is not None:
+            d["screening"] = dict(self.screening)
+        return d
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
@@ -153,8 +177,11 @@ class Generation:
         try:
             children = tuple(Architecture.from_dict(c, source=f"{p}: child {i}")
                              for i, c in enumerate(doc["children"]))
+            screening = doc.get("screening")
+            if screening is not None and not isinstance(screening, dict):
+                raise TypeError(f"screening must be an object, got {type(screening).__name__}")
             gen = cls(int(doc["generation"]), tuple(doc["parents"]), children, doc["rng_in"],
-                      doc["rng_out"], int(doc["pool_size"]), doc["config"])
+                      doc["rng_out"], int(doc["pool_size"]), doc["config"], screening)
             rng_from_state(gen.rng_out)
         except ArchitectureError as e:
             raise EvolutionError(str(e)) from None
@@ -207,30 +234,29 @@ def select_parents(pool: Sequence[Evaluated], parents: int) -> list[Evaluated]:
 
 def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
                     config: EvolutionConfig, *, task: str, estimate_cost: CostFn,
-                    generation: int) -> Generation:
-    """Make the children of one generation (pure: same inputs -> same children and rng_out)."""
+                    generation: int, reference: tuple[float, float] | None = None) -> Generation:
+    """Make the children of one generation (pure: same inputs -> same children and rng_out).
+
+    ``reference`` is the hypervolume reference point the screening aims at (default: the largest
+    subnet's GFLOPs, score 0, as the search stages use).
+    """
     check_bounds_feasible(config, task, estimate_cost)
     parents = select_parents(pool, config.parents)
     parent_archs = [p.arch for p in parents]
     rng = rng_from_state(rng_state)
     seen = {e.arch.arch_id for e in pool}
-    children: list[Architecture] = []
-    attempts, budget = 0, config.population * config.max_attempts_per_child
+    drawn: list[Architecture] = []
+    wanted = config.population * config.screen_factor
+    attempts, budget = 0, wanted * config.max_attempts_per_child
     out_of_bounds = 0
-    while len(children) < config.population:
-        if attempts >= budget:
-            bounds = f"[{config.flops_min}, {config.flops_max}] GFLOPs"
-            raise EvolutionError(
-                f"generation {generation}: made only {len(children)} of {config.population} new "
-                f"children in {attempts} draws ({out_of_bounds} outside the FLOPs bounds {bounds}, "
-                f"the rest duplicates): the FLOPs bounds are too tight or the space is exhausted")
+    while len(drawn) < wanted and attempts < budget:
         attempts += 1
         base = int(rng.integers(0, len(parent_archs)))
         child = crossover([parent_archs[base], *parent_archs], rng, config.crossover_prob, task=task)
         child = mutate(child, rng, config.mutation_prob, config.depth_mutation_prob,
                        config.depth_candidates, task=task,
                        mutate_last_module=config.mutate_last_module,
-                       mutate_depth=config.mutate_depth)
+                       mutate_depth=config.mutate_depth, mode=config.mutation)
         if child.arch_id in seen:
             continue
         if (config.flops_min is not None or config.flops_max is not None) and \
@@ -238,14 +264,47 @@ def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
             out_of_bounds += 1
             continue
         seen.add(child.arch_id)
-        children.append(child)
+        drawn.append(child)
+    if len(drawn) < config.population:
+        bounds = f"[{config.flops_min}, {config.flops_max}] GFLOPs"
+        raise EvolutionError(
+            f"generation {generation}: made only {len(drawn)} of {config.population} new "
+            f"children in {attempts} draws ({out_of_bounds} outside the FLOPs bounds {bounds}, "
+            f"the rest duplicates): the FLOPs bounds are too tight or the space is exhausted")
+    children, screening = _screen(drawn, pool, config, task, estimate_cost, reference)
     return Generation(generation, tuple(p.arch.arch_id for p in parents), tuple(children),
-                      dict(rng_state), rng.bit_generator.state, len(pool), config.to_dict())
+                      dict(rng_state), rng.bit_generator.state, len(pool), config.to_dict(),
+                      screening)
+
+
+def _screen(drawn: list[Architecture], pool: Sequence[Evaluated], config: EvolutionConfig,
+            task: str, estimate_cost: CostFn, reference: tuple[float, float] | None
+            ) -> tuple[list[Architecture], dict[str, Any] | None]:
+    """Keep ``population`` of the drawn children, by the surrogate's predicted hypervolume gain."""
+    if config.screen_factor == 1:
+        return drawn[:config.population], None
+    if len(drawn) <= config.population or len(pool) < 3:
+        # Nothing to choose from, or too few evaluations to fit anything: keep the draw order.
+        return drawn[:config.population], {"factor": config.screen_factor, "candidates": len(drawn),
+                                           "skipped": True}
+    if reference is None:
+        reference = (float(estimate_cost(largest(task))), 0.0)
+    model = fit_ridge(np.stack([features(e.arch) for e in pool]), [e.score for e in pool])
+    pred = model.predict(np.stack([features(a) for a in drawn]))
+    cost = [float(estimate_cost(a)) for a in drawn]
+    keep = sorted(select_by_predicted_gain(cost, pred, [e.gflops for e in pool],
+                                           [e.score for e in pool], config.population, reference))
+    children = [drawn[i] for i in keep]
+    return children, {"factor": config.screen_factor, "candidates": len(drawn),
+                      "ridge_lambda": model.lam, "loo_r2": model.loo_r2,
+                      "predicted": {drawn[i].arch_id: float(pred[i]) for i in keep}}
 
 
 def run_evolution(initial: Sequence[Evaluated], config: EvolutionConfig, generations: int,
                   seed: int, *, task: str, estimate_cost: CostFn,
-                  estimate_accuracy: AccuracyFn) -> tuple[list[Generation], list[Evaluated]]:
+                  estimate_accuracy: AccuracyFn,
+                  reference: tuple[float, float] | None = None
+                  ) -> tuple[list[Generation], list[Evaluated]]:
     """Run ``generations`` generations in memory (tests, benchmarks, quick experiments).
 
     The pipeline runs the same ``next_generation`` one generation per job, with the measured
@@ -256,7 +315,7 @@ def run_evolution(initial: Sequence[Evaluated], config: EvolutionConfig, generat
     gens = []
     for g in range(1, generations + 1):
         gen = next_generation(pool, state, config, task=task, estimate_cost=estimate_cost,
-                              generation=g)
+                              generation=g, reference=reference)
         pool.extend(Evaluated(a, float(estimate_cost(a)), float(estimate_accuracy(a)))
                     for a in gen.children)
         state = gen.rng_out

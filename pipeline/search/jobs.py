@@ -57,6 +57,7 @@ def evolution_config(cfg: Any) -> EvolutionConfig:
     return EvolutionConfig.from_mapping({
         "parents": e.parents, "population": e.population, "crossover_prob": e.crossover_prob,
         "mutation_prob": e.mutation_prob, "depth_mutation_prob": e.depth_mutation_prob,
+        "mutation": e.mutation, "screen_factor": e.screen_factor,
         "flops_min": e.flops_min, "flops_max": e.flops_max,
         "release_operators": e.release_operators}, source="search.evolution")
 

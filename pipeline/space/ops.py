@@ -46,51 +46,85 @@ def crossover(parents: Sequence[Architecture], rng: np.random.Generator,
     return _finish(modules, task)
 
 
+MUTATION_MODES = ("flip", "resample")
+
+
+def _depth_choices(depth: int, cands: tuple[int, ...], mode: str) -> list[int]:
+    if mode == "resample" and depth in cands:
+        i = cands.index(depth)
+        return [cands[x] for x in (i - 1, i + 1) if 0 <= x < len(cands)]
+    return [d for d in cands if d != depth]
+
+
 def _mutate_module(m: ModuleArch, rng: np.random.Generator, fusion_prob: float,
-                   depth_prob: float, cands: tuple[int, ...], mutate_depth: bool) -> ModuleArch:
-    """Flip live bits, then (optionally) change depths; bits at steps >= a target's depth vanish."""
+                   depth_prob: float, cands: tuple[int, ...], mutate_depth: bool,
+                   mode: str) -> ModuleArch:
+    """Mutate live bits, then (optionally) change depths; bits at steps >= a target's depth vanish."""
     n, old_depths = m.num_branches, m.depths
     bits = [[{k for k in m.fusions[s][j] if s < old_depths[j]} for j in range(n)]
             for s in range(m.steps)]
+    live = sum(n - 1 for s in range(m.steps) for j in range(n) if s < old_depths[j])
+    on = sum(len(b) for step in bits for b in step)
+    # Laplace-smoothed so that a module with no (or all) fusions can still gain (or lose) one.
+    density = (on + 1) / (live + 2)
     u = rng.random((m.steps, n, n))
+    v = rng.random((m.steps, n, n)) if mode == "resample" else None
     for s in range(m.steps):
         for j in range(n):
             if s >= old_depths[j]:
                 continue
             for k in range(n):
-                if k != j and u[s, j, k] < fusion_prob:
+                if k == j or u[s, j, k] >= fusion_prob:
+                    continue
+                if mode == "flip":
                     bits[s][j] ^= {k}
+                elif v[s, j, k] < density:
+                    bits[s][j] |= {k}
+                else:
+                    bits[s][j] -= {k}
     depths = list(old_depths)
     if mutate_depth:
         for b in range(n):
             u_b, pick = rng.random(), rng.random()
-            others = [d for d in cands if d != depths[b]]
+            others = _depth_choices(depths[b], cands, mode)
             if u_b < depth_prob and others:
                 depths[b] = others[int(pick * len(others))]
     T = max(depths)
     bits = (bits + [[set() for _ in range(n)] for _ in range(T - len(bits))])[:T]
-    # Steps a branch gains are filled as the sampler would fill them.
+    # Steps a branch gains are filled as the sampler would fill them (at the module's own
+    # density when resampling).
+    new_prob = fusion_prob if mode == "flip" else density
     fresh = rng.random((T, n, n))
     for j in range(n):
         for s in range(T):
             if s >= depths[j]:
                 bits[s][j] = set()
             elif s >= old_depths[j]:
-                bits[s][j] = {k for k in range(n) if k != j and fresh[s, j, k] < fusion_prob}
+                bits[s][j] = {k for k in range(n) if k != j and fresh[s, j, k] < new_prob}
     return to_module(depths, bits)
 
 
 def mutate(arch: Architecture, rng: np.random.Generator, fusion_prob: float = 0.2,
            depth_prob: float = 0.1, depth_candidates: Sequence[int] = (2, 3, 4, 5), *,
-           task: str, mutate_last_module: bool = True, mutate_depth: bool = True) -> Architecture:
-    """Mutate ``arch``: flip each live fusion bit with ``fusion_prob``; redraw depths with ``depth_prob``.
+           task: str, mutate_last_module: bool = True, mutate_depth: bool = True,
+           mode: str = "flip") -> Architecture:
+    """Mutate ``arch``: touch each live fusion bit with ``fusion_prob``; redraw depths with ``depth_prob``.
 
-    A live bit is one at a step below its target's depth. A changed depth is another candidate,
-    chosen uniformly; a branch that grows gets random bits (``fusion_prob``) for its new steps,
-    one that shrinks loses the bits of the steps it no longer runs. In every module that may be
-    mutated, bits at steps >= the target's depth are dropped (the sampler never makes them).
-    ``mutate_last_module=False, mutate_depth=False`` are the release's operators: depths and the
-    last module are then left exactly as they were.
+    A live bit is one at a step below its target's depth. ``mode``:
+
+    - ``"flip"`` (the release's operator): a touched bit is flipped; a changed depth is another
+      candidate chosen uniformly; a branch that grows gets bits with ``fusion_prob`` for its new
+      steps. Flipping drifts every module toward half its bits on, so the children of a sparse,
+      cheap parent are on average denser and costlier than the parent.
+    - ``"resample"``: a touched bit is redrawn on with the module's own (Laplace-smoothed) fusion
+      density, so a child keeps its parent's density in expectation; a changed depth moves to a
+      neighbouring candidate; new steps get bits at the module's density. Children stay near
+      their parent in cost, which is what a search along a FLOPs/accuracy front needs.
+
+    A branch that shrinks loses the bits of the steps it no longer runs. In every module that may
+    be mutated, bits at steps >= the target's depth are dropped (the sampler never makes them).
+    ``mutate_last_module=False, mutate_depth=False`` with ``mode="flip"`` are the release's
+    operators: depths and the last module are then left exactly as they were.
     """
     check_task_name(task)
     fp = check_prob(fusion_prob, "fusion_prob")
@@ -98,9 +132,11 @@ def mutate(arch: Architecture, rng: np.random.Generator, fusion_prob: float = 0.
     cands = check_depth_candidates(depth_candidates)
     if not isinstance(arch, Architecture):
         raise ArchitectureError(f"mutate: expected an Architecture, got {type(arch).__name__}")
+    if mode not in MUTATION_MODES:
+        raise ArchitectureError(f"mutate: mode must be one of {list(MUTATION_MODES)}, got {mode!r}")
     check_task(arch, task)
     last = len(arch.modules) - 1
     modules = [m if (mi == last and not mutate_last_module)
-               else _mutate_module(m, rng, fp, dp, cands, mutate_depth)
+               else _mutate_module(m, rng, fp, dp, cands, mutate_depth, mode)
                for mi, m in enumerate(arch.modules)]
     return _finish(modules, task)

@@ -16,7 +16,7 @@ from typing import Sequence
 from pipeline.search.candidates import STREAM_EVOLUTION, children_candidates, write_candidates
 from pipeline.search.evolution import (EvolutionError, Generation, initial_rng_state,
                                        next_generation)
-from pipeline.search.jobs import evolution_config, make_cost_fn, pool_from_table
+from pipeline.search.jobs import evolution_config, make_cost_fn, pool_from_table, reference_point
 from pipeline.search.table import load_tables
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 
@@ -52,11 +52,17 @@ def body(ctx: StageContext) -> dict[str, float]:
         rng_state = prev.rng_out
     cost = make_cost_fn(ctx.task, ctx.cfg)
     gen = next_generation(pool_from_table(pool_df), rng_state, evolution_config(ctx.cfg),
-                          task=ctx.task, estimate_cost=lambda a: cost(a).gflops, generation=g)
+                          task=ctx.task, estimate_cost=lambda a: cost(a).gflops, generation=g,
+                          reference=reference_point(ctx.task, ctx.cfg))
     gen.save(ctx.out / "state.json")
     write_candidates(ctx.out / "candidates.json", "evolve", g, e.shards,
                      children_candidates(gen.children, e.shards))
-    return {"children": float(len(gen.children)), "pool": float(len(pool_df))}
+    metrics = {"children": float(len(gen.children)), "pool": float(len(pool_df))}
+    scr = gen.screening or {}
+    if "loo_r2" in scr:
+        metrics.update(screened_candidates=float(scr["candidates"]),
+                       surrogate_loo_r2=float(scr["loo_r2"]), surrogate_lambda=float(scr["ridge_lambda"]))
+    return metrics
 
 
 def main(argv: Sequence[str] | None = None) -> int:
