@@ -80,3 +80,31 @@ def test_evolve_stage_bad_input_one_line(tmp_path, capsys, evolution, pool_edit,
     assert len(err) == 1 and err[0].startswith("error: search_evolution[seg]: ")
     assert message in err[0]
     assert not (tmp_path / "gen" / "state.json").exists()
+
+
+def test_summary_reports_how_well_screening_predicted(tmp_path):
+    import json
+
+    from pipeline.search.evolution import Generation
+    from pipeline.stages import search_summary
+    params = write_params(tmp_path, "{generations: 1, population: 4, parents: 3, screen_factor: 3}")
+    pool = write_pool(tmp_path / "pool.csv", n=6)
+    assert run_evolve(tmp_path, params, pool) == 0
+    gen = Generation.load(tmp_path / "gen" / "state.json")
+    pred = gen.screening["predicted"]
+    assert gen.screening["candidates"] == 12 and sorted(pred) == sorted(a.arch_id for a in gen.children)
+    # Measured scores: an affine map of the predictions, so r = 1 and the error is known.
+    rows = [Row(a.arch_id, "evolve", 1, i, 0, "", -1.0, "", 1000, 0.21 + 0.001 * i,
+                2.0 * pred[a.arch_id] + 0.1, {}, {"wall_s": 1.0, "calib_s": 0.5, "eval_s": 0.5,
+                                                  "forward_s": 0.9, "overhead_s": 0.1}, a.to_dict())
+            for i, a in enumerate(gen.children)]
+    write_table(rows_to_frames(rows)[0], tmp_path / "gen1.csv")
+    out = tmp_path / "final"
+    assert search_summary.main(["--params", str(params), "--task", "seg", "--out", str(out),
+                                "--sample", str(pool), "--generations", str(tmp_path / "gen1.csv"),
+                                "--states", str(tmp_path / "gen" / "state.json")]) == 0
+    (row,) = json.loads((out / "summary.json").read_text())["screening"]
+    assert row["generation"] == 1 and row["children"] == 4
+    assert row["r"] == pytest.approx(1.0)
+    mae = np.mean([abs(p + 0.1) for p in pred.values()])
+    assert row["mae"] == pytest.approx(mae)

@@ -5,6 +5,10 @@ Fronts compared at the same fixed reference point (``pipeline.search.jobs.refere
 - ``random``: sampling + the random-search baseline (as many extra evaluations as the evolution);
 - ``evolution``: sampling + every generation (the evolution's final front), and per generation.
 
+With ``--states`` (each generation's state.json) the summary also says how well the screening
+surrogate predicted the children it chose: per generation its leave-one-out R^2 on the pool and
+the correlation and mean absolute error of predicted vs measured scores.
+
 Outputs: ``all.csv`` (every evaluated candidate, sampling + evolution; the baseline only serves
 the comparison and is in ``random.csv``), ``front.csv`` (the final Pareto front, GFLOPs
 increasing: what fine-tuning and the report read), ``front.png``, ``summary.json``.
@@ -21,8 +25,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
+from pipeline.search.evolution import Generation
 from pipeline.search.jobs import front_summary, front_table, reference_point
 from pipeline.search.plots import plot_fronts
 from pipeline.search.table import load_table, load_tables, write_table
@@ -37,6 +43,27 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random", type=Path, default=None, help="the random-search baseline table")
     p.add_argument("--generations", nargs="*", type=Path, default=[],
                    help="each generation's results table, in order")
+    p.add_argument("--states", nargs="*", type=Path, default=[],
+                   help="each generation's state.json, in order (screening record)")
+
+
+def screening_check(states: Sequence[Path], gens: Sequence[pd.DataFrame]) -> list[dict]:
+    """Predicted vs measured scores of the children the surrogate kept, per generation."""
+    out = []
+    for g, (path, table) in enumerate(zip(states, gens), start=1):
+        scr = Generation.load(path).screening or {}
+        pred = scr.get("predicted")
+        if not pred:
+            continue
+        measured = dict(zip(table["arch_id"], table["score"]))
+        pairs = np.array([(p, measured[a]) for a, p in sorted(pred.items()) if a in measured])
+        row = {"generation": g, "loo_r2": scr["loo_r2"], "children": int(len(pairs))}
+        if len(pairs):
+            row["mae"] = float(np.abs(pairs[:, 0] - pairs[:, 1]).mean())
+            if len(pairs) >= 3 and pairs[:, 0].std() > 0 and pairs[:, 1].std() > 0:
+                row["r"] = float(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1])
+        out.append(row)
+    return out
 
 
 def body(ctx: StageContext) -> dict[str, float]:
@@ -51,6 +78,11 @@ def body(ctx: StageContext) -> dict[str, float]:
         ctx.run.log_metrics({"hypervolume_evolution": history[-1]}, step=g)
     out = {"reference": list(ref), "sample": front_summary(sample, ref),
            "evolution": front_summary(evolved, ref), "hypervolume_by_generation": history}
+    if ctx.args.states:
+        out["screening"] = screening_check(ctx.args.states, gens)
+        for row in out["screening"]:
+            ctx.run.log_metrics({k: row[k] for k in ("loo_r2", "r", "mae") if k in row},
+                                step=row["generation"])
     series = [("random sampling", sample)]
     if ctx.args.random is not None:
         baseline = load_tables([ctx.args.sample, ctx.args.random])

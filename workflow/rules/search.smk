@@ -130,6 +130,7 @@ rule search_summary:
         sample=merged("sample"),
         random=merged("random") if GENERATIONS > 0 else [],
         gens=[merged(f"evolve/gen_{g}") for g in range(1, GENERATIONS + 1)],
+        states=[f"{SEARCH}/evolve/gen_{g}/candidates/state.json" for g in range(1, GENERATIONS + 1)],
     output:
         all=f"{SEARCH}/final/all.csv",
         front=f"{SEARCH}/final/front.csv",
@@ -140,12 +141,13 @@ rule search_summary:
     params:
         random=lambda wc, input: f"--random {input.random}" if input.random else "",
         gens=lambda wc, input: f"--generations {' '.join(input.gens)}" if input.gens else "",
+        states=lambda wc, input: f"--states {' '.join(input.states)}" if input.states else "",
     threads: 1
     conda:
         CONDA_ENV
     shell:
         stage_cmd("search_summary", "--params {input.params}", "--task {wildcards.task}",
-                  "--sample {input.sample}", "{params.random}", "{params.gens}",
+                  "--sample {input.sample}", "{params.random}", "{params.gens}", "{params.states}",
                   f"--out {SEARCH}/final")
 
 
