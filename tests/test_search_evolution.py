@@ -154,3 +154,19 @@ def test_release_search_is_unscreened_bit_flip():
         EvolutionConfig(mutation="shuffle")
     with pytest.raises(EvolutionError, match="screen_factor must be a positive integer"):
         EvolutionConfig(screen_factor=0)
+
+
+def test_surrogate_without_skill_is_not_used():
+    """Scores unrelated to the architecture: the surrogate is no better than the mean, so the
+    children are kept in draw order (not silently ranked by cost)."""
+    rng = np.random.default_rng(5)
+    pool = [Evaluated(e.arch, e.gflops, float(rng.random())) for e in initial_pool(12)]
+    cfg = EvolutionConfig(parents=6, population=4, screen_factor=5)
+    gen = next_generation(pool, initial_rng_state(2), cfg, task=TASK, estimate_cost=cost,
+                          generation=1)
+    assert gen.screening["skipped"] == "surrogate has no skill" and gen.screening["loo_r2"] <= 0
+    assert "predicted" not in gen.screening
+    first = next_generation(pool, initial_rng_state(2), EvolutionConfig(parents=6, population=20),
+                            task=TASK, estimate_cost=cost, generation=1)
+    # Same draws (the unscreened generation of 20 draws the same stream): the first 4 are kept.
+    assert gen.children == first.children[:4]

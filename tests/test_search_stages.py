@@ -23,12 +23,12 @@ tracking: {{enabled: false}}
     return p
 
 
-def write_pool(path, n=4):
+def write_pool(path, n=4, score=lambda i, arch: 0.1 * i):
     rows = []
     for i in range(n):
         arch = sample_arch(np.random.default_rng(i), 0.5, (2, 3), "seg")
         rows.append(Row(arch.arch_id, "sample", 0, i, i % 2, "p0.5_d23", 0.5, "2-3", 1000 + i,
-                        0.2 + 0.01 * i, 0.1 * i, {}, {"wall_s": 1.0, "calib_s": 0.5, "eval_s": 0.5,
+                        0.2 + 0.01 * i, score(i, arch), {}, {"wall_s": 1.0, "calib_s": 0.5, "eval_s": 0.5,
                                                    "forward_s": 0.9, "overhead_s": 0.1},
                         arch.to_dict()))
     write_table(rows_to_frames(rows)[0], path)
@@ -88,7 +88,8 @@ def test_summary_reports_how_well_screening_predicted(tmp_path):
     from pipeline.search.evolution import Generation
     from pipeline.stages import search_summary
     params = write_params(tmp_path, "{generations: 1, population: 4, parents: 3, screen_factor: 3}")
-    pool = write_pool(tmp_path / "pool.csv", n=6)
+    # Scores the surrogate can learn (it is not used when it has no skill).
+    pool = write_pool(tmp_path / "pool.csv", n=10, score=lambda i, arch: 0.01 * arch.num_fusions())
     assert run_evolve(tmp_path, params, pool) == 0
     gen = Generation.load(tmp_path / "gen" / "state.json")
     pred = gen.screening["predicted"]
@@ -105,6 +106,11 @@ def test_summary_reports_how_well_screening_predicted(tmp_path):
                                 "--states", str(tmp_path / "gen" / "state.json")]) == 0
     (row,) = json.loads((out / "summary.json").read_text())["screening"]
     assert row["generation"] == 1 and row["children"] == 4
-    assert row["r"] == pytest.approx(1.0)
+    assert row["surrogate_r"] == pytest.approx(1.0)
     mae = np.mean([abs(p + 0.1) for p in pred.values()])
-    assert row["mae"] == pytest.approx(mae)
+    assert row["surrogate_mae"] == pytest.approx(mae)
+    rc = search_summary.main(["--params", str(params), "--task", "seg", "--out", str(out),
+                              "--sample", str(pool), "--generations", str(tmp_path / "gen1.csv"),
+                              "--states", str(tmp_path / "gen" / "state.json"),
+                              str(tmp_path / "gen" / "state.json")])
+    assert rc != 0

@@ -53,3 +53,15 @@ def test_greedy_choice_extends_the_front_and_spreads_out():
     assert select_by_predicted_gain([2.5, 2.5], [0.1, 0.4], pool_c, pool_s, 1, ref) == [1]
     with pytest.raises(ValueError, match="asked for 3 of 2"):
         select_by_predicted_gain([1, 2], [0.1, 0.2], pool_c, pool_s, 3, ref)
+
+
+def test_equal_scores_have_nothing_to_learn():
+    X = np.random.default_rng(1).normal(size=(12, 52))
+    for v in (0.1, 0.3, 0.5):
+        assert fit_ridge(X, [v] * 12).loo_r2 == 0.0
+
+
+def test_children_beyond_the_reference_cost_come_last():
+    # Neither candidate adds hypervolume; the one past the reference cost can never count.
+    picks = select_by_predicted_gain([5.0, 2.5], [0.9, 0.1], [1.0, 2.0], [0.2, 0.5], 2, (4.0, 0.0))
+    assert picks == [1, 0]

@@ -259,3 +259,21 @@ def test_resample_mutation_keeps_the_parents_cost_flip_drifts_it():
                      task="seg")
         for m, pm in zip(kid.modules, parent.modules):
             assert all(abs(d - pd) == 1 for d, pd in zip(m.depths, pm.depths))
+
+
+def test_mutation_modes_match_the_parameter_schema():
+    import yaml
+    from pathlib import Path
+
+    from pipeline.space.ops import MUTATION_MODES
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/params.schema.yaml")
+                            .read_text())
+    enum = schema["properties"]["search"]["properties"]["evolution"]["properties"]["mutation"]["enum"]
+    assert tuple(enum) == MUTATION_MODES
+
+
+def test_resample_depth_step_from_a_depth_outside_the_candidates():
+    from pipeline.space.ops import _depth_choices
+    assert _depth_choices(3, (2, 4, 5), "resample") == [2, 4]
+    assert _depth_choices(5, (2, 3), "resample") == [3]
+    assert _depth_choices(3, (2, 4, 5), "flip") == [2, 4, 5]

@@ -33,12 +33,10 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
-from pipeline.space.ops import crossover, mutate
-from pipeline.space.sample import largest, smallest
-
 from pipeline.io import read_json
-from pipeline.space.ops import MUTATION_MODES
+from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
+from pipeline.space.ops import MUTATION_MODES, crossover, mutate
+from pipeline.space.sample import largest, smallest
 
 from .pareto import select_by_rank
 from .surrogate import features, fit_ridge, select_by_predicted_gain
@@ -82,7 +80,8 @@ class EvolutionConfig:
     mutate_last_module: bool = True
     flops_min: float | None = None
     flops_max: float | None = None
-    #: Draws allowed per requested child before giving up (duplicates, bounds).
+    #: Draws allowed per evaluated child before giving up (duplicates, bounds); screening draws
+    #: within the same budget.
     max_attempts_per_child: int = 200
 
     def __post_init__(self) -> None:
@@ -152,7 +151,7 @@ class Generation:
     pool_size: int
     config: Mapping[str, Any]
     #: Screening record (candidates drawn, surrogate strength and leave-one-out R^2, each kept
-    #: child's predicted score); None when every child drawn is evaluated.
+    #: child's predicted score, or why screening was skipped); None when screen_factor is 1.
     screening: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,7 +178,8 @@ class Generation:
                              for i, c in enumerate(doc["children"]))
             screening = doc.get("screening")
             if screening is not None and not isinstance(screening, dict):
-                raise TypeError(f"screening must be an object, got {type(screening).__name__}")
+                raise EvolutionError(f"{p}: malformed generation state: screening must be an "
+                                     f"object, got {type(screening).__name__}")
             gen = cls(int(doc["generation"]), tuple(doc["parents"]), children, doc["rng_in"],
                       doc["rng_out"], int(doc["pool_size"]), doc["config"], screening)
             rng_from_state(gen.rng_out)
@@ -203,6 +203,11 @@ def rng_from_state(state: Mapping[str, Any]) -> np.random.Generator:
     bg = np.random.PCG64()
     bg.state = dict(state)
     return np.random.Generator(bg)
+
+
+def default_reference(task: str, estimate_cost: CostFn) -> tuple[float, float]:
+    """The fixed hypervolume reference point: (GFLOPs of the largest subnet, score 0)."""
+    return float(estimate_cost(largest(task))), 0.0
 
 
 def check_bounds_feasible(config: EvolutionConfig, task: str, estimate_cost: CostFn) -> None:
@@ -237,8 +242,8 @@ def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
                     generation: int, reference: tuple[float, float] | None = None) -> Generation:
     """Make the children of one generation (pure: same inputs -> same children and rng_out).
 
-    ``reference`` is the hypervolume reference point the screening aims at (default: the largest
-    subnet's GFLOPs, score 0, as the search stages use).
+    ``reference`` is the hypervolume reference point the screening aims at (default:
+    ``default_reference``, as the search stages use).
     """
     check_bounds_feasible(config, task, estimate_cost)
     parents = select_parents(pool, config.parents)
@@ -247,7 +252,7 @@ def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
     seen = {e.arch.arch_id for e in pool}
     drawn: list[Architecture] = []
     wanted = config.population * config.screen_factor
-    attempts, budget = 0, wanted * config.max_attempts_per_child
+    attempts, budget = 0, config.population * config.max_attempts_per_child
     out_of_bounds = 0
     while len(drawn) < wanted and attempts < budget:
         attempts += 1
@@ -283,21 +288,25 @@ def _screen(drawn: list[Architecture], pool: Sequence[Evaluated], config: Evolut
     """Keep ``population`` of the drawn children, by the surrogate's predicted hypervolume gain."""
     if config.screen_factor == 1:
         return drawn[:config.population], None
-    if len(drawn) <= config.population or len(pool) < 3:
-        # Nothing to choose from, or too few evaluations to fit anything: keep the draw order.
-        return drawn[:config.population], {"factor": config.screen_factor, "candidates": len(drawn),
-                                           "skipped": True}
-    if reference is None:
-        reference = (float(estimate_cost(largest(task))), 0.0)
+    record: dict[str, Any] = {"factor": config.screen_factor, "candidates": len(drawn)}
+    if len(drawn) <= config.population:
+        return drawn, {**record, "skipped": "nothing to choose from"}
+    if len(pool) < 3:
+        return drawn[:config.population], {**record, "skipped": "fewer than 3 evaluated"}
     model = fit_ridge(np.stack([features(e.arch) for e in pool]), [e.score for e in pool])
+    record.update(ridge_lambda=model.lam, loo_r2=model.loo_r2)
+    if model.loo_r2 <= 0:
+        # No better than the pool's mean: a near-constant prediction would only rank children
+        # by cost, which is a bias, not information. Keep the draw order instead.
+        return drawn[:config.population], {**record, "skipped": "surrogate has no skill"}
+    if reference is None:
+        reference = default_reference(task, estimate_cost)
     pred = model.predict(np.stack([features(a) for a in drawn]))
     cost = [float(estimate_cost(a)) for a in drawn]
     keep = sorted(select_by_predicted_gain(cost, pred, [e.gflops for e in pool],
                                            [e.score for e in pool], config.population, reference))
     children = [drawn[i] for i in keep]
-    return children, {"factor": config.screen_factor, "candidates": len(drawn),
-                      "ridge_lambda": model.lam, "loo_r2": model.loo_r2,
-                      "predicted": {drawn[i].arch_id: float(pred[i]) for i in keep}}
+    return children, {**record, "predicted": {drawn[i].arch_id: float(pred[i]) for i in keep}}
 
 
 def run_evolution(initial: Sequence[Evaluated], config: EvolutionConfig, generations: int,

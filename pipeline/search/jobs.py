@@ -19,12 +19,11 @@ from pipeline.cost import Cost, profile
 from pipeline.nets.checkpoint import load_into, load_state_dict_file
 from pipeline.nets.supernet import SuperNet
 from pipeline.space.arch import Architecture
-from pipeline.space.sample import largest
 
 from .calibrate import CalibrationError, CalibrationSet, calibration_indices
 from .candidates import STREAM_CALIBRATION, grid_groups
 from .evaluate import CandidateEvaluator
-from .evolution import Evaluated, EvolutionConfig
+from .evolution import Evaluated, EvolutionConfig, default_reference
 from .pareto import hypervolume, pareto_front
 from .table import Row, architectures
 
@@ -48,7 +47,8 @@ def make_cost_fn(task: str, cfg: Any) -> Callable[[Architecture], Cost]:
 def reference_point(task: str, cfg: Any) -> tuple[float, float]:
     """Fixed hypervolume reference: (GFLOPs of the largest subnet, score 0). It depends only on
     the parameters, so hypervolumes of different stages and runs compare."""
-    return float(make_cost_fn(task, cfg)(largest(task)).gflops), 0.0
+    cost = make_cost_fn(task, cfg)
+    return default_reference(task, lambda a: cost(a).gflops)
 
 
 def evolution_config(cfg: Any) -> EvolutionConfig:

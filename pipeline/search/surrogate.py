@@ -1,12 +1,12 @@
 """Accuracy surrogate and child screening for the evolution.
 
 Why: an evaluation (calibrate + evaluate on the search split) costs seconds to hours, while the
-score of a subnet is close to linear in a handful of architecture features (on the default run,
-ridge regression on per-branch depths and incoming-fusion counts predicts held-out supernet
-scores with r = 0.86 for segmentation from 12 points). So each generation draws ``screen_factor``
-times as many children as it evaluates, predicts their scores with a ridge model fitted to
-everything evaluated so far, and evaluates the ``population`` children whose predicted points add
-the most hypervolume to the front (GFLOPs are exact, from the cost model).
+score of a subnet is close to linear in a handful of architecture features: per-branch depth and
+the number of fusions a branch receives (the search summary reports, per generation, how well
+the predictions matched the measured scores). So each generation draws ``screen_factor`` times
+as many children as it evaluates, predicts their scores with a ridge model fitted to everything
+evaluated so far, and evaluates the ``population`` children whose predicted points add the most
+hypervolume to the front (GFLOPs are exact, from the cost model).
 
 Pure numpy and deterministic: the same pool and candidates always give the same choice.
 """
@@ -55,16 +55,23 @@ class Ridge:
 
 
 def fit_ridge(X: np.ndarray, y: Sequence[float], lambdas: Sequence[float] = LAMBDAS) -> Ridge:
-    """Ridge regression with the strength chosen by exact (closed-form) leave-one-out error."""
+    """Ridge regression with the strength chosen by closed-form leave-one-out error.
+
+    The leave-one-out residuals are exact for the standardisation fitted on all rows. A pool
+    whose scores are all equal gets R^2 = 0 (nothing to learn).
+    """
     X = np.atleast_2d(np.asarray(X, dtype=np.float64))
     y = np.asarray(y, dtype=np.float64)
     if len(X) != len(y) or len(y) < 3:
-        raise ValueError(f"fit_ridge needs at least 3 rows and one score per row, got {X.shape} and {y.shape}")
+        raise ValueError(f"fit_ridge needs at least 3 rows and one score per row, "
+                         f"got {X.shape} and {y.shape}")
     mean = X.mean(axis=0)
     scale = X.std(axis=0)
     scale[scale == 0] = 1.0  # a constant feature carries nothing; keep it finite
     Z = np.c_[np.ones(len(X)), (X - mean) / scale]
-    var = float(((y - y.mean()) ** 2).mean())
+    # Rounding leaves a tiny non-zero variance for equal scores; R^2 against it is meaningless.
+    constant = float(np.ptp(y)) <= 1e-12 * max(1.0, float(np.abs(y).max()))
+    var = 0.0 if constant else float(((y - y.mean()) ** 2).mean())
     best: tuple[float, float, np.ndarray] | None = None
     for lam in lambdas:
         pen = np.eye(Z.shape[1]) * lam
@@ -105,7 +112,9 @@ def select_by_predicted_gain(cand_cost: Sequence[float], cand_pred: Sequence[flo
         for i in left:
             gain = hypervolume(fc + [cc[i]], fs + [cp[i]], reference) - base
             below = [s for c, s in zip(fc, fs) if c <= cc[i]]
-            gap = cp[i] - (max(below) if below else reference[1])
+            # Beyond the reference cost a child can never count, however good its score.
+            gap = (-np.inf if cc[i] >= reference[0]
+                   else cp[i] - (max(below) if below else reference[1]))
             key = (gain, gap)
             if best_key is None or key > best_key:
                 best_key, best_i = key, i

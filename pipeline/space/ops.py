@@ -46,20 +46,24 @@ def crossover(parents: Sequence[Architecture], rng: np.random.Generator,
     return _finish(modules, task)
 
 
-MUTATION_MODES = ("flip", "resample")
+MUTATION_MODES = ("resample", "flip")
 
 
 def _depth_choices(depth: int, cands: tuple[int, ...], mode: str) -> list[int]:
-    if mode == "resample" and depth in cands:
-        i = cands.index(depth)
-        return [cands[x] for x in (i - 1, i + 1) if 0 <= x < len(cands)]
-    return [d for d in cands if d != depth]
+    """Depths a mutated branch may take: any other candidate ("flip"), or the nearest candidate
+    below and above ("resample"; ``cands`` is sorted)."""
+    if mode == "flip":
+        return [d for d in cands if d != depth]
+    below = [d for d in cands if d < depth]
+    above = [d for d in cands if d > depth]
+    return below[-1:] + above[:1]
 
 
 def _mutate_module(m: ModuleArch, rng: np.random.Generator, fusion_prob: float,
                    depth_prob: float, cands: tuple[int, ...], mutate_depth: bool,
                    mode: str) -> ModuleArch:
-    """Mutate live bits, then (optionally) change depths; bits at steps >= a target's depth vanish."""
+    """Mutate live bits, then (optionally) change depths; bits at steps >= a target's depth
+    vanish."""
     n, old_depths = m.num_branches, m.depths
     bits = [[{k for k in m.fusions[s][j] if s < old_depths[j]} for j in range(n)]
             for s in range(m.steps)]
@@ -108,7 +112,8 @@ def mutate(arch: Architecture, rng: np.random.Generator, fusion_prob: float = 0.
            depth_prob: float = 0.1, depth_candidates: Sequence[int] = (2, 3, 4, 5), *,
            task: str, mutate_last_module: bool = True, mutate_depth: bool = True,
            mode: str = "flip") -> Architecture:
-    """Mutate ``arch``: touch each live fusion bit with ``fusion_prob``; redraw depths with ``depth_prob``.
+    """Mutate ``arch``: touch each live fusion bit with ``fusion_prob``, each depth with
+    ``depth_prob``.
 
     A live bit is one at a step below its target's depth. ``mode``:
 
@@ -116,10 +121,11 @@ def mutate(arch: Architecture, rng: np.random.Generator, fusion_prob: float = 0.
       candidate chosen uniformly; a branch that grows gets bits with ``fusion_prob`` for its new
       steps. Flipping drifts every module toward half its bits on, so the children of a sparse,
       cheap parent are on average denser and costlier than the parent.
-    - ``"resample"``: a touched bit is redrawn on with the module's own (Laplace-smoothed) fusion
-      density, so a child keeps its parent's density in expectation; a changed depth moves to a
-      neighbouring candidate; new steps get bits at the module's density. Children stay near
-      their parent in cost, which is what a search along a FLOPs/accuracy front needs.
+    - ``"resample"``: a touched bit is redrawn on with the module's own fusion density
+      (Laplace-smoothed, so slightly pulled toward 1/2), so a child keeps about its parent's
+      density; a changed depth moves to the nearest candidate below or above; new steps get bits
+      at the module's density. Children stay near their parent in cost, which is what a search
+      along a FLOPs/accuracy front needs.
 
     A branch that shrinks loses the bits of the steps it no longer runs. In every module that may
     be mutated, bits at steps >= the target's depth are dropped (the sampler never makes them).

@@ -61,7 +61,9 @@ def body(ctx: StageContext) -> dict[str, float]:
     scr = gen.screening or {}
     if "loo_r2" in scr:
         metrics.update(screened_candidates=float(scr["candidates"]),
-                       surrogate_loo_r2=float(scr["loo_r2"]), surrogate_lambda=float(scr["ridge_lambda"]))
+                       surrogate_loo_r2=float(scr["loo_r2"]),
+                       surrogate_lambda=float(scr["ridge_lambda"]),
+                       surrogate_used=float("predicted" in scr))
     return metrics
 
 

@@ -15,7 +15,8 @@ increasing: what fine-tuning and the report read), ``front.png``, ``summary.json
 
     python -m pipeline.stages.search_summary --params P --task seg --out results/seg/search/final \\
         --sample .../sample/merged/results.csv --random .../random/merged/results.csv \\
-        --generations .../evolve/gen_1/merged/results.csv ...
+        --generations .../evolve/gen_1/merged/results.csv ... \\
+        --states .../evolve/gen_1/candidates/state.json ...
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from pipeline.search.jobs import front_summary, front_table, reference_point
 from pipeline.search.plots import plot_fronts
 from pipeline.search.table import load_table, load_tables, write_table
 from pipeline.space.arch import atomic_write_text
-from pipeline.stages.common import StageContext, run_stage
+from pipeline.stages.common import StageContext, StageInputError, run_stage
 
 PHASE = "search_evolution"
 
@@ -49,19 +50,29 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def screening_check(states: Sequence[Path], gens: Sequence[pd.DataFrame]) -> list[dict]:
     """Predicted vs measured scores of the children the surrogate kept, per generation."""
+    if len(states) != len(gens):
+        raise StageInputError(f"--states lists {len(states)} files but --generations "
+                              f"{len(gens)}: pass one state.json per generation, in order")
     out = []
     for g, (path, table) in enumerate(zip(states, gens), start=1):
-        scr = Generation.load(path).screening or {}
+        gen = Generation.load(path)
+        if gen.generation != g:
+            raise StageInputError(f"{path}: is generation {gen.generation}, expected {g} "
+                                  f"(--states must be in generation order)")
+        scr = gen.screening or {}
         pred = scr.get("predicted")
         if not pred:
             continue
         measured = dict(zip(table["arch_id"], table["score"]))
-        pairs = np.array([(p, measured[a]) for a, p in sorted(pred.items()) if a in measured])
-        row = {"generation": g, "loo_r2": scr["loo_r2"], "children": int(len(pairs))}
-        if len(pairs):
-            row["mae"] = float(np.abs(pairs[:, 0] - pairs[:, 1]).mean())
-            if len(pairs) >= 3 and pairs[:, 0].std() > 0 and pairs[:, 1].std() > 0:
-                row["r"] = float(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1])
+        missing = sorted(set(pred) - set(measured))
+        if missing:
+            raise StageInputError(f"{path}: children {missing[:3]} are not in generation {g}'s "
+                                  f"results table")
+        pairs = np.array([(p, measured[a]) for a, p in sorted(pred.items())])
+        row = {"generation": g, "surrogate_loo_r2": scr["loo_r2"], "children": int(len(pairs)),
+               "surrogate_mae": float(np.abs(pairs[:, 0] - pairs[:, 1]).mean())}
+        if len(pairs) >= 3 and pairs[:, 0].std() > 0 and pairs[:, 1].std() > 0:
+            row["surrogate_r"] = float(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1])
         out.append(row)
     return out
 
@@ -81,7 +92,7 @@ def body(ctx: StageContext) -> dict[str, float]:
     if ctx.args.states:
         out["screening"] = screening_check(ctx.args.states, gens)
         for row in out["screening"]:
-            ctx.run.log_metrics({k: row[k] for k in ("loo_r2", "r", "mae") if k in row},
+            ctx.run.log_metrics({k: v for k, v in row.items() if k.startswith("surrogate_")},
                                 step=row["generation"])
     series = [("random sampling", sample)]
     if ctx.args.random is not None:

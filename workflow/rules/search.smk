@@ -130,7 +130,8 @@ rule search_summary:
         sample=merged("sample"),
         random=merged("random") if GENERATIONS > 0 else [],
         gens=[merged(f"evolve/gen_{g}") for g in range(1, GENERATIONS + 1)],
-        states=[f"{SEARCH}/evolve/gen_{g}/candidates/state.json" for g in range(1, GENERATIONS + 1)],
+        states=[f"{SEARCH}/evolve/gen_{g}/candidates/state.json"
+                for g in range(1, GENERATIONS + 1)],
     output:
         all=f"{SEARCH}/final/all.csv",
         front=f"{SEARCH}/final/front.csv",
