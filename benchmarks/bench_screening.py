@@ -38,7 +38,8 @@ def main() -> None:
     groups = search_groups()
     archs = [sample_group(rng, groups[i % len(groups)], a.task) for i in range(a.pool)]
     w = rng.normal(size=features(archs[0]).shape[0]) * 1e-3
-    pool = [Evaluated(x, cost(x), float(0.7 + features(x) @ w + rng.normal() * 2e-3)) for x in archs]
+    pool = [Evaluated(x, cost(x), float(0.7 + features(x) @ w + rng.normal() * 2e-3))
+            for x in archs]
     print(f"task {a.task}, W32 {SIZES[a.task]}, pool {len(pool)}, parents 100, population 100")
     times = {}
     for factor in (1, a.factor):
