@@ -45,8 +45,12 @@ def setup(tmp_path_factory):
     from pipeline.search.jobs import front_table
     front = front_table(table)
     write_table(front, root / "front.csv")
-    (root / "summary.json").write_text(json.dumps({"sample": {"hypervolume": 0.1},
-                                                   "evolution": {"hypervolume": 0.2}}))
+    (root / "summary.json").write_text(json.dumps({
+        "sample": {"hypervolume": 0.1}, "evolution": {"hypervolume": 0.2},
+        "screening": [{"generation": 1, "surrogate_loo_r2": 0.3, "children": 2,
+                       "surrogate_mae": 0.01},
+                      {"generation": 2, "surrogate_loo_r2": 0.5, "children": 4,
+                       "surrogate_mae": 0.02, "surrogate_r": 0.875}]}))
     return root, front
 
 
@@ -94,6 +98,7 @@ def test_select_finetune_report(setup, capsys):
         "--records", str(rec_path)]) == 0, capsys.readouterr().err
     md = (rep / "REPORT.md").read_text()
     assert "seg_pareto.png" in md and "../seg/finetune/lo/model" in md and "| lo |" in md
+    assert "measured score of the evaluated children: gen 1: MAE 0.01, gen 2: r 0.88" in md
     assert Image.open(rep / "seg_pareto.png").format == "PNG"
     metrics = json.loads((rep / "metrics.json").read_text())
     assert metrics["seg"]["models"]["lo"]["finetuned"] == rec["finetuned"]

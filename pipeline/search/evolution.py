@@ -173,13 +173,13 @@ class Generation:
         doc = read_json(p, "generation state file", EvolutionError)
         if not isinstance(doc, dict) or doc.get("schema") != STATE_SCHEMA:
             raise EvolutionError(f"{p}: not a generation state file (schema {STATE_SCHEMA!r})")
+        screening = doc.get("screening")
+        if screening is not None and not isinstance(screening, dict):
+            raise EvolutionError(f"{p}: malformed generation state: screening must be an "
+                                 f"object, got {type(screening).__name__}")
         try:
             children = tuple(Architecture.from_dict(c, source=f"{p}: child {i}")
                              for i, c in enumerate(doc["children"]))
-            screening = doc.get("screening")
-            if screening is not None and not isinstance(screening, dict):
-                raise EvolutionError(f"{p}: malformed generation state: screening must be an "
-                                     f"object, got {type(screening).__name__}")
             gen = cls(int(doc["generation"]), tuple(doc["parents"]), children, doc["rng_in"],
                       doc["rng_out"], int(doc["pool_size"]), doc["config"], screening)
             rng_from_state(gen.rng_out)

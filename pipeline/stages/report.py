@@ -122,7 +122,8 @@ def body(ctx: StageContext) -> dict[str, float]:
                 sm["hrnet_search_score"] = float(reference.score)
         search_metrics[task] = sm
         sections.append(_task_section(task, fig, sm, recs, record_dirs, reference, final,
-                                      cands[task], fronts[task]))
+                                      cands[task], fronts[task],
+                                      _screening_line(summary.get("screening"))))
 
     table_md = final_models_table(records)
     atomic_write_text(out / "final_models.md", table_md)
@@ -140,9 +141,19 @@ def body(ctx: StageContext) -> dict[str, float]:
     return metrics
 
 
+def _screening_line(rows: Any) -> str | None:
+    """How well the evolution's surrogate predicted the children it chose, per generation."""
+    if not isinstance(rows, list) or not rows:
+        return None
+    parts = [f"gen {r['generation']}: r {r['surrogate_r']:.2f}" if "surrogate_r" in r
+             else f"gen {r['generation']}: MAE {r['surrogate_mae']:.3g}" for r in rows]
+    return ("- evolution screening, predicted vs measured score of the evaluated children: "
+            + ", ".join(parts))
+
+
 def _task_section(task: str, fig: str, sm: dict[str, Any], recs: list[Any],
                   record_dirs: dict[tuple[str, str], Path], reference: Any, final: Path,
-                  cands: Path, front: Path) -> str:
+                  cands: Path, front: Path, screening: str | None = None) -> str:
     lines = [f"## {task}", "", f"![{task} Pareto figure]({fig})", "",
              f"- candidates evaluated: {sm['evaluated']} ([table]({_rel(cands, final)}), "
              f"[plot data](plots/{task}_candidates.csv)); final front: {sm['front_size']} "
@@ -150,6 +161,8 @@ def _task_section(task: str, fig: str, sm: dict[str, Any], recs: list[Any],
     hv = [f"{k.split('_', 1)[1]} {v:.4g}" for k, v in sm.items() if k.startswith("hypervolume_")]
     if hv:
         lines.append(f"- front hypervolume (fixed reference point): {', '.join(hv)}")
+    if screening:
+        lines.append(screening)
     if reference is not None:
         score = ("not evaluated" if reference.score is None
                  else f"{reference.score:.4f} {reference.note}")
