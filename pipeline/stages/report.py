@@ -143,10 +143,17 @@ def body(ctx: StageContext) -> dict[str, float]:
 
 def _screening_line(rows: Any) -> str | None:
     """How well the evolution's surrogate predicted the children it chose, per generation."""
-    if not isinstance(rows, list) or not rows:
+    # Read leniently: a summary written by another version lacks keys; the report still runs.
+    parts = []
+    for r in rows if isinstance(rows, list) else []:
+        if not isinstance(r, dict) or "generation" not in r:
+            continue
+        if "surrogate_r" in r:
+            parts.append(f"gen {r['generation']}: r {r['surrogate_r']:.2f}")
+        elif "surrogate_mae" in r:
+            parts.append(f"gen {r['generation']}: MAE {r['surrogate_mae']:.3g}")
+    if not parts:
         return None
-    parts = [f"gen {r['generation']}: r {r['surrogate_r']:.2f}" if "surrogate_r" in r
-             else f"gen {r['generation']}: MAE {r['surrogate_mae']:.3g}" for r in rows]
     return ("- evolution screening, predicted vs measured score of the evaluated children: "
             + ", ".join(parts))
 
