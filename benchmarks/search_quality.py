@@ -76,14 +76,16 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path("results"))
     ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--cache", type=Path, default=None,
-                    help="evaluation cache (default: <results>/<task>/search/quality_cache.json)")
+                    help="evaluation cache (default: <results>/benchmarks/search_quality_<task>"
+                         ".json, outside the pipeline's outputs)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     cfg = load_params(a.params)
     ckpt = a.results / a.task / "supernet" / "model.pt"
     if not ckpt.exists():
         raise SystemExit(f"{ckpt}: no trained supernet (run the pipeline first)")
-    cache = a.cache or a.results / a.task / "search" / "quality_cache.json"
+    cache = a.cache or a.results / "benchmarks" / f"search_quality_{a.task}.json"
+    cache.parent.mkdir(parents=True, exist_ok=True)
     ev = CachedEvaluator(a.task, cfg, ckpt, cache)
     cost = make_cost_fn(a.task, cfg)
     ref = reference_point(a.task, cfg)
