@@ -13,7 +13,6 @@ from pipeline.space.official import load_official
 SHARED = Path(__file__).parents[2] / "shared"
 FIXTURE = SHARED / "reference" / "official_seg_w8_S1.pt"
 
-torch.set_num_threads(1)
 pytestmark = pytest.mark.skipif(not FIXTURE.exists(), reason="official fixture not available")
 
 

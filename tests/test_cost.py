@@ -16,7 +16,6 @@ from pipeline.space.sample import enforce_pose, hrnet, largest, sample_arch, sma
 MASKS = Path(__file__).parents[2] / "shared" / "masks"
 SEG, POSE = (1024, 2048), (256, 192)
 
-torch.set_num_threads(1)
 
 
 def s1() -> Architecture:

@@ -19,7 +19,6 @@ from pipeline.space.sample import hrnet, sample_arch, smallest
 MASKS = Path(__file__).parents[2] / "shared" / "masks"
 HW = {"seg": (64, 64), "pose": (128, 96)}
 
-torch.set_num_threads(1)
 
 
 def trained_like(net: nn.Module, seed: int = 0) -> nn.Module:

@@ -23,14 +23,6 @@ from pipeline.train.config import TrainConfig
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _task(name: str, root: Path):
     if name == "seg":
         generate_cityscapes(root / "cs", 0, num_train=16, num_val=4, size_hw=(64, 128))

@@ -23,7 +23,6 @@ from pipeline.stages import report as report_stage
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("ft")
     generate_cityscapes(root / "cs", 0, num_train=20, num_val=4, size_hw=(64, 128))
     ckpt = root / "supernet.pt"

@@ -10,17 +10,8 @@ from pipeline.search.calibrate import (CalibrationError, CalibrationSet, bn_laye
 from pipeline.space.sample import sample_arch
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny W8 tensors: more threads only add synchronisation (badly so on a busy machine).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def setup(one_thread):
+def setup():
     torch.manual_seed(0)
     net = SuperNet("seg", 8, seed=1)
     images = torch.randn(6, 3, 64, 64) * 0.5 + 0.1

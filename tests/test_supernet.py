@@ -17,7 +17,6 @@ from pipeline.space.sample import hrnet, largest, sample_arch, smallest
 SHARED = Path(__file__).parents[2] / "shared"
 FIXTURE = SHARED / "reference" / "official_seg_w8_S1.pt"
 
-torch.set_num_threads(1)
 
 
 def random_module(rng: np.random.Generator, nb: int, p: float = 0.5):

@@ -23,14 +23,6 @@ CHEAP_GROUPS = ({"name": "a", "fusion_prob": 0.0, "depths": [2]},
                 {"name": "c", "fusion_prob": 1.0, "depths": [2]})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data") / "builtin"

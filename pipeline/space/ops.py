@@ -12,16 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from .arch import Architecture, ArchitectureError, ModuleArch, check_task
-from .sample import (check_depth_candidates, check_prob, check_task_name, enforce_pose,
-                     to_module)
-
-
-def _finish(modules: Sequence[ModuleArch], task: str) -> Architecture:
-    arch = Architecture(tuple(modules))
-    if task == "pose":
-        arch = enforce_pose(arch)
-    check_task(arch, task)
-    return arch
+from .sample import check_depth_candidates, check_prob, check_task_name, finish_arch, to_module
 
 
 def crossover(parents: Sequence[Architecture], rng: np.random.Generator,
@@ -43,7 +34,7 @@ def crossover(parents: Sequence[Architecture], rng: np.random.Generator,
         u, pick = rng.random(), int(rng.integers(0, len(parents)))
         if u < p:
             modules[mi] = parents[pick].modules[mi]
-    return _finish(modules, task)
+    return finish_arch(modules, task)
 
 
 MUTATION_MODES = ("resample", "flip")
@@ -145,4 +136,4 @@ def mutate(arch: Architecture, rng: np.random.Generator, fusion_prob: float = 0.
     modules = [m if (mi == last and not mutate_last_module)
                else _mutate_module(m, rng, fp, dp, cands, mutate_depth, mode)
                for mi, m in enumerate(arch.modules)]
-    return _finish(modules, task)
+    return finish_arch(modules, task)

@@ -96,7 +96,8 @@ def enforce_pose(arch: Architecture) -> Architecture:
     return Architecture(arch.modules[:-1] + (fixed,), arch.meta)
 
 
-def _finish(modules: list[ModuleArch], task: str) -> Architecture:
+def finish_arch(modules: Sequence[ModuleArch], task: str) -> Architecture:
+    """Assemble modules into an architecture valid for ``task`` (pose: the last-module rule)."""
     arch = Architecture(tuple(modules))
     if task == "pose":
         arch = enforce_pose(arch)
@@ -120,7 +121,7 @@ def sample_arch(rng: np.random.Generator, fusion_prob: float, depth_candidates: 
     for nb in BRANCHES:
         depths = [cands[i] for i in rng.integers(0, len(cands), size=nb)]
         modules.append(to_module(depths, random_bits(rng, depths, p)))
-    return _finish(modules, task)
+    return finish_arch(modules, task)
 
 
 def _uniform(depth: int, task: str, steps_on: Sequence[int]) -> Architecture:
@@ -130,7 +131,7 @@ def _uniform(depth: int, task: str, steps_on: Sequence[int]) -> Architecture:
         bits = [[set(range(nb)) - {j} if s in steps_on else set() for j in range(nb)]
                 for s in range(depth)]
         modules.append(to_module([depth] * nb, bits))
-    return _finish(modules, task)
+    return finish_arch(modules, task)
 
 
 def smallest(task: str) -> Architecture:

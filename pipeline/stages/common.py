@@ -243,6 +243,15 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def run_phased_stage(phases: Sequence[str], body: Body, argv: Sequence[str] | None = None, *,
+                     add_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    """``run_stage`` for an entry point shared by several phases, chosen by ``--phase``."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--phase", choices=phases, required=True)
+    known, rest = pre.parse_known_args(argv)
+    return run_stage(known.phase, body, rest, add_args=add_args)
+
+
 def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
               add_args: Callable[[argparse.ArgumentParser], None] | None = None,
               needs_task: bool = True, write_resolved: bool = True) -> int:

@@ -16,13 +16,12 @@ and ``plots/finetune.csv`` (for ``dvc plots``), and logs them all as MLflow arti
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.space.arch import atomic_write_text
+from pipeline.io import atomic_write_text, read_json
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 
 PHASE = "report"
@@ -54,15 +53,6 @@ def _by_task(pairs: list[tuple[str, Path]], what: str) -> dict[str, Path]:
             raise StageInputError(f"--{what} given twice for task {task}")
         out[task] = path
     return out
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StageInputError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StageInputError(f"{path}: unreadable JSON: {e}") from None
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -97,7 +87,7 @@ def body(ctx: StageContext) -> dict[str, float]:
         front = load_table(fronts[task])
         recs = [r for r in records if r.task == task]
         reference = None
-        sel = _read_json(selections[task]) if task in selections else None
+        sel = read_json(selections[task], "selection file", StageInputError) if task in selections else None
         if draw_reference and sel is not None and sel.get("reference"):
             ref = sel["reference"]
             reference = ReferencePoint(ref["label"], float(ref["gflops"]), ref.get("search_score"),
@@ -110,7 +100,7 @@ def body(ctx: StageContext) -> dict[str, float]:
                   table[[c for c in PLOT_COLUMNS if c in table.columns]])
         write_csv(out / "plots" / f"{task}_front.csv",
                   front[[c for c in PLOT_COLUMNS if c in front.columns]])
-        summary = _read_json(summaries[task]) if task in summaries else {}
+        summary = read_json(summaries[task], "search summary", StageInputError) if task in summaries else {}
         sm: dict[str, Any] = {"evaluated": len(table), "front_size": len(front),
                               "best_score": float(table["score"].max())}
         for key in ("sample", "random", "evolution"):

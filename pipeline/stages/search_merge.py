@@ -23,7 +23,7 @@ from pipeline.search.jobs import candidate_records, front_summary, front_table, 
 from pipeline.search.plots import plot_fronts
 from pipeline.search.table import load_tables, merge_shards, read_shard, write_table
 from pipeline.space.arch import atomic_write_text
-from pipeline.stages.common import StageContext, StageInputError, run_stage
+from pipeline.stages.common import StageContext, StageInputError, run_phased_stage
 
 PHASES = ("search_random", "search_evolution")
 
@@ -69,10 +69,7 @@ def body(ctx: StageContext) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--phase", choices=PHASES, required=True)
-    known, rest = pre.parse_known_args(argv)
-    return run_stage(known.phase, body, rest, add_args=add_args)
+    return run_phased_stage(PHASES, body, argv, add_args=add_args)
 
 
 if __name__ == "__main__":

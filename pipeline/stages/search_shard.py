@@ -19,7 +19,7 @@ from pipeline.search.candidates import read_candidates
 from pipeline.search.jobs import make_evaluator
 from pipeline.search.shards import run_shard
 from pipeline.space.arch import atomic_write_text
-from pipeline.stages.common import StageContext, run_stage
+from pipeline.stages.common import StageContext, run_phased_stage
 
 PHASES = ("search_random", "search_evolution")
 
@@ -49,10 +49,7 @@ def body(ctx: StageContext) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--phase", choices=PHASES, required=True)
-    known, rest = pre.parse_known_args(argv)
-    return run_stage(known.phase, body, rest, add_args=add_args)
+    return run_phased_stage(PHASES, body, argv, add_args=add_args)
 
 
 if __name__ == "__main__":
