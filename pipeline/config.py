@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Union
 
 import yaml
+
+from pipeline.io import content_hash
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
@@ -525,14 +525,7 @@ def restrict(resolved: Mapping[str, Any], phase: str, task: str | None) -> Confi
     return from_dict(phase_params(resolved, phase, task), phase=phase)
 
 
-def canonical_json(obj: Any) -> str:
-    """Stable JSON text (sorted keys, no spaces) used for hashes and per-rule parameter files."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def params_hash(obj: Any) -> str:
-    """sha256 (first 16 hex digits) of the canonical JSON of ``obj``."""
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
+params_hash = content_hash
 
 
 def path_keys(node: Mapping[str, Any] | None = None, prefix: str = "",

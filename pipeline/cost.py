@@ -18,12 +18,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pipeline.space.arch import BRANCHES, MAX_DEPTH, TASKS, Architecture
+from pipeline.nets.supernet import INPUT_MULTIPLE, branch_channels, check_net_args
+from pipeline.space.arch import BRANCHES, MAX_DEPTH, Architecture
 
 #: Divisor of the paper's "GFLOPs" (it prints MACs / 2^30).
 GIGA = 2 ** 30
-_DEFAULT_OUTPUTS = {"seg": 19, "pose": 17}
-_INPUT_MULTIPLE = 32
 
 
 @dataclass(frozen=True)
@@ -40,9 +39,6 @@ class Cost:
 
     def to_dict(self) -> dict[str, Any]:
         return {"params": self.params, "macs": self.macs, "gflops": self.gflops}
-
-    def __add__(self, other: "Cost") -> "Cost":
-        return Cost(self.params + other.params, self.macs + other.macs)
 
 
 def _conv(cin: int, cout: int, k: int, hw: int, bias: bool = False) -> tuple[int, int]:
@@ -67,7 +63,7 @@ class _Tables:
 
 @lru_cache(maxsize=64)
 def _tables(task: str, width: int, h: int, w: int, num_outputs: int) -> _Tables:
-    C = [width * 2 ** b for b in range(4)]
+    C = branch_channels(width, 4)
     # Output positions at 1/2, and at branch b's resolution 1/4 * 2^-b.
     half = (h // 2) * (w // 2)
     pos = [(h // 4 >> b) * (w // 4 >> b) for b in range(4)]
@@ -104,16 +100,10 @@ def _tables(task: str, width: int, h: int, w: int, num_outputs: int) -> _Tables:
 
 
 def _check(task: str, width: int, input_hw: tuple[int, int], num_outputs: int | None) -> int:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r} (expected one of {TASKS})")
-    if not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be a positive integer, got {width!r}")
+    n = check_net_args(task, width, num_outputs)
     h, w = input_hw
-    if h % _INPUT_MULTIPLE or w % _INPUT_MULTIPLE or h <= 0 or w <= 0:
-        raise ValueError(f"input size {h}x{w} must be positive and divisible by {_INPUT_MULTIPLE}")
-    n = _DEFAULT_OUTPUTS[task] if num_outputs is None else num_outputs
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"num_outputs must be a positive integer, got {num_outputs!r}")
+    if h % INPUT_MULTIPLE or w % INPUT_MULTIPLE or h <= 0 or w <= 0:
+        raise ValueError(f"input size {h}x{w} must be positive and divisible by {INPUT_MULTIPLE}")
     return n
 
 

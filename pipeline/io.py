@@ -1,4 +1,5 @@
-"""Atomic file writes: every output of the project goes through here.
+"""Atomic file writes (every output of the project goes through here), the one JSON reader with
+one-line errors, and the canonical JSON hash behind architecture ids and parameter hashes.
 
 A file is written to a temporary name in its own directory, then renamed over the target, so a
 crash or a kill never leaves a half-written file and readers see either the old or the new one.
@@ -41,12 +42,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    import torch
-
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
 def atomic_savefig(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> None:
     """Save a matplotlib figure (PNG unless ``format`` says otherwise)."""
     savefig_kwargs.setdefault("format", "png")
@@ -64,3 +59,17 @@ def read_json(path: str | os.PathLike, what: str, error: type[Exception]) -> Any
         raise error(f"{p}: {what} not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise error(f"{p}: unreadable {what}: {e}") from None
+
+
+def canonical_json(obj: Any) -> str:
+    """Stable JSON text (sorted keys, no spaces) used for hashes and per-rule parameter files."""
+    import json
+
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def content_hash(obj: Any) -> str:
+    """sha256 (first 16 hex digits) of the canonical JSON of ``obj``."""
+    import hashlib
+
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]

@@ -54,7 +54,6 @@ class ScaleModule(nn.Module):
                     for k in range(nb)))
             self.add_module(f"fuse_layers_{s + 1}", nn.ModuleList(targets))
         self._plan: list[_Step] = []
-        self._spec: ModuleArch | None = None
         if spec is not None:
             self.set_arch(spec)
 
@@ -93,7 +92,6 @@ class ScaleModule(nn.Module):
                 fuses.append((j, terms))
             plan.append((blocks, fuses))
         self._plan = plan
-        self._spec = spec
 
     def forward(self, xs: list[Tensor]) -> list[Tensor]:
         xs = list(xs)

@@ -32,19 +32,25 @@ def branch_channels(width: int, num_branches: int) -> tuple[int, ...]:
     return tuple(width * 2 ** b for b in range(num_branches))
 
 
+def check_net_args(task: str, width: int, num_outputs: int | None) -> int:
+    """Validate the network's task and width; return the number of outputs (task default if None)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r} (expected one of {TASKS})")
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive integer, got {width!r}")
+    n = DEFAULT_OUTPUTS[task] if num_outputs is None else num_outputs
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_outputs must be a positive integer, got {num_outputs!r}")
+    return n
+
+
 class ScaleNet(nn.Module):
     """The shared network body. ``make_module(index, channels, bn_momentum)`` builds module ``index``."""
 
     def __init__(self, task: str, width: int, num_outputs: int | None,
                  make_module: Callable[[int, tuple[int, ...], float], ScaleModule]) -> None:
         super().__init__()
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r} (expected one of {TASKS})")
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(f"width must be a positive integer, got {width!r}")
-        num_outputs = DEFAULT_OUTPUTS[task] if num_outputs is None else num_outputs
-        if not isinstance(num_outputs, int) or num_outputs < 1:
-            raise ValueError(f"num_outputs must be a positive integer, got {num_outputs!r}")
+        num_outputs = check_net_args(task, width, num_outputs)
         self.task, self.width, self.num_outputs = task, width, num_outputs
         mom = BN_MOMENTUM[task]
         C = branch_channels(width, 4)
@@ -121,8 +127,7 @@ class SuperNet(ScaleNet):
         super().__init__(task, width, num_outputs,
                          lambda i, ch, mom: ScaleModule(ch, mom, None))
         init_weights(self, torch.Generator().manual_seed(seed))
-        self._arch = largest(task)
-        self.set_arch(self._arch)
+        self.set_arch(largest(task))
 
     @property
     def arch(self) -> Architecture:

@@ -15,7 +15,7 @@ subnet (scalenas.md section 5). We differ from the release on purpose:
 
 Variance convention: ``running_var`` holds the *unbiased* variance (sum of squared deviations /
 (n - 1), n = images x height x width), which is what PyTorch's BatchNorm stores in training mode
-and divides by in eval mode. ``biased_var`` in the returned statistics is the /n one.
+and divides by in eval mode.
 
 During the calibration pass the BN layers run in training mode, so each normalises with the
 statistics of the batch it sees, as during supernet training; with one batch holding all the
@@ -56,18 +56,6 @@ class Moments:
         self.mean = self.mean + delta * (nb / n)
         self.m2 = self.m2 + m2_b + delta.square() * (self.n * nb / n)
         self.n = n
-
-    def add(self, x: Tensor) -> None:
-        """Fold in a batch of raw inputs (N, C, *spatial)."""
-        xd = x.detach().to(torch.float64)
-        dims = [0] + list(range(2, xd.dim()))
-        nb = xd.numel() // xd.shape[1]
-        var_b, mean_b = torch.var_mean(xd, dim=dims, correction=0)
-        self.add_batch(nb, mean_b, var_b * nb)
-
-    @property
-    def biased_var(self) -> Tensor:
-        return self.m2 / self.n
 
     @property
     def unbiased_var(self) -> Tensor:

@@ -23,11 +23,6 @@ def _as_arrays(cost: Sequence[float], score: Sequence[float]) -> tuple[np.ndarra
     return c, s
 
 
-def dominates(c1: float, s1: float, c2: float, s2: float) -> bool:
-    """True when point 1 is no worse in both objectives and strictly better in one."""
-    return c1 <= c2 and s1 >= s2 and (c1 < c2 or s1 > s2)
-
-
 def non_dominated_sort(cost: Sequence[float], score: Sequence[float]) -> list[np.ndarray]:
     """Split indices into successive Pareto layers (layer 0 = the front), each sorted by index.
 

@@ -108,13 +108,21 @@ def select_by_predicted_gain(cand_cost: Sequence[float], cand_pred: Sequence[flo
     chosen: list[int] = []
     for _ in range(k):
         base = hypervolume(fc, fs, reference) if fc else 0.0
+        fc_arr = np.asarray(fc, dtype=np.float64)
         best_key, best_i = None, -1
         for i in left:
-            gain = hypervolume(fc + [cc[i]], fs + [cp[i]], reference) - base
-            below = [s for c, s in zip(fc, fs) if c <= cc[i]]
+            # The front is sorted by cost with rising scores: its best score at or below this
+            # cost is the last entry not costlier.
+            j = int(np.searchsorted(fc_arr, cc[i], side="right")) - 1
+            best_below = fs[j] if j >= 0 else reference[1]
+            dominated = j >= 0 and (best_below > cp[i] or (best_below == cp[i] and fc[j] < cc[i]))
+            outside = cc[i] >= reference[0] or cp[i] <= reference[1]
+            # A dominated or out-of-box point leaves the front as it is: its gain is exactly 0,
+            # no need to recompute the hypervolume (the hot loop: k x candidates).
+            gain = (0.0 if dominated or outside
+                    else hypervolume(fc + [cc[i]], fs + [cp[i]], reference) - base)
             # Beyond the reference cost a child can never count, however good its score.
-            gap = (-np.inf if cc[i] >= reference[0]
-                   else cp[i] - (max(below) if below else reference[1]))
+            gap = -np.inf if cc[i] >= reference[0] else cp[i] - best_below
             key = (gain, gap)
             if best_key is None or key > best_key:
                 best_key, best_i = key, i

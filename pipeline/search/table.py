@@ -275,14 +275,19 @@ def load_table(path: str | os.PathLike, *, check_arch: bool = True) -> pd.DataFr
 
 def load_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """Strictly load several results tables and concatenate them (an arch id may appear once)."""
-    frames = [load_table(p) for p in paths]
+    return concat_tables([load_table(p) for p in paths], [str(p) for p in paths])
+
+
+def concat_tables(frames: Sequence[pd.DataFrame], names: Sequence[str]) -> pd.DataFrame:
+    """Concatenate loaded tables; an arch id may appear in only one of them (``names`` says
+    which tables, for the error)."""
     if not frames:
         return pd.DataFrame(columns=list(_TABLE_DTYPES))
     df = pd.concat(frames, ignore_index=True)
     dup = df["arch_id"].duplicated()
     if dup.any():
         raise ResultsError(f"arch_id {df['arch_id'][dup].iloc[0]} appears in more than one of "
-                           f"{[str(p) for p in paths]}")
+                           f"{list(names)}")
     return df
 
 

@@ -17,14 +17,14 @@ own feature always enters once and is never listed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from pipeline.io import atomic_write_text  # noqa: F401  (re-exported: the documented place)
+from pipeline.io import atomic_write_text, content_hash
 
 SCHEMA = "scalenas-arch/1"
 #: Branch count of each searchable module: stage2.0, stage3.0-3, stage4.0-2.
@@ -57,9 +57,6 @@ class ModuleArch:
         """T: the number of block steps the module runs (its largest depth)."""
         return max(self.depths)
 
-    def sources(self, step: int, target: int) -> tuple[int, ...]:
-        return self.fusions[step][target]
-
     def to_dict(self) -> dict[str, Any]:
         return {"depths": list(self.depths),
                 "fusions": [[list(srcs) for srcs in step] for step in self.fusions]}
@@ -76,12 +73,11 @@ class Architecture:
         validate_modules(self.modules)
 
     # -- identity -----------------------------------------------------------------------------
-    @property
+    @cached_property
     def arch_id(self) -> str:
-        """Canonical id: a hash of the depths and fusions only (meta excluded)."""
-        canon = json.dumps([m.to_dict() for m in self.modules], separators=(",", ":"),
-                           sort_keys=True)
-        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+        """Canonical id: a hash of the depths and fusions only (meta excluded). Cached: the
+        search reads it for every candidate, pool member and table row."""
+        return content_hash([m.to_dict() for m in self.modules])
 
     # -- (de)serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -7,10 +7,10 @@ from typing import Callable
 from .arch import Architecture, ArchitectureError, check_task
 from .sample import check_task_name, hrnet, largest, smallest
 
-#: Registered names, each built for a task by a function of the task.
-NAMES: tuple[str, ...] = ("hrnet", "largest", "smallest")
 _BUILDERS: dict[str, Callable[[str], Architecture]] = {
     "hrnet": hrnet, "largest": largest, "smallest": smallest}
+#: Registered names, each built for a task by a function of the task.
+NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
 def get(name: str, task: str) -> Architecture:

@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from pipeline import config as pconfig
 from pipeline import tracking
-from pipeline.space.arch import atomic_write_text
+from pipeline.io import atomic_write_text
 
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 1

@@ -45,7 +45,8 @@ def body(ctx: StageContext) -> dict[str, float]:
         prev = Generation.load(ctx.args.prev_state)
         if prev.generation != g - 1:
             raise EvolutionError(f"{ctx.args.prev_state}: is generation {prev.generation}, expected {g - 1}")
-        missing = [a.arch_id for a in prev.children if a.arch_id not in set(pool_df["arch_id"])]
+        pooled = set(pool_df["arch_id"])
+        missing = [a.arch_id for a in prev.children if a.arch_id not in pooled]
         if missing:
             raise EvolutionError(f"generation {g - 1}'s children {missing[:3]} are not in the pool "
                                  f"tables: pass its merged results.csv in --pool")

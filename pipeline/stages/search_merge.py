@@ -21,7 +21,7 @@ import pandas as pd
 from pipeline.search.candidates import read_candidates
 from pipeline.search.jobs import candidate_records, front_summary, front_table, reference_point
 from pipeline.search.plots import plot_fronts
-from pipeline.search.table import load_tables, merge_shards, read_shard, write_table
+from pipeline.search.table import load_tables, read_shard, rows_to_frames, write_table
 from pipeline.space.arch import atomic_write_text
 from pipeline.stages.common import StageContext, StageInputError, run_phased_stage
 
@@ -38,8 +38,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def body(ctx: StageContext) -> dict[str, float]:
     cl = read_candidates(ctx.args.candidates)
-    files = [d / "rows.jsonl" for d in ctx.args.shards]
-    res, tim = merge_shards(files)
+    rows = [r for d in ctx.args.shards for r in read_shard(d / "rows.jsonl")[0]]
+    res, tim = rows_to_frames(rows)
     want = {c.arch_id for c in cl.candidates}
     got = set(res["arch_id"])
     if want != got:
@@ -59,7 +59,6 @@ def body(ctx: StageContext) -> dict[str, float]:
                "this": front_summary(res, ref), "cumulative": front_summary(cumulative, ref),
                "overhead_fraction": float(tim["overhead_s"].sum() / tim["wall_s"].sum())}
     atomic_write_text(ctx.out / "summary.json", json.dumps(summary, indent=1) + "\n")
-    rows = [r for f in files for r in read_shard(f)[0]]
     ctx.run.log_candidates(candidate_records(rows))
     ctx.run.log_metrics({"hypervolume": summary["cumulative"]["hypervolume"],
                          "hypervolume_this": summary["this"]["hypervolume"]},

@@ -18,7 +18,7 @@ from typing import Sequence
 from pipeline.search.candidates import read_candidates
 from pipeline.search.jobs import make_evaluator
 from pipeline.search.shards import run_shard
-from pipeline.space.arch import atomic_write_text
+from pipeline.io import atomic_write_text
 from pipeline.stages.common import StageContext, run_phased_stage
 
 PHASES = ("search_random", "search_evolution")

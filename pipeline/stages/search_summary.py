@@ -32,8 +32,8 @@ import pandas as pd
 from pipeline.search.evolution import Generation
 from pipeline.search.jobs import front_summary, front_table, reference_point
 from pipeline.search.plots import plot_fronts
-from pipeline.search.table import load_table, load_tables, write_table
-from pipeline.space.arch import atomic_write_text
+from pipeline.search.table import concat_tables, load_table, write_table
+from pipeline.io import atomic_write_text
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 
 PHASE = "search_evolution"
@@ -81,7 +81,8 @@ def body(ctx: StageContext) -> dict[str, float]:
     ref = reference_point(ctx.task, ctx.cfg)
     sample = load_table(ctx.args.sample)
     gens = [load_table(p) for p in ctx.args.generations]
-    evolved = load_tables([ctx.args.sample, *ctx.args.generations])
+    evolved = concat_tables([sample, *gens],
+                            [str(p) for p in (ctx.args.sample, *ctx.args.generations)])
     history = []
     for g in range(len(gens) + 1):
         upto = pd.concat([sample, *gens[:g]], ignore_index=True)
@@ -96,9 +97,10 @@ def body(ctx: StageContext) -> dict[str, float]:
                                 step=row["generation"])
     series = [("random sampling", sample)]
     if ctx.args.random is not None:
-        baseline = load_tables([ctx.args.sample, ctx.args.random])
+        rand = load_table(ctx.args.random)
+        baseline = concat_tables([sample, rand], [str(ctx.args.sample), str(ctx.args.random)])
         out["random"] = front_summary(baseline, ref)
-        write_table(load_table(ctx.args.random), ctx.out / "random.csv")
+        write_table(rand, ctx.out / "random.csv")
         series.append(("sampling + random search", baseline))
     series.append(("sampling + evolution", evolved))
     hv_e = out["evolution"]["hypervolume"]
