@@ -44,6 +44,7 @@ def named(name: str, task: str) -> Architecture:
             "smallest": lambda: smallest(task)}[name]()
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("name,task,width,hw,params,gflops", TABLE)
 def test_paper_table(name, task, width, hw, params, gflops):
     c = profile(named(name, task), task, width, hw)
@@ -76,6 +77,7 @@ def test_bad_arguments(kwargs, match):
         profile(**args)
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("name,task", [("S1", "seg"), ("P2", "pose"), ("hrnet", "seg"),
                                        ("hrnet", "pose"), ("largest", "seg"),
                                        ("smallest", "seg"), ("largest", "pose"),

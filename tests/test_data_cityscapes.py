@@ -15,6 +15,7 @@ from pipeline.data.cityscapes import (IGNORE_INDEX, CityscapesSegmentation, labe
 from pipeline.data.errors import DataError
 from pipeline.data.transforms import denormalize
 
+pytestmark = pytest.mark.shared_data
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FRAME = DATA / "cityscapes_frame"
 CAMVID = DATA / "camvid_cityscapes_layout"

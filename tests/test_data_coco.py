@@ -19,6 +19,7 @@ from pipeline.metrics.pose import (coco_keypoint_eval, flip_test_average, get_fi
                                    keypoint_results)
 from pipeline.tasks import PoseTaskConfig, build_task
 
+pytestmark = pytest.mark.shared_data
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COCO = DATA / "coco_sample"
 OCHUMAN = DATA / "ochuman_sample"

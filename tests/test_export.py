@@ -47,6 +47,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("task", ["seg", "pose"])
 def test_export_matches_supernet(task):
     sup = trained_like(SuperNet(task, 8))
@@ -76,6 +77,7 @@ def test_export_holds_only_active_layers():
     assert all(p.grad is not None for p in net.parameters())
 
 
+@pytest.mark.shared_data
 def test_torchscript_trace():
     sup = trained_like(SuperNet("seg", 8))
     sup.set_arch(load_official(MASKS / "seg_w32_S1.npy"))

@@ -56,6 +56,7 @@ def test_oks_nms_suppresses_duplicates():
     assert oks_nms([], 0.9) == []
 
 
+@pytest.mark.shared_data
 def test_coco_eval_perfect_and_quiet(capsys):
     import json
     gt = json.loads(COCO_GT.read_text())

@@ -23,7 +23,6 @@ CLASS_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic
 # labelId -> trainId of cityscapesScripts' labels.py; every other id is ignored.
 LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
                   24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
-TRAIN_TO_LABEL = {t: l for l, t in LABEL_TO_TRAIN.items()}
 # Class weights of the official OHEM loss (HRNet-Semantic-Segmentation cityscapes.py).
 CLASS_WEIGHTS = (0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023,
                  0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507)

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.data.errors import DataError
-from pipeline.io import atomic_write_bytes
+from pipeline.io import read_json as pipeline_read_json
 
 
 def open_image(path: Path, mode: str = "RGB") -> Image.Image:
@@ -53,22 +53,13 @@ def read_label_png(path: Path, expected_wh: tuple[int, int] | None = None) -> Im
 
 def read_json(path: Path) -> Any:
     """Parse a JSON file; missing or malformed files raise DataError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: JSON file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON ({exc})") from exc
+    return pipeline_read_json(path, "JSON file", DataError)
 
 
 def dumps_stable(obj: Any) -> str:
     """JSON text that depends only on the content (fixed separators, insertion-ordered keys)."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=True) + "\n"
 
-
-write_bytes_atomic = atomic_write_bytes
 
 
 def save_png(path: Path, array: np.ndarray) -> None:

@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pipeline.data.cityscapes import LABEL_TO_TRAIN
-from pipeline.data.io import dumps_stable, save_png, write_bytes_atomic
+from pipeline.data.io import dumps_stable, save_png
+from pipeline.io import atomic_write_bytes
 from pipeline.data.keypoints import COCO_KEYPOINT_NAMES, COCO_SKELETON, NUM_JOINTS
 
 GENERATOR = "scalenas-synth"
@@ -229,11 +230,11 @@ def generate_cityscapes(out_root: Path, seed: int, num_train: int = 120, num_val
             save_png(out_root / lab_rel, lab)
             save_png(out_root / f"gtFine/{split}/{city}/{name}_gtFine_labelTrainIds.png", lut[lab])
             lines.append(f"{img_rel}\t{lab_rel}\n")
-        write_bytes_atomic(out_root / f"{split}.lst", "".join(lines).encode())
+        atomic_write_bytes(out_root / f"{split}.lst", "".join(lines).encode())
     record = {"generator": GENERATOR, "version": VERSION, "task": "seg", "layout": "cityscapes",
               "seed": int(seed), "num_train": int(num_train), "num_val": int(num_val),
               "size_hw": [h, w]}
-    write_bytes_atomic(out_root / "SYNTH.json", dumps_stable(record).encode())
+    atomic_write_bytes(out_root / "SYNTH.json", dumps_stable(record).encode())
     return record
 
 
@@ -436,15 +437,15 @@ def generate_coco(out_root: Path, seed: int, num_train: int = 150, num_val: int 
                                  "score": round(float(rng.uniform(0.05, 0.5)), 4)})
         doc = {"info": {"description": f"{GENERATOR} v{VERSION} seed {seed}"},
                "images": images, "annotations": anns, "categories": [_coco_category()]}
-        write_bytes_atomic(out_root / "annotations" / f"person_keypoints_{coco_split}.json",
+        atomic_write_bytes(out_root / "annotations" / f"person_keypoints_{coco_split}.json",
                            dumps_stable(doc).encode())
         if split == "val":
-            write_bytes_atomic(out_root / "person_detection_results" /
+            atomic_write_bytes(out_root / "person_detection_results" /
                                "COCO_val2017_detections_synth.json", dumps_stable(dets).encode())
     record = {"generator": GENERATOR, "version": VERSION, "task": "pose", "layout": "coco",
               "seed": int(seed), "num_train": int(num_train), "num_val": int(num_val),
               "size_hw": [h, w], "detection_file": DETECTION_FILE}
-    write_bytes_atomic(out_root / "SYNTH.json", dumps_stable(record).encode())
+    atomic_write_bytes(out_root / "SYNTH.json", dumps_stable(record).encode())
     return record
 
 
@@ -481,7 +482,7 @@ def generate_all(out_root: Path, seed: int, tasks: tuple[str, ...] = ("seg", "po
         if "pose" in tasks:
             record["tasks"]["pose"] = {"root": POSE_DIR, **generate_coco(
                 tmp / POSE_DIR, seed, pose_train, pose_val, pose_size_hw)}
-        write_bytes_atomic(tmp / "SYNTH.json", dumps_stable(record).encode())
+        atomic_write_bytes(tmp / "SYNTH.json", dumps_stable(record).encode())
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a dataset should be readable
         if out_root.exists():
             shutil.rmtree(out_root)

@@ -140,7 +140,8 @@ def keypoint_results(preds: np.ndarray, maxvals: np.ndarray, centers: np.ndarray
     return results
 
 
-def _load_coco(gt: Any):
+def load_coco(gt: Any):
+    """A pycocotools ``COCO`` index of ``gt`` (a path, a keypoint dict, or one already built)."""
     from pycocotools.coco import COCO  # imported lazily: pycocotools is heavy and prints
     if isinstance(gt, COCO):
         return gt
@@ -160,7 +161,7 @@ def coco_keypoint_eval(gt: Any, results: Sequence[dict],
     and dropped so it never reaches our logs. A figure is -1 (pycocotools' convention) when no
     ground truth falls in its area range."""
     from pycocotools.cocoeval import COCOeval
-    coco = _load_coco(gt)
+    coco = load_coco(gt)
     if not results:  # loadRes rejects an empty list; nothing predicted scores zero
         return {name: 0.0 for name in COCO_STAT_NAMES}
     with contextlib.redirect_stdout(io.StringIO()):

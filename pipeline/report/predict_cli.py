@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.data.io import write_bytes_atomic
+from pipeline.io import atomic_write_bytes
 from pipeline.space.arch import ArchitectureError
 
 from .predict import Box, PredictError, draw_pose, draw_seg, parse_box, predict_pose, predict_seg
@@ -78,7 +78,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = args.output or args.image.with_name(f"{args.image.stem}_pred.png")
     buf = io.BytesIO()
     picture.save(buf, format="PNG")
-    write_bytes_atomic(out, buf.getvalue())
+    atomic_write_bytes(out, buf.getvalue())
     print(f"{args.image} -> {out} ({net.task}, model {net.arch.arch_id})")
     return 0
 

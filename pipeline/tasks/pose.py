@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from pipeline.data.heatmaps import generate_heatmaps
 from pipeline.data.keypoints import NUM_JOINTS
 from pipeline.data.transforms import affine_points, get_affine_transform
 from pipeline.metrics.pose import (coco_keypoint_eval, flip_test_average, get_final_preds,
-                                   keypoint_results)
+                                   keypoint_results, load_coco)
 from pipeline.tasks.base import ModeGuard, calibration_subset, collate
 
 
@@ -84,6 +83,9 @@ class PoseTask:
         self.input_hw = tuple(config.input_hw)
         self.heatmap_hw = (self.input_hw[0] // 4, self.input_hw[1] // 4)
         self.collate = collate
+        self._docs: dict[str, dict] = {}
+        self._coco: dict[str, Any] = {}
+        self._ids: dict[str, list[int]] = {}
 
     @property
     def aspect_ratio(self) -> float:
@@ -91,10 +93,6 @@ class PoseTask:
 
     def _coco_split(self, split: str) -> str:
         return self.config.val_split if splits.check_split(split) == "val" else self.config.train_split
-
-    @cached_property
-    def _docs(self) -> dict[str, dict]:
-        return {}
 
     def annotations(self, split: str) -> dict:
         """The validated keypoint JSON behind a named split."""
@@ -106,14 +104,24 @@ class PoseTask:
             self._docs[coco_split] = load_keypoint_json(annotation_path(root, coco_split))
         return self._docs[coco_split]
 
+    def coco_index(self, split: str) -> Any:
+        """The pycocotools index of a split's annotations, built once: every evaluation (one per
+        search candidate) reuses it instead of re-indexing the whole annotation file."""
+        coco_split = self._coco_split(split)
+        if coco_split not in self._coco:
+            self._coco[coco_split] = load_coco(self.annotations(split))
+        return self._coco[coco_split]
+
     def image_ids(self, split: str) -> list[int]:
         """Image ids of a named split (search/train carved from the train annotations)."""
-        doc = self.annotations(split)
-        ids = sorted(im["id"] for im in doc["images"])
-        if split == "val":
-            return ids
-        keep = splits.select(ids, split, self.config.search_fraction)
-        return [i for i, k in zip(ids, keep) if k]
+        if split not in self._ids:
+            doc = self.annotations(split)
+            ids = sorted(im["id"] for im in doc["images"])
+            if split != "val":
+                keep = splits.select(ids, split, self.config.search_fraction)
+                ids = [i for i, k in zip(ids, keep) if k]
+            self._ids[split] = ids
+        return list(self._ids[split])
 
     def records(self, split: str) -> list[PersonRecord]:
         """Person crops of a split: GT boxes, or detector boxes for val when use_gt_boxes is off."""
@@ -182,7 +190,7 @@ class PoseTask:
         num_persons, num_results)."""
         ds = dataset if dataset is not None else self.dataset(split, train=False)
         results = self.predict(model, ds, device, batch_size)
-        stats = coco_keypoint_eval(self.annotations(split), results, self.image_ids(split))
+        stats = coco_keypoint_eval(self.coco_index(split), results, self.image_ids(split))
         return {"score": max(0.0, stats["AP"]), **stats, "num_persons": len(ds),
                 "num_results": len(results)}
 

@@ -152,7 +152,9 @@ class SegTask:
                 logits = model(img)
                 logits = F.interpolate(logits, size=(h + ph, w + pw), mode="bilinear",
                                        align_corners=False)[..., :h, :w]
-                meter.update(logits.argmax(1).cpu(), batch["label"])
+                # Counted where the logits are: only the 19x19 matrix comes back to the host,
+                # not a full-resolution prediction per image.
+                meter.update(logits.argmax(1), batch["label"].to(logits.device))
         res = meter.compute(CLASS_NAMES)
         return {"score": res["miou"], **res, "num_images": len(ds)}
 

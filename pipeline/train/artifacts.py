@@ -65,11 +65,3 @@ def load_state(model: nn.Module, state_dict: Mapping[str, Tensor], source: str, 
         load_into(model, state_dict, source, ignore_unexpected=ignore_unexpected)
     except NetCheckpointError as e:
         raise CheckpointError(str(e)) from None
-
-
-def load_trained_into(model: nn.Module, path: str | os.PathLike, *, task: str, width: int,
-                      kind: str | None = None, ignore_unexpected: bool = False) -> dict[str, Any]:
-    """Copy a trained-network file into ``model`` (after the task/width/kind check); return meta."""
-    sd, meta = read_trained(path, task=task, width=width, kind=kind)
-    load_state(model, sd, str(path), ignore_unexpected=ignore_unexpected)
-    return meta
