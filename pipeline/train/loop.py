@@ -11,6 +11,12 @@
 The batch at an iteration, the subnet, the learning rate and every random draw are functions of
 ``(seed, iteration)`` only, and the whole state is checkpointed atomically, so a run killed at any
 moment and started again with the same command ends with bitwise the same weights (on CPU).
+
+:meth:`Trainer.train_step` is the step alone; checkpoints, metrics, throughput, progress, the
+non-finite-loss guard and evaluations are hooks around it (pipeline.train.hooks), and the run's
+totals are a :class:`~pipeline.train.stats.RunStats` saved in every checkpoint. The configuration
+is read in :func:`build_optimizer`, :func:`lr_schedule`, :class:`Trainer`'s constructor and
+:func:`default_hooks` only.
 """
 from __future__ import annotations
 
