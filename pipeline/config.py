@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping, Union
 
 import yaml
 
+from pipeline.errors import ConfigError  # noqa: F401  (raised here; importers use this name)
 from pipeline.io import content_hash
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,10 +50,6 @@ PHASES: dict[str, tuple[str, ...]] = {
     "finetune": ("run.seed", "{task}", "calibration", "finetune.{task}"),
     "report": ("report",),
 }
-
-
-class ConfigError(ValueError):
-    """A parameter file that cannot be used; the message names the file and the key path."""
 
 
 # -- typed sections ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from pipeline.nets.supernet import INPUT_MULTIPLE, branch_channels, check_net_args
 from pipeline.space.arch import BRANCHES, MAX_DEPTH, Architecture
+from pipeline.errors import ConfigError
 
 #: Divisor of the paper's "GFLOPs" (it prints MACs / 2^30).
 GIGA = 2 ** 30
@@ -103,7 +104,7 @@ def _check(task: str, width: int, input_hw: tuple[int, int], num_outputs: int | 
     n = check_net_args(task, width, num_outputs)
     h, w = input_hw
     if h % INPUT_MULTIPLE or w % INPUT_MULTIPLE or h <= 0 or w <= 0:
-        raise ValueError(f"input size {h}x{w} must be positive and divisible by {INPUT_MULTIPLE}")
+        raise ConfigError(f"input size {h}x{w} must be positive and divisible by {INPUT_MULTIPLE}")
     return n
 
 

@@ -8,6 +8,8 @@ prefix of DataParallel/DDP, and the ``model.`` prefix of HRNet-seg's ``FullModel
 """
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 import os
 import pickle
 import zipfile
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be read or does not fit the network; the message names the file."""
 
 

@@ -12,6 +12,8 @@ the weights, so a directory caught half-rewritten is detected, never loaded.
 """
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 import hashlib
 import io
 import json
@@ -34,7 +36,7 @@ MODEL_SCHEMA = "scalenas-model/1"
 WEIGHTS_FILE, ARCH_FILE, MODEL_FILE = "weights.pt", "arch.json", "model.json"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(InputError):
     """A saved model directory that is missing a file or whose files do not agree."""
 
 

@@ -8,6 +8,8 @@ coordinates, and the skeleton is drawn on the image with the box.
 """
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -32,7 +34,7 @@ CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
 Box = tuple[float, float, float, float]  # COCO x, y, w, h in image pixels
 
 
-class PredictError(ValueError):
+class PredictError(InputError):
     """A model or input that ``predict`` cannot use; the message names it."""
 
 

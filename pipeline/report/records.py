@@ -1,6 +1,8 @@
 """The record a fine-tuning job leaves for the report: one JSON file per final model."""
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 import json
 import math
 import os
@@ -12,7 +14,7 @@ from pipeline.space.arch import atomic_write_text
 from pipeline.io import read_json
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A fine-tuning record that is missing, malformed or incomplete; the message names the file."""
 
 

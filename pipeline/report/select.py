@@ -17,6 +17,8 @@ and returns architectures; it never touches a network.
 """
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 import math
 import re
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RESERVED_NAMES = frozenset({"select"})
 
 
-class SelectionError(ValueError):
+class SelectionError(InputError):
     """A selection entry that cannot be honoured; the message names the entry and the problem."""
 
 

@@ -23,6 +23,8 @@ images (the default) those are exactly the pooled statistics being recorded.
 """
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -33,7 +35,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
-class CalibrationError(ValueError):
+class CalibrationError(InputError):
     """A calibration request that cannot be honoured (too few images, nothing executed...)."""
 
 

@@ -7,6 +7,8 @@ what is left. Shards are assigned round-robin so every shard gets a mix of group
 """
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 import json
 import os
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ STREAM_SAMPLE, STREAM_RANDOM_BASELINE, STREAM_EVOLUTION, STREAM_CALIBRATION = 1,
 MAX_DRAWS_PER_CANDIDATE = 100
 
 
-class CandidatesError(ValueError):
+class CandidatesError(InputError):
     """A candidate list that cannot be made or read; the message names the file or parameter."""
 
 

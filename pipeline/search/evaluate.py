@@ -11,6 +11,8 @@ excluded), so ``overhead_s = wall_s - forward_s`` is everything a faster search 
 """
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ EvaluateFn = Callable[[nn.Module], Mapping[str, Any]]
 CostFn = Callable[[Any], Cost]
 
 
-class EvaluationError(ValueError):
+class EvaluationError(InputError):
     """A task evaluation that returned something unusable."""
 
 

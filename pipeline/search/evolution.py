@@ -24,6 +24,8 @@ evaluation (or a cheap stand-in in tests) swap freely.
 """
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 import json
 import math
 import os
@@ -47,7 +49,7 @@ CostFn = Callable[[Architecture], float]
 AccuracyFn = Callable[[Architecture], float]
 
 
-class EvolutionError(ValueError):
+class EvolutionError(InputError):
     """Bad evolution parameters or an impossible request; the message says which."""
 
 

@@ -11,6 +11,8 @@ The merged table is split in two so that reruns compare byte for byte:
 """
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 import json
 import math
 import os
@@ -42,7 +44,7 @@ _ROW_TYPES: dict[str, tuple[type, ...]] = {
 _TIMING_KEYS = ("wall_s", "calib_s", "eval_s", "forward_s", "overhead_s")
 
 
-class ResultsError(ValueError):
+class ResultsError(InputError):
     """A results file or row that is not valid; the message names the file and line."""
 
 

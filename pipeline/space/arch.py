@@ -17,6 +17,8 @@ own feature always enters once and is never listed.
 """
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 import json
 import os
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ MIN_DEPTH = 1
 TASKS = ("seg", "pose")
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(InputError):
     """An architecture document or file that is not valid; the message names where."""
 
 

@@ -17,8 +17,9 @@ holds no logic of its own: it defines ``body(ctx) -> metrics | None`` and calls
    success writes ``resolved_params.json`` into it and renames it to ``--out`` (replacing a
    previous output of the stage, so no stale file survives); on failure
    removes the temporary directory (the final directory is never half-written), prints one line
-   ``error: <phase>[<task>]: <message>`` on stderr and exits non-zero (2 for bad input, 1 for a
-   bug, with its traceback above the line).
+   ``error: <phase>[<task>]: <message>`` on stderr and exits non-zero: 2 for the project's input
+   errors (:class:`pipeline.errors.InputError`), 1 for anything else (a bug), with its traceback
+   above the line.
 
 ``ctx.work`` is a persistent scratch directory (``<out>/../.<out name>.work``) for checkpoints
 and other resume state: it survives failures and kills, so a rerun can resume.
@@ -39,10 +40,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from pipeline import config as pconfig
 from pipeline import tracking
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_BUG, InputError, StageInputError
 from pipeline.io import atomic_write_text
 
-EXIT_BAD_INPUT = 2
-EXIT_BUG = 1
 RESOLVED_NAME = "resolved_params.json"
 
 
@@ -74,10 +74,6 @@ class StageContext:
 
 
 Body = Callable[[StageContext], "Mapping[str, float] | None"]
-
-
-class StageInputError(ValueError):
-    """Bad stage input (arguments, files): reported as one line, exit status 2."""
 
 
 def build_parser(phase: str, add_args: Callable[[argparse.ArgumentParser], None] | None = None,
@@ -304,7 +300,7 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
     except KeyboardInterrupt:
         _abort(run, tmp, "KILLED")
         raise
-    except (pconfig.ConfigError, StageInputError, ValueError, OSError, KeyError) as e:
+    except InputError as e:  # the user's to fix: one line, no traceback
         _abort(run, tmp, "FAILED")
         print(f"error: {where}: {_one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -6,6 +6,7 @@ from typing import Any
 from pipeline.tasks.base import Task, collate
 from pipeline.tasks.pose import PoseTask, PoseTaskConfig
 from pipeline.tasks.seg import SegTask, SegTaskConfig
+from pipeline.errors import ConfigError
 
 TASKS = ("seg", "pose")
 
@@ -14,11 +15,11 @@ def make_config(task_name: str, **kwargs: Any) -> SegTaskConfig | PoseTaskConfig
     """Build a task config from keyword values (e.g. a params YAML section); unknown keys raise."""
     cls = {"seg": SegTaskConfig, "pose": PoseTaskConfig}.get(task_name)
     if cls is None:
-        raise ValueError(f"unknown task {task_name!r}; expected one of {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task {task_name!r}; expected one of {', '.join(TASKS)}")
     fields = set(cls.__dataclass_fields__)
     unknown = sorted(set(kwargs) - fields)
     if unknown:
-        raise ValueError(f"unknown {task_name} task option(s): {', '.join(unknown)}")
+        raise ConfigError(f"unknown {task_name} task option(s): {', '.join(unknown)}")
     tupled = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     return cls(**tupled)
 
@@ -35,7 +36,7 @@ def build_task(task_name: str, config: SegTaskConfig | PoseTaskConfig | dict) ->
         if not isinstance(config, PoseTaskConfig):
             raise TypeError("the pose task needs a PoseTaskConfig")
         return PoseTask(config)
-    raise ValueError(f"unknown task {task_name!r}; expected one of {', '.join(TASKS)}")
+    raise ConfigError(f"unknown task {task_name!r}; expected one of {', '.join(TASKS)}")
 
 
 __all__ = ["TASKS", "Task", "SegTask", "SegTaskConfig", "PoseTask", "PoseTaskConfig",

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from pipeline.data import splits
 from pipeline.data.coco import (CocoKeypoints, PersonRecord, annotation_path,
+from pipeline.errors import ConfigError
                                 detection_person_records, gt_person_records, image_dir,
                                 load_keypoint_json)
 from pipeline.data.errors import DataError
@@ -59,7 +60,7 @@ class PoseTaskConfig:
 
     def __post_init__(self) -> None:
         if any(int(v) % 32 for v in self.input_hw):
-            raise ValueError(f"input_hw {self.input_hw} must be divisible by 32 (network strides)")
+            raise ConfigError(f"input_hw {self.input_hw} must be divisible by 32 (network strides)")
 
 
 class _ConstantHeatmaps(nn.Module):

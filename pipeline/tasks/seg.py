@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from pipeline.data import splits
 from pipeline.data.cityscapes import (CLASS_NAMES, CLASS_WEIGHTS, IGNORE_INDEX, NUM_CLASSES,
+from pipeline.errors import ConfigError
                                       CityscapesSegmentation, SegSample, list_cityscapes)
 from pipeline.metrics.segmentation import ConfusionMeter
 from pipeline.tasks.base import ModeGuard, calibration_subset, collate
@@ -48,7 +49,7 @@ class SegTaskConfig:
 
     def __post_init__(self) -> None:
         if any(int(v) % 32 for v in self.crop_hw):
-            raise ValueError(f"crop_hw {self.crop_hw} must be divisible by 32 (network strides)")
+            raise ConfigError(f"crop_hw {self.crop_hw} must be divisible by 32 (network strides)")
 
 
 def ohem_cross_entropy(logits: torch.Tensor, label: torch.Tensor, *, thresh: float = 0.9,

@@ -9,6 +9,8 @@ loses every state.
 """
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 import hashlib
 import json
 import os
@@ -25,7 +27,7 @@ LAST = "last.pt"
 PREV = "prev.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be used: corrupt, of another format, or of another configuration."""
 
 

@@ -6,6 +6,8 @@ draws exactly what the uninterrupted one would have drawn.
 """
 from __future__ import annotations
 
+from pipeline.errors import InputError
+
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -15,7 +17,7 @@ from pipeline.space.arch import Architecture, ArchitectureError
 from pipeline.space.sample import SamplingGroup, paper_groups, sample_group
 
 
-class ScheduleError(ValueError):
+class ScheduleError(InputError):
     """A sampling-group or learning-rate setting that cannot be used; the message names the key."""
 
 
