@@ -240,6 +240,8 @@ class EvolutionConfig(_Section):
     crossover_prob: float
     mutation_prob: float
     depth_mutation_prob: float
+    #: Depths a branch may take in depth mutation (sorted; "resample" steps to a neighbour).
+    depth_candidates: tuple[int, ...]
     mutation: str
     screen_factor: int
     release_operators: bool
@@ -476,6 +478,50 @@ def resolve_dict(doc: Any, source: str) -> dict[str, Any]:
 def from_dict(resolved: Mapping[str, Any], *, phase: str | None = None) -> Config:
     """The typed view of a resolved mapping; with ``phase``, absent keys read as excluded."""
     return _build(Config, resolved, "", phase)
+
+
+#: Where in the schema each section record is described (records used on their own: tests,
+#: benchmarks, library callers that build one section without a whole parameter file).
+SECTION_SCHEMA: dict[type, tuple[str, ...]] = {}
+
+
+def _register_sections() -> None:
+    SECTION_SCHEMA.update({
+        TrainConfig: ("$defs", "train"), SupernetTrainConfig: ("$defs", "supernet_train"),
+        FinetuneTrainConfig: ("$defs", "finetune_train"),
+        OptimizerConfig: ("$defs", "optimizer"), ScheduleConfig: ("$defs", "schedule"),
+        CalibrationConfig: ("properties", "calibration"),
+        RandomSearchConfig: ("properties", "search", "properties", "random"),
+        EvolutionConfig: ("properties", "search", "properties", "evolution"),
+        SegConfig: ("properties", "seg"), PoseConfig: ("properties", "pose"),
+        ReportConfig: ("properties", "report"), RunConfig: ("properties", "run"),
+    })
+
+
+def make_section(cls: type, values: Mapping[str, Any] | None = None, *, source: str = "parameters",
+                 **kw: Any) -> Any:
+    """One section record from (partial) values, defaults from the schema, validated by it.
+
+    ``make_section(TrainConfig, iterations=5, optimizer={"name": "adam", "lr": 1e-3})`` is the
+    record a parameter file with those values would give; there are no other defaults.
+    """
+    if not SECTION_SCHEMA:
+        _register_sections()
+    if cls not in SECTION_SCHEMA:
+        raise TypeError(f"{cls.__name__} is not a section record with its own schema node")
+    import jsonschema
+
+    root = load_schema()
+    node: Any = root
+    for part in SECTION_SCHEMA[cls]:
+        node = node[part]
+    doc = fill_defaults(_deep_merge(dict(values or {}), kw), node, root)
+    errors = sorted(jsonschema.Draft202012Validator({**node, "$defs": root["$defs"]})
+                    .iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        raise ConfigError(f"{source}: {_key_path(list(e.absolute_path))}: {e.message}")
+    return _build(cls, doc, "", None)
 
 
 def load_params(path: str | Path) -> Config:

@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from pipeline.data import splits
 from pipeline.data.coco import (CocoKeypoints, PersonRecord, annotation_path,
-from pipeline.errors import ConfigError
                                 detection_person_records, gt_person_records, image_dir,
                                 load_keypoint_json)
+from pipeline.errors import ConfigError
 from pipeline.data.errors import DataError
 from pipeline.data.heatmaps import generate_heatmaps
 from pipeline.data.keypoints import NUM_JOINTS

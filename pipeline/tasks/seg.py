@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from pipeline.data import splits
 from pipeline.data.cityscapes import (CLASS_NAMES, CLASS_WEIGHTS, IGNORE_INDEX, NUM_CLASSES,
-from pipeline.errors import ConfigError
                                       CityscapesSegmentation, SegSample, list_cityscapes)
+from pipeline.errors import ConfigError
 from pipeline.metrics.segmentation import ConfusionMeter
 from pipeline.tasks.base import ModeGuard, calibration_subset, collate
 
