@@ -23,7 +23,7 @@ from torch import nn
 from pipeline.cost import Cost
 from pipeline.nets.supernet import SuperNet
 
-from .calibrate import CalibrationSet, HookTimer
+from pipeline.nets.calibrate import CalibrationSet, HookTimer
 from .candidates import Candidate
 from .table import Row
 

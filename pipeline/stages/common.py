@@ -173,13 +173,14 @@ def _open_run(phase: str, task: str | None, label: str, settings: Mapping[str, A
     return tracking.start_run(name, uri=uri, experiment=experiment, tags=tags, params=params)
 
 
-def _check_replaceable(final: Path) -> None:
-    """Refuse to replace a directory that is not a previous output of a stage."""
+def _check_replaceable(final: Path, marker: str | None = None) -> None:
+    """Refuse to replace a directory that is not a previous output of a stage (one holding
+    ``resolved_params.json``, or the stage's own ``marker`` file)."""
     # Snakemake creates the parent folders of declared outputs before the job starts, so a tree
     # of empty folders is not somebody's data.
     if final.exists() and (not final.is_dir() or (
             any(p.is_file() for p in final.rglob("*")) and not (final / RESOLVED_NAME).is_file()
-            and not (final / "SYNTH.json").is_file())):
+            and not (marker is not None and (final / marker).is_file()))):
         raise StageInputError(f"--out {final}: exists and is not the output of a previous run of "
                               "a stage; refusing to replace it")
 
@@ -239,22 +240,39 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def run_phased_stage(phases: Sequence[str], body: Body, argv: Sequence[str] | None = None, *,
-                     add_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
-    """``run_stage`` for an entry point shared by several phases, chosen by ``--phase``."""
+def run_phased_stage(phases: Sequence[str], body: Body | Mapping[str, Body],
+                     argv: Sequence[str] | None = None, *,
+                     add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+                     default: str | None = None,
+                     options: Mapping[str, Mapping[str, Any]] | None = None) -> int:
+    """``run_stage`` for an entry point shared by several phases, chosen by ``--phase``.
+
+    ``body`` is one body for every phase or one per phase; ``options`` gives a phase's extra
+    :func:`run_stage` keywords; without ``default`` the ``--phase`` argument is required."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--phase", choices=phases, required=True)
+    pre.add_argument("--phase", choices=phases, required=default is None, default=default)
     known, rest = pre.parse_known_args(argv)
-    return run_stage(known.phase, body, rest, add_args=add_args)
+    phase = known.phase
+
+    def with_phase(p: argparse.ArgumentParser) -> None:  # listed in --help, parsed above
+        p.add_argument("--phase", choices=phases, default=phase, help="the phase to run")
+        if add_args is not None:
+            add_args(p)
+
+    chosen = body[phase] if isinstance(body, Mapping) else body
+    return run_stage(phase, chosen, ["--phase", phase, *rest], add_args=with_phase,
+                     **dict((options or {}).get(phase, {})))
 
 
 def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
               add_args: Callable[[argparse.ArgumentParser], None] | None = None,
-              needs_task: bool = True, write_resolved: bool = True) -> int:
+              needs_task: bool = True, write_resolved: bool = True,
+              output_marker: str | None = None) -> int:
     """Run ``body`` inside the frame; returns the exit status (see the module docstring).
 
     ``write_resolved=False`` skips ``resolved_params.json`` (for outputs whose bytes must not
-    depend on how the stage was called, such as the DVC-tracked built-in data)."""
+    depend on how the stage was called, such as the DVC-tracked built-in data); such a stage
+    names the ``output_marker`` file its outputs always hold, so that a rerun may replace them."""
     args = build_parser(phase, add_args, needs_task).parse_args(argv)
     where = f"{phase}[{args.task}]" if args.task else phase
     run: tracking.StageRun | None = None
@@ -276,7 +294,7 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
             device = "cuda" if torch.cuda.is_available() else "cpu"
         data_hash = _data_hash(args.manifest)
         final = args.out
-        _check_replaceable(final)
+        _check_replaceable(final, output_marker)
         tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
