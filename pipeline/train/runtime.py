@@ -25,8 +25,15 @@ class TrainRun:
 
 
 def groups_of(cfg: TrainConfig) -> Any:
-    """The sampling groups of a supernet section; None (one fixed architecture) otherwise."""
-    return cfg.groups if isinstance(cfg, SupernetTrainConfig) else None
+    """The sampling groups of a supernet section (``"paper"`` or ``{name, fusion_prob, depths}``
+    mappings, as pipeline.train.schedule.parse_groups reads them); None (one fixed architecture)
+    for any other section."""
+    if not isinstance(cfg, SupernetTrainConfig):
+        return None
+    if isinstance(cfg.groups, str):
+        return cfg.groups
+    return [{"fusion_prob": g.fusion_prob, "depths": tuple(g.depths), "name": g.name}
+            for g in cfg.groups]
 
 
 def kd_ratio_of(cfg: TrainConfig) -> float:
@@ -42,15 +49,11 @@ def fingerprint_settings(cfg: TrainConfig, run: TrainRun) -> dict[str, Any]:
     log_every, num_workers, progress, device) are left out: a resumed run may change them.
     """
     opt, sch = cfg.optimizer, cfg.schedule
-    groups = groups_of(cfg)
-    if groups is not None and not isinstance(groups, str):
-        groups = [{"fusion_prob": g.fusion_prob, "depths": tuple(g.depths), "name": g.name}
-                  for g in groups]
     return {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": opt.lr,
             "optimizer": opt.name, "momentum": opt.momentum, "weight_decay": opt.weight_decay,
             "nesterov": opt.nesterov, "lr_schedule": sch.name, "poly_power": sch.power,
             "lr_steps": list(sch.milestones), "lr_gamma": sch.gamma,
-            "warmup_iters": sch.warmup_iters, "iterations": cfg.iterations, "groups": groups,
+            "warmup_iters": sch.warmup_iters, "iterations": cfg.iterations, "groups": groups_of(cfg),
             "kd_ratio": kd_ratio_of(cfg), "seed": run.seed, "sync_bn": cfg.sync_bn,
             "freeze_bn": run.freeze_bn, "amp": cfg.amp == "bf16",
             "deterministic": run.deterministic}
