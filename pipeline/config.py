@@ -25,11 +25,12 @@ import yaml
 
 from pipeline.errors import ConfigError  # noqa: F401  (raised here; importers use this name)
 from pipeline.io import content_hash
+from pipeline.space.arch import TASKS as ARCH_TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
 DEFAULT_PARAMS = Path("params") / "default.yaml"
-TASKS: tuple[str, ...] = ("seg", "pose")
+TASKS: tuple[str, ...] = ARCH_TASKS  # the names are defined once, in pipeline.space.arch
 
 #: Keys (dotted paths; ``{task}`` is replaced by the job's task) whose values each phase reads.
 #: A per-rule parameter file holds exactly these values, so changing any other key never reruns

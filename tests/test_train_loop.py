@@ -49,9 +49,9 @@ RUN = TrainRun(device="cpu", progress=False)
 def cfg(*, lr: float = 0.01, optimizer: str = "sgd", lr_schedule: str = "poly",
         groups=None, kd_ratio=None, **kw) -> TrainConfig:
     """A training section as a parameter file would give it (a supernet section with groups)."""
-    values = dict(epochs=1, batch_size=2, checkpoint_every=100, log_every=1, **kw,
-                  optimizer={"name": optimizer, "lr": lr, "weight_decay": 0.0},
-                  schedule={"name": lr_schedule})
+    values = {"epochs": 1, "batch_size": 2, "checkpoint_every": 100, "log_every": 1, **kw,
+              "optimizer": {"name": optimizer, "lr": lr, "weight_decay": 0.0},
+              "schedule": {"name": lr_schedule}}
     if groups is None and kd_ratio is None:
         return make_section(TrainConfig, values)
     return make_section(SupernetTrainConfig, values, groups=list(groups or SMALLEST_ONLY),

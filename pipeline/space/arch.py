@@ -36,7 +36,11 @@ MODULE_NAMES: tuple[str, ...] = (
     "stage2.0", "stage3.0", "stage3.1", "stage3.2", "stage3.3", "stage4.0", "stage4.1", "stage4.2")
 MAX_DEPTH = 5
 MIN_DEPTH = 1
+#: The task names, defined once (pipeline.config and the task plug-ins use these).
 TASKS = ("seg", "pose")
+#: Whether a task's head reads branch 0 only (pose's heatmaps; segmentation concatenates every
+#: branch): then the last module must fuse every branch into branch 0 (see check_task).
+SINGLE_SCALE_OUTPUT = {"seg": False, "pose": True}
 
 
 class ArchitectureError(InputError):
@@ -231,7 +235,7 @@ def check_task(arch: Architecture, task: str) -> None:
     """
     if task not in TASKS:
         raise ArchitectureError(f"unknown task {task!r} (expected one of {TASKS})")
-    if task != "pose":
+    if not SINGLE_SCALE_OUTPUT[task]:
         return
     last = arch.modules[-1]
     d0 = last.depths[0]
