@@ -94,6 +94,9 @@ class PoseTask:
     def from_params(cls, section: Any, *, seed: int) -> "PoseTask":
         """The task of a ``pose`` parameter section (pipeline.config.PoseConfig); a null
         ``det_file`` evaluates val with ground-truth boxes."""
+        if section.num_joints != NUM_JOINTS:
+            raise ConfigError(f"pose.num_joints: the COCO task has {NUM_JOINTS} keypoints, got "
+                              f"{section.num_joints}")
         root = Path(section.root)
         kw: dict[str, Any] = dict(
             root=str(root), train_split=section.train_set, val_split=section.val_set,

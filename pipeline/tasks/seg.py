@@ -124,6 +124,10 @@ class SegTask:
         image size (the random-scale base is its long side); the OHEM minimum of kept pixels
         follows the crop area (131072 at the paper's 512x1024 crop).
         """
+        if (section.num_classes, section.ignore_label) != (NUM_CLASSES, IGNORE_INDEX):
+            raise ConfigError(f"seg.num_classes / seg.ignore_label: the Cityscapes task has "
+                              f"{NUM_CLASSES} train ids and ignores {IGNORE_INDEX}, got "
+                              f"{section.num_classes} / {section.ignore_label}")
         root = Path(section.root)
         record = read_record(root)
         crop = (int(section.crop_size[0]), int(section.crop_size[1]))
