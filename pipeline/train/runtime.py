@@ -53,7 +53,8 @@ def fingerprint_settings(cfg: TrainConfig, run: TrainRun) -> dict[str, Any]:
             "optimizer": opt.name, "momentum": opt.momentum, "weight_decay": opt.weight_decay,
             "nesterov": opt.nesterov, "lr_schedule": sch.name, "poly_power": sch.power,
             "lr_steps": list(sch.milestones), "lr_gamma": sch.gamma,
-            "warmup_iters": sch.warmup_iters, "iterations": cfg.iterations, "groups": groups_of(cfg),
+            "warmup_iters": sch.warmup_iters, "iterations": cfg.iterations,
+            "groups": groups_of(cfg),
             "kd_ratio": kd_ratio_of(cfg), "seed": run.seed, "sync_bn": cfg.sync_bn,
             "freeze_bn": run.freeze_bn, "amp": cfg.amp == "bf16",
             "deterministic": run.deterministic}
