@@ -23,8 +23,6 @@ images (the default) those are exactly the pooled statistics being recorded.
 """
 from __future__ import annotations
 
-from pipeline.errors import InputError
-
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from pipeline.errors import InputError
 
 
 class CalibrationError(InputError):

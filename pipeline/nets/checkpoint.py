@@ -8,8 +8,6 @@ prefix of DataParallel/DDP, and the ``model.`` prefix of HRNet-seg's ``FullModel
 """
 from __future__ import annotations
 
-from pipeline.errors import InputError
-
 import os
 import pickle
 import zipfile
@@ -18,6 +16,7 @@ from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
+from pipeline.errors import InputError
 
 
 class CheckpointError(InputError):

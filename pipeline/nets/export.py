@@ -12,8 +12,6 @@ the weights, so a directory caught half-rewritten is detected, never loaded.
 """
 from __future__ import annotations
 
-from pipeline.errors import InputError
-
 import hashlib
 import io
 import json
@@ -31,6 +29,7 @@ from pipeline.space.arch import Architecture, ArchitectureError, check_task
 from .checkpoint import CheckpointError, load_into, load_state_dict_file
 from .module import ScaleModule
 from .supernet import ScaleNet, SuperNet
+from pipeline.errors import InputError
 
 MODEL_SCHEMA = "scalenas-model/1"
 WEIGHTS_FILE, ARCH_FILE, MODEL_FILE = "weights.pt", "arch.json", "model.json"

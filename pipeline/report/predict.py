@@ -8,8 +8,6 @@ coordinates, and the skeleton is drawn on the image with the box.
 """
 from __future__ import annotations
 
-from pipeline.errors import InputError
-
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -23,6 +21,7 @@ from pipeline.data.keypoints import COCO_SKELETON, box_to_center_scale
 from pipeline.data.transforms import get_affine_transform, to_normalized_tensor, warp_affine
 from pipeline.metrics.pose import get_final_preds
 from pipeline.nets.supernet import INPUT_MULTIPLE
+from pipeline.errors import InputError
 
 #: Colours of the 19 Cityscapes train ids (the benchmark's official palette).
 CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (

@@ -1,8 +1,6 @@
 """The record a fine-tuning job leaves for the report: one JSON file per final model."""
 from __future__ import annotations
 
-from pipeline.errors import InputError
-
 import json
 import math
 import os
@@ -12,6 +10,7 @@ from typing import Any, Mapping
 
 from pipeline.space.arch import atomic_write_text
 from pipeline.io import read_json
+from pipeline.errors import InputError
 
 
 class RecordError(InputError):

@@ -17,8 +17,6 @@ and returns architectures; it never touches a network.
 """
 from __future__ import annotations
 
-from pipeline.errors import InputError
-
 import math
 import re
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from pipeline.space.arch import Architecture, ArchitectureError
+from pipeline.errors import InputError
 
 #: Columns the front table must hold (names shared with the search results table).
 GFLOPS, SCORE, ARCH, ARCH_ID, PARAMS = "gflops", "score", "arch", "arch_id", "params"

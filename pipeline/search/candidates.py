@@ -7,8 +7,6 @@ what is left. Shards are assigned round-robin so every shard gets a mix of group
 """
 from __future__ import annotations
 
-from pipeline.errors import InputError
-
 import json
 import os
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ import numpy as np
 from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
 from pipeline.space.sample import SamplingGroup, sample_group
 from pipeline.io import read_json
+from pipeline.errors import InputError
 
 SCHEMA = "scalenas-candidates/1"
 #: Sub-streams of the run seed, so the stages never share random numbers.

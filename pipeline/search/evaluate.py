@@ -11,8 +11,6 @@ excluded), so ``overhead_s = wall_s - forward_s`` is everything a faster search 
 """
 from __future__ import annotations
 
-from pipeline.errors import InputError
-
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from pipeline.nets.supernet import SuperNet
 from pipeline.nets.calibrate import CalibrationSet, HookTimer
 from .candidates import Candidate
 from .table import Row
+from pipeline.errors import InputError
 
 EvaluateFn = Callable[[nn.Module], Mapping[str, Any]]
 CostFn = Callable[[Any], Cost]

@@ -24,8 +24,6 @@ evaluation (or a cheap stand-in in tests) swap freely.
 """
 from __future__ import annotations
 
-from pipeline.errors import InputError
-
 import json
 import math
 import os
@@ -43,6 +41,7 @@ from pipeline.space.sample import largest, smallest
 
 from .pareto import select_by_rank
 from .surrogate import features, fit_ridge, select_by_predicted_gain
+from pipeline.errors import InputError
 
 STATE_SCHEMA = "scalenas-evolution/1"
 

@@ -11,8 +11,6 @@ The merged table is split in two so that reruns compare byte for byte:
 """
 from __future__ import annotations
 
-from pipeline.errors import InputError
-
 import json
 import math
 import os
@@ -23,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
+from pipeline.errors import InputError
 
 #: Deterministic columns of ``results.csv``, in order (metric_* columns follow, sorted by name).
 RESULT_COLUMNS: tuple[str, ...] = (

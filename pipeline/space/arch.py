@@ -17,8 +17,6 @@ own feature always enters once and is never listed.
 """
 from __future__ import annotations
 
-from pipeline.errors import InputError
-
 import json
 import os
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from pipeline.io import atomic_write_text, content_hash
+from pipeline.errors import InputError
 
 SCHEMA = "scalenas-arch/1"
 #: Branch count of each searchable module: stage2.0, stage3.0-3, stage4.0-2.

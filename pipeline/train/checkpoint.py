@@ -9,8 +9,6 @@ loses every state.
 """
 from __future__ import annotations
 
-from pipeline.errors import InputError
-
 import hashlib
 import json
 import os
@@ -21,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from pipeline.errors import InputError
 
 FORMAT = "scalenas-train-ckpt/1"
 LAST = "last.pt"

@@ -6,8 +6,6 @@ draws exactly what the uninterrupted one would have drawn.
 """
 from __future__ import annotations
 
-from pipeline.errors import InputError
-
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -15,6 +13,7 @@ import numpy as np
 
 from pipeline.space.arch import Architecture, ArchitectureError
 from pipeline.space.sample import SamplingGroup, paper_groups, sample_group
+from pipeline.errors import InputError
 
 
 class ScheduleError(InputError):
