@@ -1,5 +1,6 @@
 """The one exception type of the data layer: every message names the offending file or key."""
 from __future__ import annotations
+
 from pipeline.errors import InputError
 
 
