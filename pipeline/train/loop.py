@@ -15,8 +15,8 @@ moment and started again with the same command ends with bitwise the same weight
 :meth:`Trainer.train_step` is the step alone; checkpoints, metrics, throughput, progress, the
 non-finite-loss guard and evaluations are hooks around it (pipeline.train.hooks), and the run's
 totals are a :class:`~pipeline.train.stats.RunStats` saved in every checkpoint. The configuration
-is read in :func:`build_optimizer`, :func:`lr_schedule`, :class:`Trainer`'s constructor and
-:func:`default_hooks` only.
+(the section and its :class:`~pipeline.train.runtime.TrainRun`) is read in :func:`build_optimizer`,
+:func:`lr_schedule`, :class:`Trainer`'s constructor and :func:`default_hooks` only.
 """
 from __future__ import annotations
 
@@ -29,14 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.config import TrainConfig
+
 from .checkpoint import (LAST, CheckpointError, find_resume, fingerprint, load_resume, rng_state,
                          set_rng_state)
-from .config import TrainConfig
 from .data import make_loader
 from .distributed import (DistInfo, all_reduce_mean, autocast, barrier, convert_sync_bn,
                           init_distributed, unwrap, wrap_ddp)
 from .hooks import (Checkpointer, HookBase, IterationTimer, MetricWriter, NonFiniteGuard,
                     ProgressBar, Tracker, TrainingError)
+from .runtime import TrainRun, fingerprint_settings, groups_of, kd_ratio_of
 from .schedule import LRSchedule, parse_groups, subnet_at
 from .stats import RunStats
 
@@ -81,12 +83,13 @@ class TrainSummary:
 
 def build_optimizer(cfg: TrainConfig, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
     """SGD (segmentation recipe) or Adam/AdamW (pose recipe) from the configuration."""
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = cfg.optimizer
+    if opt.name == "sgd":
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum,
+                               weight_decay=opt.weight_decay, nesterov=opt.nesterov)
+    if opt.name == "adam":
+        return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -129,8 +132,9 @@ def _deterministic(on: bool, device: torch.device) -> None:
 
 def lr_schedule(cfg: TrainConfig, total: int, iters_per_epoch: int) -> LRSchedule:
     """The learning rate per global iteration, from the configuration."""
-    return LRSchedule(cfg.lr_schedule, cfg.lr, total, iters_per_epoch, cfg.poly_power,
-                      cfg.lr_steps, cfg.lr_gamma, cfg.warmup_iters)
+    sch = cfg.schedule
+    return LRSchedule(sch.name, cfg.optimizer.lr, total, iters_per_epoch, sch.power,
+                      sch.milestones, sch.gamma, sch.warmup_iters)
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -159,23 +163,24 @@ class Trainer:
     """
 
     def __init__(self, task: TaskLike, model: nn.Module, cfg: TrainConfig, out_dir: str | Path,
-                 teacher: nn.Module | None = None, *, info: DistInfo | None = None,
-                 split: str = "train") -> None:
-        info = info or init_distributed(cfg.device)
-        _deterministic(cfg.deterministic, info.device)
+                 teacher: nn.Module | None = None, *, run: TrainRun = TrainRun(),
+                 info: DistInfo | None = None, split: str = "train") -> None:
+        info = info or init_distributed(run.device)
+        _deterministic(run.deterministic, info.device)
         self.task, self.info, self.split = task, info, split
         self.ckpt_dir = Path(out_dir) / CHECKPOINT_DIR
         # The only settings the steps read (the hooks get theirs from default_hooks).
-        self.batch_size, self.seed, self.kd_ratio = cfg.batch_size, cfg.seed, cfg.kd_ratio
-        self.amp, self.freeze_bn = cfg.amp, cfg.freeze_bn
+        self.batch_size, self.seed, self.kd_ratio = cfg.batch_size, run.seed, kd_ratio_of(cfg)
+        self.amp, self.freeze_bn = cfg.amp == "bf16", run.freeze_bn
 
         model = model.to(info.device)
-        self.groups = parse_groups(cfg.groups, task.name) if cfg.groups is not None else None
+        spec = groups_of(cfg)
+        self.groups = parse_groups(spec, task.name) if spec is not None else None
         if self.groups is not None and not callable(getattr(model, "set_arch", None)):
             raise TrainingError(f"sampling groups are configured but {type(model).__name__} has "
                                 f"no set_arch: a supernet is needed")
         self.group_names = [g.name for g in self.groups] if self.groups else []
-        self.use_kd = teacher is not None and cfg.kd_ratio > 0
+        self.use_kd = teacher is not None and self.kd_ratio > 0
         if self.use_kd:
             assert teacher is not None
             teacher = teacher.to(info.device).eval()
@@ -184,14 +189,14 @@ class Trainer:
         self.teacher = teacher if self.use_kd else None
 
         self.loader, self.sampler = make_loader(
-            task.dataset(split, train=True), info, batch_size=cfg.batch_size, seed=cfg.seed,
+            task.dataset(split, train=True), info, batch_size=cfg.batch_size, seed=run.seed,
             num_workers=cfg.num_workers, collate=getattr(task, "collate", None))
         self.iters_per_epoch = self.sampler.num_samples // cfg.batch_size
         self.total = (cfg.iterations if cfg.iterations is not None
                       else cfg.epochs * self.iters_per_epoch)
         self.schedule = lr_schedule(cfg, self.total, self.iters_per_epoch)
         self.fingerprint = fingerprint(
-            {**cfg.fingerprint_dict(), "world_size": info.world_size, "kd": self.use_kd,
+            {**fingerprint_settings(cfg, run), "world_size": info.world_size, "kd": self.use_kd,
              "split": split}, task.name, getattr(model, "width", None))
         self.model = wrap_ddp(convert_sync_bn(model, info) if cfg.sync_bn else model, info)
         self.net = unwrap(self.model)
@@ -320,16 +325,16 @@ class Trainer:
 
 
 def default_hooks(cfg: TrainConfig, task_name: str, tracker: Tracker | None,
-                  extra: Sequence[HookBase] = ()) -> list[HookBase]:
+                  extra: Sequence[HookBase] = (), run: TrainRun = TrainRun()) -> list[HookBase]:
     """Timer first (it times the step alone), the writer last (it sends what the others put)."""
     return [IterationTimer(cfg.log_every), NonFiniteGuard(), Checkpointer(cfg.checkpoint_every),
-            *extra, ProgressBar(cfg.progress, f"train {task_name}"),
+            *extra, ProgressBar(run.progress, f"train {task_name}"),
             MetricWriter(tracker, cfg.log_every)]
 
 
 def train(task: TaskLike, model: nn.Module, cfg: TrainConfig, out_dir: str | Path,
           teacher: nn.Module | None = None, tracker: Tracker | None = None, *,
-          info: DistInfo | None = None, split: str = "train",
+          run: TrainRun = TrainRun(), info: DistInfo | None = None, split: str = "train",
           hooks: Sequence[HookBase] = ()) -> TrainSummary:
     """Train ``model`` on ``task``'s ``split`` with ``cfg``; resume from ``out_dir``/checkpoints.
 
@@ -343,12 +348,13 @@ def train(task: TaskLike, model: nn.Module, cfg: TrainConfig, out_dir: str | Pat
 
     ``split`` is the task split trained on ("train"; fine-tuning may use "trainfull"). ``info``
     (from :func:`~pipeline.train.distributed.init_distributed`) defaults to the environment's
-    process group (``torchrun``) or a single process on ``cfg.device``. Raises
+    process group (``torchrun``) or a single process on ``run.device``. Raises
     :class:`TrainingError` on a non-finite loss and
     :class:`~pipeline.train.checkpoint.CheckpointError` for an unusable resume checkpoint.
     """
-    trainer = Trainer(task, model, cfg, out_dir, teacher, info=info, split=split)
-    trainer.run(default_hooks(cfg, task.name, tracker if trainer.info.is_main else None, hooks))
+    trainer = Trainer(task, model, cfg, out_dir, teacher, run=run, info=info, split=split)
+    trainer.run(default_hooks(cfg, task.name, tracker if trainer.info.is_main else None, hooks,
+                              run))
     return trainer.summary()
 
 
