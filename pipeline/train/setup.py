@@ -9,10 +9,10 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.io import read_json
 from pipeline.tasks import PoseTaskConfig, SegTaskConfig, build_task
 from pipeline.tasks.base import Task
 
@@ -28,10 +28,7 @@ def _synth_record(root: Path) -> dict[str, Any] | None:
     p = root / "SYNTH.json"
     if not p.is_file():
         return None
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{p}: unreadable built-in data record: {e}") from None
+    doc = read_json(p, "built-in data record", ValueError)
     return doc if isinstance(doc, dict) else None
 
 
