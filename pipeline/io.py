@@ -44,7 +44,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
 
 
 def _write_error(path: Path, e: OSError) -> OSError:
-    return OSError(e.errno, f"{path}: cannot write ({e.strerror or e})")
+    err = OSError(f"{path}: cannot write ({e.strerror or e})")
+    err.errno = e.errno
+    return err
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
