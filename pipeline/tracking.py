@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from pipeline.errors import InputError
+
 # Telemetry off before mlflow is ever imported (it reads these at import time).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -59,6 +61,11 @@ TAG_OWNER = "scalenas.owner"
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message names the URI."""
+
+
+class StoreFileError(TrackingError, InputError):
+    """The store file itself is unusable (empty, not a regular file): the user's to fix, so a
+    stage reports it as bad input (one line, exit 2)."""
 
 
 # -- store ---------------------------------------------------------------------------------------
@@ -132,9 +139,9 @@ def check_store_file(uri: str) -> None:
     if db is None or not db.exists():
         return
     if not db.is_file():
-        raise TrackingError(f"{db}: MLflow store is not a regular file")
+        raise StoreFileError(f"{db}: MLflow store is not a regular file")
     if db.stat().st_size == 0:
-        raise TrackingError(f"{db}: MLflow store is an empty file (0 bytes); restore it from a "
+        raise StoreFileError(f"{db}: MLflow store is an empty file (0 bytes); restore it from a "
                             "backup, or delete it to start a new store")
 
 
