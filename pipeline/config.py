@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
+import math
 import types
 import typing
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any, Iterator, Mapping, Union
 import yaml
 
 from pipeline.errors import ConfigError  # noqa: F401  (raised here; importers use this name)
-from pipeline.io import content_hash
+from pipeline.io import content_hash, decode_text, read_bytes
 from pipeline.space.arch import TASKS as ARCH_TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -374,8 +376,9 @@ def _messages(doc: Any) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema)
     out: list[tuple[str, str]] = []
     for err in validator.iter_errors(doc):
-        # oneOf/anyOf: report the most specific sub-error.
-        best = jsonschema.exceptions.best_match([err]) if err.context else err
+        # oneOf/anyOf: report the most specific sub-error, i.e. the deepest one (a typo inside
+        # a list item is that item's unknown key, not "not valid under any of the schemas").
+        best = _deepest(err) if err.context else err
         path = list(best.absolute_path)
         if best.validator == "additionalProperties":
             allowed = set(best.schema.get("properties", {}))
@@ -393,11 +396,45 @@ def _messages(doc: Any) -> list[str]:
     return [f"{k}: {m}" for k, m in sorted(set(out))]
 
 
+def _non_finite(doc: Any, path: list[Any]) -> Iterator[str]:
+    """``key.path: ...`` for every NaN or infinite number (JSON Schema's ``number`` admits them)."""
+    if isinstance(doc, float) and not math.isfinite(doc):
+        yield f"{_key_path(path)}: must be a finite number, got {doc!r}"
+    elif isinstance(doc, Mapping):
+        for k, v in doc.items():
+            yield from _non_finite(v, path + [k])
+    elif isinstance(doc, (list, tuple)):
+        for i, v in enumerate(doc):
+            yield from _non_finite(v, path + [i])
+
+
+def _deepest(err: Any) -> Any:
+    """The sub-error of a oneOf/anyOf error that reaches furthest into the document (ties: an
+    unknown key first, then jsonschema's own relevance order)."""
+    import jsonschema
+
+    leaves, todo = [], list(err.context)
+    while todo:
+        e = todo.pop()
+        if e.context:
+            todo.extend(e.context)
+        else:
+            leaves.append(e)
+    if not leaves:
+        return jsonschema.exceptions.best_match([err])
+    depth = max(len(e.absolute_path) for e in leaves)
+    deepest = [e for e in leaves if len(e.absolute_path) == depth]
+    if depth <= len(err.absolute_path):  # nothing more specific than the value itself
+        return jsonschema.exceptions.best_match([err])
+    unknown = [e for e in deepest if e.validator == "additionalProperties"]
+    return (unknown or [jsonschema.exceptions.best_match(deepest)])[0]
+
+
 def validate(doc: Any, source: str) -> None:
     """Raise :class:`ConfigError` naming ``source`` and the key path of every problem."""
     if not isinstance(doc, Mapping):
         raise ConfigError(f"{source}: expected a mapping of parameter sections, got {_type_name(doc)}")
-    msgs = _messages(doc)
+    msgs = sorted(set(_messages(doc)) | set(_non_finite(doc, [])))
     if msgs:
         more = f" (and {len(msgs) - 1} more: {'; '.join(msgs[1:])})" if len(msgs) > 1 else ""
         raise ConfigError(f"{source}: {msgs[0]}{more}")
@@ -456,16 +493,48 @@ def _build(cls: type, value: Mapping[str, Any], path: str, phase: str | None) ->
 
 # -- public API ----------------------------------------------------------------------------------
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML keeps the
+    last one silently, so a pasted override would hide the value above it)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: overrides are its point
+                continue
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(f"line {line}: duplicate key {key!r} (first at line "
+                                        f"{seen[key]})")
+                seen[key] = line
+            except TypeError:  # an unhashable key: SafeLoader reports it below
+                continue
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> Any:
-    """``yaml.safe_load`` of a file, with errors that name it."""
+    """``yaml.safe_load`` of a file (duplicate keys refused), with errors that name it."""
     path = Path(path)
+    if str(path) in ("", "."):
+        raise ConfigError("no parameter file given (e.g. --config params=params/default.yaml)")
+    text = decode_text(read_bytes(path, "parameter file", ConfigError), path, "parameter file",
+                       ConfigError)
+    stream = io.StringIO(text)
+    stream.name = str(path)  # type: ignore[misc]  (YAML's error marks name the file)
     try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: parameter file not found") from None
+        return yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
 
 
 def resolve_dict(doc: Any, source: str) -> dict[str, Any]:

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from pipeline.errors import InputError
+
 # Telemetry off before mlflow is ever imported (it reads these at import time).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -52,10 +54,18 @@ TAG_PHASE = "scalenas.phase"
 TAG_TASK = "scalenas.task"
 TAG_KIND = "scalenas.kind"
 PARENT_TAG = "mlflow.parentRunId"
+#: ``host:pid:start`` of the process that opened a run: a RUNNING run whose process is gone was
+#: killed (kill -9, power loss) and is marked KILLED when the next pipeline starts.
+TAG_OWNER = "scalenas.owner"
 
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message names the URI."""
+
+
+class StoreFileError(TrackingError, InputError):
+    """The store file itself is unusable (empty, not a regular file): the user's to fix, so a
+    stage reports it as bad input (one line, exit 2)."""
 
 
 # -- store ---------------------------------------------------------------------------------------
@@ -120,6 +130,21 @@ def _get_or_create_experiment(client: Any, name: str, uri: str) -> str:
         return exp.experiment_id
 
 
+def check_store_file(uri: str) -> None:
+    """A SQLite store file that exists must be a non-empty regular file.
+
+    MLflow would silently build a fresh store over a 0-byte file (a truncated copy, a full disk),
+    and all run history would be gone with only an INFO line."""
+    db = sqlite_path(uri)
+    if db is None or not db.exists():
+        return
+    if not db.is_file():
+        raise StoreFileError(f"{db}: MLflow store is not a regular file")
+    if db.stat().st_size == 0:
+        raise StoreFileError(f"{db}: MLflow store is an empty file (0 bytes); restore it from a "
+                            "backup, or delete it to start a new store")
+
+
 def init_store(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
     """Create the store (and the experiment) if needed; return the experiment id.
 
@@ -127,6 +152,7 @@ def init_store(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
     so a database file that exists is always fully migrated and concurrent callers never race.
     """
     db = sqlite_path(uri)
+    check_store_file(uri)
     try:
         if db is not None and not db.exists():
             with _file_lock(db.with_name(db.name + ".lock")):
@@ -293,7 +319,7 @@ def start_run(name: str, *, uri: str | None = None, experiment: str | None = Non
     exp_id = init_store(uri, experiment)
     parent = parent_run_id if parent_run_id is not None else os.environ.get(PARENT_ENV)
     client = _client(uri)
-    all_tags = {TAG_COMMIT: git_commit(), **(tags or {})}
+    all_tags = {TAG_COMMIT: git_commit(), TAG_OWNER: process_owner(), **(tags or {})}
     if parent:
         all_tags[PARENT_TAG] = parent
     run = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
@@ -334,11 +360,74 @@ def log_candidates(client: Any, experiment_id: str, parent_run_id: str,
 
 # -- the pipeline's parent run (Snakemake onstart / onsuccess / onerror) -------------------------
 
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot; Linux), '' elsewhere, None if
+    there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # Field 22; the command name (field 2) may hold spaces, so split after its ')'.
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except FileNotFoundError:
+        return None
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return ""
+
+
+def process_owner(pid: int | None = None) -> str:
+    """``host:pid:start`` of a process (default: this one), the value of :data:`TAG_OWNER`."""
+    import socket
+
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or ''}"
+
+
+def owner_alive(owner: str) -> bool:
+    """False only when ``owner`` names a process of this host that no longer runs."""
+    import socket
+
+    try:
+        host, pid, start = owner.rsplit(":", 2)
+        pid_i = int(pid)
+    except ValueError:
+        return True  # not ours to judge
+    if host != socket.gethostname():
+        return True
+    now = _start_time(pid_i)
+    return now is not None and (not start or not now or now == start)
+
+
+def mark_stale_runs(uri: str, experiment: str) -> list[str]:
+    """Set every RUNNING run of ``experiment`` whose owning process on this host is gone (a
+    kill -9 of Snakemake or of a job) to KILLED; returns their run ids."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    stale = []
+    for run in client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                  max_results=10000):
+        owner = run.data.tags.get(TAG_OWNER)
+        if owner and not owner_alive(owner):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            stale.append(run.info.run_id)
+    return stale
+
+
 def start_pipeline(name: str, *, uri: str, experiment: str, params: Mapping[str, Any],
                    tags: Mapping[str, Any] | None = None) -> str:
-    """Initialise the store, open the parent run, export it to the jobs' environment."""
+    """Initialise the store, mark the runs of killed pipelines KILLED, open the parent run,
+    export it to the jobs' environment."""
     os.environ[URI_ENV] = uri
     os.environ[EXPERIMENT_ENV] = experiment
+    init_store(uri, experiment)
+    mark_stale_runs(uri, experiment)
     run = start_run(name, uri=uri, experiment=experiment, parent_run_id="",
                     tags={TAG_KIND: "pipeline", **(tags or {})}, params=params)
     os.environ[PARENT_ENV] = run.run_id

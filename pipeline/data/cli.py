@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.synth import POSE_DIR, SEG_DIR, generate_all
+from pipeline.space.cli import seed_arg
 
 
 def _count(text: str) -> int:
@@ -58,7 +59,7 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     p = sub.add_parser("synth", help="generate synthetic Cityscapes-layout and COCO-layout data",
                        description=__doc__)
     p.add_argument("--out", required=True, help=f"output folder (gets {SEG_DIR}/, {POSE_DIR}/)")
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="generator seed (default 0)")
     p.add_argument("--task", choices=("seg", "pose"), help="generate only this task")
     p.add_argument("--seg-train", type=_count, default=120, help="segmentation train images")
     p.add_argument("--seg-val", type=_count, default=30, help="segmentation val images")

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from pipeline.data.cityscapes import LABEL_TO_TRAIN
 from pipeline.data.io import dumps_stable, save_png
-from pipeline.io import atomic_write_bytes
+from pipeline.io import atomic_write_bytes, read_json
 from pipeline.data.keypoints import COCO_KEYPOINT_NAMES, COCO_SKELETON, NUM_JOINTS
 
 GENERATOR = "scalenas-synth"
@@ -497,15 +497,10 @@ def generate_all(out_root: Path, seed: int, tasks: tuple[str, ...] = ("seg", "po
 
 def read_record(root: Path) -> dict | None:
     """The generator's record of a built-in dataset at ``root``; None for other data."""
-    import json
-
     from pipeline.data.errors import DataError
 
     p = Path(root) / RECORD_FILE
     if not p.is_file():
         return None
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise DataError(f"{p}: unreadable built-in data record: {e}") from None
+    doc = read_json(p, "built-in data record", DataError)
     return doc if isinstance(doc, dict) else None

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pipeline.io import atomic_write_bytes, atomic_write_text
+from pipeline.io import atomic_write_bytes, atomic_write_text, read_json
 from pipeline.space.arch import Architecture, ArchitectureError, check_task
 
 from .checkpoint import CheckpointError, load_into, load_state_dict_file
@@ -100,12 +100,9 @@ def save_model(directory: str | os.PathLike, net: StandaloneNet, meta: dict[str,
 
 
 def _read_record(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():
         raise ModelFileError(f"{path}: model record not found (not a saved model directory?)")
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{path}: unreadable model record: {e}") from None
+    rec = read_json(path, "model record", ModelFileError)
     if not isinstance(rec, dict) or rec.get("schema") != MODEL_SCHEMA:
         raise ModelFileError(f"{path}: not a model record of schema {MODEL_SCHEMA!r}")
     for key, typ in (("task", str), ("width", int), ("num_outputs", int), ("arch_id", str),

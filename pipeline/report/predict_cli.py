@@ -13,19 +13,30 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.io import atomic_write_bytes
+from pipeline.io import atomic_write_bytes, check_regular_file
 from pipeline.space.arch import ArchitectureError
 
 from .predict import Box, PredictError, draw_pose, draw_seg, parse_box, predict_pose, predict_seg
 from pipeline.io import read_json
 
 
+#: Largest image ``predict`` decodes: 4096x4096. The network's first convolution alone holds 64
+#: bytes per input pixel (64 float channels at half resolution), 1 GiB at this size; a 9000x9000
+#: picture would need 5 GiB before the first layer ends.
+MAX_PIXELS = 4096 * 4096
+
+
 def read_image(path: Path) -> Image.Image:
-    """Decode an RGB image, or raise one ``PredictError`` saying the file is not an image."""
-    if not path.is_file():
-        raise PredictError(f"{path}: image file not found")
+    """Decode an RGB image, or raise one ``PredictError`` saying the file is not an image.
+
+    The size is checked from the header, before any pixel is decoded."""
+    check_regular_file(path, "image file", PredictError)
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise PredictError(f"{path}: image too large ({w}x{h} = {w * h} pixels; the limit "
+                                   f"is {MAX_PIXELS} pixels, e.g. 4096x4096): scale it down first")
             im.load()
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
@@ -45,6 +56,15 @@ def read_boxes(path: Path) -> list[Box]:
             raise PredictError(f"{path}: entry {i}: expected [x, y, w, h] or {{\"bbox\": [x, y, w, h]}}")
         boxes.append(parse_box(",".join(str(v) for v in raw)))
     return boxes
+
+
+def check_box(box: Box, width: int, height: int) -> None:
+    """A person box must overlap the image and be at most a few times its size (a box of 1e308
+    pixels would overflow the crop transform and draw garbage)."""
+    x, y, w, h = box
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0 or w > 4 * width or h > 4 * height:
+        raise PredictError(f"box {','.join(f'{v:g}' for v in box)}: must overlap the "
+                           f"{width}x{height} image and be at most 4 times its size")
 
 
 def _model_input_hw(net: Any, model_dir: Path) -> tuple[int, int]:
@@ -78,6 +98,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise PredictError("give either --boxes or --box, not both")
     boxes: list[Box] | None = read_boxes(args.boxes) if args.boxes is not None else (
         [parse_box(b) for b in args.box] if args.box else None)
+    for b in boxes or []:
+        check_box(b, image.width, image.height)
     try:
         net = load_model(args.model)
     except ArchitectureError as e:

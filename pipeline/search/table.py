@@ -5,12 +5,18 @@ the next, so a kill loses at most the row in progress. Loading is strict: any ma
 error naming the file and line, except a torn *last* line (no trailing newline), which is what a
 kill mid-write leaves; it is dropped and truncated away before the next append.
 
+A finished shard file (``rows.jsonl``, what the merge depends on) holds no wall-clock figures, so
+a rerun shard with the same scores leaves every downstream job up to date; its timings go to the
+file next to it (:func:`timings_path`), which no rule takes as an input. Progress files keep the
+timings inline.
+
 The merged table is split in two so that reruns compare byte for byte:
 - ``results.csv``: everything that is a function of the seed and the data (one row per arch id);
 - ``timings.csv``: wall-clock figures of each evaluation, keyed by arch id.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -66,10 +72,12 @@ class Row:
     timing: Mapping[str, float]
     arch: Mapping[str, Any]
 
-    def to_json(self) -> str:
+    def to_json(self, timing: bool = True) -> str:
         d = {k: getattr(self, k) for k in _ROW_TYPES}
         d["metrics"] = dict(self.metrics)
         d["timing"] = dict(self.timing)
+        if not timing:
+            del d["timing"]
         d["arch"] = dict(self.arch)
         return json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
@@ -83,10 +91,11 @@ def parse_row(doc: Any, where: str) -> Row:
     """Strictly validate one decoded row (``where`` = "file:line" for messages)."""
     if not isinstance(doc, dict):
         raise ResultsError(f"{where}: expected a JSON object, got {type(doc).__name__}")
-    missing = sorted(set(_ROW_TYPES) - set(doc))
+    missing = sorted(set(_ROW_TYPES) - set(doc) - {"timing"})  # timings: see timings_path
     extra = sorted(set(doc) - set(_ROW_TYPES))
     if missing or extra:
         raise ResultsError(f"{where}: missing key(s) {missing}, unknown key(s) {extra}")
+    doc = {"timing": {}, **doc}
     for k, types in _ROW_TYPES.items():
         v = doc[k]
         if isinstance(v, bool) or not isinstance(v, types):
@@ -95,7 +104,7 @@ def parse_row(doc: Any, where: str) -> Row:
         _check_number(doc[k], f"{where}: key {k!r}")
     for name, v in doc["metrics"].items():
         _check_number(v, f"{where}: metric {name!r}")
-    if sorted(doc["timing"]) != sorted(_TIMING_KEYS):
+    if doc["timing"] and sorted(doc["timing"]) != sorted(_TIMING_KEYS):
         raise ResultsError(f"{where}: timing must have exactly the keys {list(_TIMING_KEYS)}")
     for name, v in doc["timing"].items():
         _check_number(v, f"{where}: timing {name!r}")
@@ -109,11 +118,38 @@ def parse_row(doc: Any, where: str) -> Row:
     return Row(**{k: doc[k] for k in _ROW_TYPES})
 
 
+def timings_path(shard_file: str | os.PathLike) -> Path:
+    """The wall-clock figures of a finished shard file: ``rows.jsonl`` -> ``rows.timings.jsonl``."""
+    p = Path(shard_file)
+    return p.with_name(f"{p.stem}.timings.jsonl")
+
+
+def _read_timings(path: Path) -> dict[str, dict[str, float]]:
+    """``{arch_id: timing}`` of a timings file; absent or unreadable: none (they are only
+    figures for the timings table, never an input of a result)."""
+    out: dict[str, dict[str, float]] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return out
+    for line in lines:
+        try:
+            doc = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        t = doc.get("timing") if isinstance(doc, dict) else None
+        if isinstance(t, dict) and sorted(t) == sorted(_TIMING_KEYS) and isinstance(
+                doc.get("arch_id"), str):
+            out[doc["arch_id"]] = t
+    return out
+
+
 def read_shard(path: str | os.PathLike) -> tuple[list[Row], int]:
     """Load a shard file strictly. Returns (rows, byte length of the valid prefix).
 
     Only a final line without its newline (a torn write) is tolerated; it is not returned and the
-    valid length excludes it. A missing file is an empty shard.
+    valid length excludes it. A missing file is an empty shard. Rows without timings get them
+    from :func:`timings_path` when it has them.
     """
     p = Path(path)
     if not p.exists():
@@ -132,8 +168,14 @@ def read_shard(path: str | os.PathLike) -> tuple[list[Row], int]:
             doc = json.loads(data[pos:nl].decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ResultsError(f"{where}: corrupt row (not valid JSON: {e})") from None
+        except RecursionError:
+            raise ResultsError(f"{where}: corrupt row (JSON nested too deeply)") from None
         rows.append(parse_row(doc, where))
         pos = nl + 1
+    if any(not r.timing for r in rows):
+        timings = _read_timings(timings_path(p))
+        rows = [r if r.timing or r.arch_id not in timings
+                else dataclasses.replace(r, timing=timings[r.arch_id]) for r in rows]
     seen: dict[str, int] = {}
     for i, r in enumerate(rows, 1):
         if r.arch_id in seen:
@@ -181,8 +223,11 @@ class ShardWriter:
 
 
 def write_shard(path: str | os.PathLike, rows: Sequence[Row]) -> None:
-    """Write a complete shard file atomically (the finished output of a shard job)."""
-    atomic_write_text(Path(path), "".join(r.to_json() + "\n" for r in rows))
+    """Write a complete shard file atomically (the finished output of a shard job): the rows
+    without their wall-clock timings, which go to :func:`timings_path`."""
+    atomic_write_text(timings_path(path), "".join(json.dumps(
+        {"arch_id": r.arch_id, "timing": dict(r.timing)}, sort_keys=True) + "\n" for r in rows))
+    atomic_write_text(Path(path), "".join(r.to_json(timing=False) + "\n" for r in rows))
 
 
 def rows_to_frames(rows: Iterable[Row]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -197,7 +242,7 @@ def rows_to_frames(rows: Iterable[Row]) -> tuple[pd.DataFrame, pd.DataFrame]:
         for m in metric_names:
             rec[f"metric_{m}"] = float(r.metrics.get(m, float("nan")))
         rec["arch"] = json.dumps(dict(r.arch), sort_keys=True, separators=(",", ":"))
-        rec.update({k: float(r.timing[k]) for k in _TIMING_KEYS})
+        rec.update({k: float(r.timing.get(k, math.nan)) for k in _TIMING_KEYS})
         recs.append(rec)
     cols = list(RESULT_COLUMNS) + [f"metric_{m}" for m in metric_names] + ["arch"]
     df = pd.DataFrame.from_records(recs, columns=cols + list(_TIMING_KEYS))

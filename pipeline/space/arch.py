@@ -24,7 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from pipeline.io import atomic_write_text, content_hash
+from pipeline.io import atomic_write_text, content_hash, decode_text, read_bytes
 from pipeline.errors import InputError
 
 SCHEMA = "scalenas-arch/1"
@@ -105,18 +105,16 @@ class Architecture:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
             raise ArchitectureError(f"{source}: malformed JSON: {e}") from None
+        except RecursionError:
+            raise ArchitectureError(f"{source}: malformed JSON: nested too deeply") from None
         return from_dict(doc, source=source)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Architecture":
         p = Path(path)
-        try:
-            text = p.read_text()
-        except FileNotFoundError:
-            raise ArchitectureError(f"{p}: architecture file not found") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ArchitectureError(f"{p}: cannot read architecture file: {e}") from None
-        return cls.from_json(text, source=str(p))
+        data = read_bytes(p, "architecture file", ArchitectureError)
+        return cls.from_json(decode_text(data, p, "architecture file", ArchitectureError),
+                             source=str(p))
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(Path(path), self.to_json() + "\n")

@@ -45,6 +45,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def seed_arg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer seed, got {text!r}")
+    return v
+
+
 def _depth_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(","))
@@ -162,7 +172,7 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--fusion", type=_probability, required=True, help="fusion probability")
     p.add_argument("--depth", type=_depth_list, required=True, help="depth candidates, e.g. 2,3")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=seed_arg, required=True)
     p.add_argument("-o", "--output", required=True, type=Path, help="output .json")
     p.set_defaults(func=cmd_sample)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.io import atomic_write_bytes  # noqa: F401  (re-exported)
+from pipeline.io import atomic_write_bytes, read_bytes  # noqa: F401  (re-exported)
 from numpy.lib import format as npy_format
 
 from .arch import (BRANCHES, MAX_DEPTH, MODULE_NAMES, Architecture, ArchitectureError, ModuleArch,
@@ -106,6 +106,8 @@ def _read_payload(data: bytes, source: str) -> Any:
     try:
         arr = RestrictedUnpickler(fp).load()
     except pickle.UnpicklingError as e:
+        if "truncated" in str(e):
+            raise ArchitectureError(f"{source}: truncated file (pickle payload ends early)") from None
         raise ArchitectureError(f"{source}: unsafe or invalid pickle payload: {e}") from None
     except EOFError:
         raise ArchitectureError(f"{source}: truncated file (pickle payload ends early)") from None
@@ -173,7 +175,8 @@ def _parse_module(mi: int, entry: Any, source: str) -> ModuleArch:
 def parse_official(data: bytes, source: str = "official file") -> Architecture:
     """Parse the bytes of a release ``.npy`` architecture file (never executes pickled code)."""
     if len(data) > MAX_FILE_BYTES:
-        raise ArchitectureError(f"{source}: file too large for an architecture ({len(data)} bytes)")
+        raise ArchitectureError(f"{source}: architecture file too large ({len(data)} bytes; the "
+                                f"limit is {MAX_FILE_BYTES} bytes)")
     arr = _read_payload(data, source)
     modules = tuple(_parse_module(mi, arr[mi], source) for mi in range(len(BRANCHES)))
     validate_modules(modules, source)
@@ -183,14 +186,8 @@ def parse_official(data: bytes, source: str = "official file") -> Architecture:
 def load_official(path: str | os.PathLike) -> Architecture:
     """Read a release ``.npy`` architecture file."""
     p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise ArchitectureError(f"{p}: architecture file not found") from None
-    except OSError as e:
-        raise ArchitectureError(f"{p}: cannot read architecture file: {e}") from None
-    return parse_official(data, str(p))
+    return parse_official(read_bytes(p, "architecture file", ArchitectureError, MAX_FILE_BYTES),
+                          str(p))
 
 
 # -- export ------------------------------------------------------------------------------------------

@@ -37,8 +37,6 @@ def resolve(name_or_path: str, task: str) -> Architecture:
         raise ArchitectureError(
             f"unknown architecture {key!r}: not a registered name ({', '.join(NAMES)}) "
             f"nor a .json/.npy file")
-    if not path.is_file():
-        raise ArchitectureError(f"{path}: architecture file not found")
     if suffix == ".json":
         arch = Architecture.load(path)
     else:

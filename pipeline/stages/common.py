@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from pipeline import config as pconfig
-from pipeline import tracking
+from pipeline import recovery, tracking
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_BUG, InputError, StageInputError
-from pipeline.io import atomic_write_text
+from pipeline.io import atomic_write_text, read_json
 
 RESOLVED_NAME = "resolved_params.json"
 
@@ -118,12 +118,7 @@ def load_stage_params(path: Path, phase: str, task: str | None
                       ) -> tuple[dict[str, Any], dict[str, Any], str]:
     """``(phase params, run settings, source)`` from a per-rule JSON file or a params YAML."""
     if path.suffix == ".json":
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise StageInputError(f"{path}: parameter file not found") from None
-        except json.JSONDecodeError as e:
-            raise StageInputError(f"{path}: not valid JSON ({e})") from None
+        doc = read_json(path, "parameter file", StageInputError)
         if not isinstance(doc, dict) or doc.get("phase") != phase or doc.get("task") != task:
             raise StageInputError(f"{path}: holds the parameters of phase {doc.get('phase')!r} "
                                   f"task {doc.get('task')!r}, not {phase!r} task {task!r}"
@@ -140,19 +135,14 @@ def load_stage_params(path: Path, phase: str, task: str | None
 def _read_settings(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise StageInputError(f"{path}: cannot read run settings ({e})") from None
+    return read_json(path, "run settings file", StageInputError)
 
 
 def _data_hash(manifest: Path | None) -> str | None:
     if manifest is None:
         return None
-    try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("data_hash")
-    except (OSError, json.JSONDecodeError) as e:
-        raise StageInputError(f"{manifest}: cannot read data manifest ({e})") from None
+    doc = read_json(manifest, "data manifest", StageInputError)
+    return doc.get("data_hash") if isinstance(doc, dict) else None
 
 
 def _open_run(phase: str, task: str | None, label: str, settings: Mapping[str, Any],
@@ -274,6 +264,7 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
     depend on how the stage was called, such as the DVC-tracked built-in data); such a stage
     names the ``output_marker`` file its outputs always hold, so that a rerun may replace them."""
     args = build_parser(phase, add_args, needs_task).parse_args(argv)
+    recovery.watch_workflow()  # a kill -9 of Snakemake stops this job too (cleanly)
     where = f"{phase}[{args.task}]" if args.task else phase
     run: tracking.StageRun | None = None
     tmp: Path | None = None
@@ -295,6 +286,7 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
         data_hash = _data_hash(args.manifest)
         final = args.out
         _check_replaceable(final, output_marker)
+        recovery.sweep_stale(final.parent, final.name)  # leftovers of a killed run of this job
         tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

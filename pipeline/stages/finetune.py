@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.io import read_json
 from pipeline.space.arch import atomic_write_text
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 
@@ -103,12 +104,7 @@ def read_selection(path: Path, name: str, task: str) -> Any:
     """The selected model ``name`` of a ``selection.json``, or a one-line error."""
     from pipeline.report.select import SelectedModel, SelectionError
 
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StageInputError(f"{path}: selection file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StageInputError(f"{path}: unreadable selection file: {e}") from None
+    doc = read_json(path, "selection file", StageInputError)
     if not isinstance(doc, dict) or doc.get("schema") != SELECTION_SCHEMA or doc.get("task") != task:
         raise StageInputError(f"{path}: not a {task} selection file of schema {SELECTION_SCHEMA!r}")
     for entry in doc.get("models", []):

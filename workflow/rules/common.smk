@@ -16,7 +16,7 @@ from snakemake.exceptions import WorkflowError
 
 from pipeline import config as pconfig
 from pipeline import paths
-from pipeline import tracking
+from pipeline import recovery, tracking
 from pipeline.paths import (RESULTS, RUN_SETTINGS, log_file, manifest, merged, param_file,
                             supernet_model, teacher_model)
 
@@ -32,8 +32,8 @@ ALL_TARGETS = []
 
 def _params_source():
     """The parameter file: --config params=FILE, else the last --configfile, else the default."""
-    if config.get("params"):
-        return str(config["params"])
+    if "params" in config:  # an empty `params=` is an error (read_yaml says so), not the default
+        return "" if config["params"] is None else str(config["params"])
     if workflow.overwrite_configfiles:
         return str(list(workflow.overwrite_configfiles)[-1])
     return str(pconfig.DEFAULT_PARAMS)
@@ -127,9 +127,19 @@ def data_marker(task):
 _TRACK = PARAMS["tracking"]["enabled"]
 if not _TRACK:
     os.environ[tracking.DISABLE_ENV] = "1"
+else:
+    try:  # before any job: an empty store file must not be silently replaced by a new store
+        tracking.check_store_file(tracking.resolve_uri(PARAMS["tracking"]["uri"]))
+    except tracking.TrackingError as e:
+        raise WorkflowError(f"invalid tracking store: {e}")
+# Stage jobs stop when this process is gone (kill -9): see pipeline.recovery.
+os.environ[recovery.WATCH_ENV] = str(os.getpid())
 
 
 onstart:
+    # Temporary directories of jobs killed with an earlier Snakemake (their pids are gone).
+    recovery.sweep_tree(RESULTS)
+    recovery.sweep_stale(Path(DATA_ROOT).parent, Path(DATA_ROOT).name)
     if _TRACK and not workflow.touch:
         tracking.start_pipeline(
             PARAMS["run"]["name"],
