@@ -246,6 +246,7 @@ class EvolutionConfig(_Section):
     mutation: str
     screen_factor: int
     release_operators: bool
+    attempts_per_child: int
     flops_min: float | None
     flops_max: float | None
     shards: int

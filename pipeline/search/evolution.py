@@ -13,6 +13,13 @@ each module replaced by a random parent's module with ``crossover_prob`` (``pipe
 is the release's bit flip). Children already evaluated, already made in this generation, or
 outside the optional GFLOPs bounds are discarded and redrawn.
 
+The release's search (``release_operators``, ``EvolutionConfig.release``): the overflowing
+Pareto layer is filled cheapest first; child ``i`` takes parent ``i`` (in selection order, cycling
+when ``population`` exceeds ``parents``) as its crossover base and one uniformly drawn other parent
+as its partner (``pipeline.space.ops.crossover_pair``); the last module is neither crossed nor
+mutated; depths never change; a duplicate or out-of-bounds child is redrawn from the same base,
+at most ``max_attempts_per_child`` times.
+
 Screening (``screen_factor`` > 1): ``screen_factor * population`` children are drawn, a ridge
 surrogate fitted to the pool predicts their scores, and the ``population`` with the largest
 predicted hypervolume gain are kept (``pipeline.search.surrogate``). ``screen_factor = 1``
@@ -35,7 +42,7 @@ import numpy as np
 
 from pipeline.io import read_json
 from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
-from pipeline.space.ops import MUTATION_MODES, crossover, mutate
+from pipeline.space.ops import MUTATION_MODES, crossover, crossover_pair, mutate
 from pipeline.space.sample import largest, smallest
 
 from .pareto import select_by_rank
@@ -83,6 +90,8 @@ class EvolutionConfig:
     #: Draws allowed per evaluated child before giving up (duplicates, bounds); screening draws
     #: within the same budget.
     max_attempts_per_child: int = 200
+    #: The release's parent use, partner choice and cheapest-first fill (see the module doc).
+    release_selection: bool = False
 
     def __post_init__(self) -> None:
         if self.mutation not in MUTATION_MODES:
@@ -127,7 +136,7 @@ class EvolutionConfig:
         """The release's search: bit-flip mutation, no depth mutation, last module never touched,
         every child drawn evaluated."""
         return replace(self, mutate_depth=False, mutate_last_module=False, mutation="flip",
-                       screen_factor=1)
+                       screen_factor=1, release_selection=True)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -226,14 +235,16 @@ def check_bounds_feasible(config: EvolutionConfig, task: str, estimate_cost: Cos
                 f"({hi:.4f} GFLOPs): no architecture satisfies the FLOPs bounds")
 
 
-def select_parents(pool: Sequence[Evaluated], parents: int) -> list[Evaluated]:
-    """``parents`` members by Pareto rank then crowding distance (ties by arch id)."""
+def select_parents(pool: Sequence[Evaluated], parents: int,
+                   fill: str = "crowding") -> list[Evaluated]:
+    """``parents`` members by Pareto rank, the overflowing layer by crowding distance or
+    cheapest first (``fill``; ties by arch id)."""
     if parents > len(pool):
         raise EvolutionError(
             f"evolution.parents (the parent population) = {parents} is larger than the evaluated "
             f"pool ({len(pool)} candidates): lower it or sample more candidates")
     idx = select_by_rank([e.gflops for e in pool], [e.score for e in pool], parents,
-                         [e.arch.arch_id for e in pool])
+                         [e.arch.arch_id for e in pool], fill=fill)
     return [pool[i] for i in idx]
 
 
@@ -246,10 +257,17 @@ def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
     ``default_reference``, as the search stages use).
     """
     check_bounds_feasible(config, task, estimate_cost)
-    parents = select_parents(pool, config.parents)
+    parents = select_parents(pool, config.parents,
+                             "cheapest" if config.release_selection else "crowding")
     parent_archs = [p.arch for p in parents]
     rng = rng_from_state(rng_state)
     seen = {e.arch.arch_id for e in pool}
+    if config.release_selection:
+        children = _release_children(parent_archs, rng, seen, config, task, estimate_cost,
+                                     generation)
+        return Generation(generation, tuple(p.arch.arch_id for p in parents), tuple(children),
+                          dict(rng_state), rng.bit_generator.state, len(pool),
+                          config.to_dict(), None)
     drawn: list[Architecture] = []
     wanted = config.population * config.screen_factor
     attempts, budget = 0, config.population * config.max_attempts_per_child
@@ -280,6 +298,38 @@ def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
     return Generation(generation, tuple(p.arch.arch_id for p in parents), tuple(children),
                       dict(rng_state), rng.bit_generator.state, len(pool), config.to_dict(),
                       screening)
+
+
+def _release_children(parents: list[Architecture], rng: np.random.Generator, seen: set[str],
+                      config: EvolutionConfig, task: str, estimate_cost: CostFn,
+                      generation: int) -> list[Architecture]:
+    """The release's children: parent ``i`` (cycling) is child ``i``'s base, one random other
+    parent its partner; redrawn from the same base until new and within the bounds."""
+    children: list[Architecture] = []
+    bounded = config.flops_min is not None or config.flops_max is not None
+    for i in range(config.population):
+        b = i % len(parents)
+        for _ in range(config.max_attempts_per_child):
+            j = int(rng.integers(0, len(parents) - 1)) if len(parents) > 1 else 0
+            partner = parents[j + (j >= b)] if len(parents) > 1 else parents[b]
+            child = crossover_pair(parents[b], partner, rng, config.crossover_prob, task=task,
+                                   cross_last_module=config.mutate_last_module)
+            child = mutate(child, rng, config.mutation_prob, config.depth_mutation_prob,
+                           config.depth_candidates, task=task,
+                           mutate_last_module=config.mutate_last_module,
+                           mutate_depth=config.mutate_depth, mode=config.mutation)
+            if child.arch_id in seen or (bounded and not config.in_bounds(estimate_cost(child))):
+                continue
+            seen.add(child.arch_id)
+            children.append(child)
+            break
+        else:
+            raise EvolutionError(
+                f"generation {generation}: child {i} (base {parents[b].arch_id}) found no new "
+                f"child within [{config.flops_min}, {config.flops_max}] GFLOPs in "
+                f"{config.max_attempts_per_child} draws (search.evolution.attempts_per_child): "
+                f"the FLOPs bounds are too tight or the space is exhausted")
+    return children
 
 
 def _screen(drawn: list[Architecture], pool: Sequence[Evaluated], config: EvolutionConfig,

@@ -59,7 +59,8 @@ def evolution_config(cfg: Any) -> EvolutionConfig:
         "mutation_prob": e.mutation_prob, "depth_mutation_prob": e.depth_mutation_prob,
         "mutation": e.mutation, "screen_factor": e.screen_factor,
         "flops_min": e.flops_min, "flops_max": e.flops_max,
-        "release_operators": e.release_operators}, source="search.evolution")
+        "release_operators": e.release_operators,
+        "max_attempts_per_child": e.attempts_per_child}, source="search.evolution")
 
 
 def search_groups(cfg: Any) -> list:
