@@ -39,7 +39,7 @@ PHASES: dict[str, tuple[str, ...]] = {
     "data": ("data.root", "data.seed", "data.seg_train", "data.seg_val", "data.seg_size",
              "data.pose_train", "data.pose_val", "data.pose_size"),
     "prepare": ("data.builtin", "{task}.root", "{task}.train_set", "{task}.val_set",
-                "{task}.search_fraction"),
+                "{task}.search_fraction", "calibration.images"),
     "teacher": ("run.seed", "{task}", "teacher.{task}"),
     "supernet": ("run.seed", "{task}", "supernet.{task}"),
     "search_random": ("run.seed", "{task}", "calibration", "search.random"),

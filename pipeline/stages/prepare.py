@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from pipeline.data import checks
 from pipeline.space.arch import atomic_write_text
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 
@@ -83,6 +84,7 @@ def _seg_splits(root: Path, train_set: str, val_set: str, fraction: float
     splits = {"train": [n for n, m in zip(names, mask) if not m],
               "search": [n for n, m in zip(names, mask) if m],
               "val": [s.name for s in val]}
+    checks.check_seg_pairs(checks.seg_pairs([*train, *val]))
     files = [p for s in (*train, *val) for p in (s.image, s.label)]
     return splits, files, {}
 
@@ -100,6 +102,7 @@ def _pose_splits(root: Path, train_set: str, val_set: str, fraction: float
             if not path.is_file():
                 raise StageInputError(f"{path}: image {im['id']} of split '{s}' not found")
             files.append(path)
+        checks.check_coco_images(image_dir(root, s), doc)
     ids = sorted(im["id"] for im in docs[train_set]["images"])
     # Split by image, so that the people of one image never straddle train and search.
     mask = select(ids, "search", fraction)
@@ -127,6 +130,10 @@ def prepare(ctx: StageContext) -> Mapping[str, float]:
         raise StageInputError(f"{ctx.task}.search_fraction={tc.search_fraction} leaves "
                               f"{len(splits['train'])} train / {len(splits['search'])} search "
                               "images; both must be non-empty")
+    # Pose calibrates on person crops, seg on images.
+    counts = persons or {k: len(v) for k, v in splits.items()}
+    checks.check_split_sizes(ctx.task, root, counts, int(ctx.cfg.calibration.images),
+                             "persons" if persons else "images")
     dhash = data_hash(root, files)
     manifest = {
         "task": ctx.task, "root": str(root), "builtin": ctx.cfg.data.builtin,
