@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.config import load_params  # noqa: E402
-from pipeline.search import jobs  # noqa: E402
-from pipeline.search.calibrate import CalibrationSet, calibration_indices, image_batches  # noqa: E402
+from pipeline.stages import build  # noqa: E402
+from pipeline.nets.calibrate import CalibrationSet, calibration_indices, image_batches  # noqa: E402
 from pipeline.search.candidates import grid_candidates  # noqa: E402
 from pipeline.search.pareto import hypervolume, pareto_front  # noqa: E402
 
@@ -27,7 +27,7 @@ from pipeline.search.pareto import hypervolume, pareto_front  # noqa: E402
 def calibration_on(split: str, task_obj, cfg) -> CalibrationSet:
     c = cfg.calibration
     ds = task_obj.dataset(split, train=False)
-    idx = calibration_indices(len(ds), min(int(c.images), len(ds)), seed=jobs._calib_seed(cfg))
+    idx = calibration_indices(len(ds), min(int(c.images), len(ds)), seed=build._calib_seed(cfg))
     return CalibrationSet(idx, image_batches([ds[i]["image"] for i in idx], int(c.batch_size)))
 
 
@@ -40,11 +40,11 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     cfg = load_params(a.params)
-    task_obj = jobs.build_task(a.task, cfg)
-    net = jobs.load_supernet(a.task, cfg, a.checkpoint, "cpu")
-    cost = jobs.make_cost_fn(a.task, cfg)
-    ref = jobs.reference_point(a.task, cfg)
-    cands = grid_candidates(a.task, jobs.search_groups(cfg), cfg.search.random.samples_per_cell,
+    task_obj = build.build_task(a.task, cfg)
+    net = build.load_supernet(a.task, cfg, a.checkpoint, "cpu")
+    cost = build.make_cost_fn(a.task, cfg)
+    ref = build.reference_point(a.task, cfg)
+    cands = grid_candidates(a.task, build.search_groups(cfg), cfg.search.random.samples_per_cell,
                             cfg.run.seed, 1)
     cands = cands[:a.limit] if a.limit else cands
     search = task_obj.dataset("search", train=False)

@@ -17,7 +17,7 @@ from pipeline import config as pc
 from pipeline.data.cityscapes import IGNORE_INDEX, label_ids_to_train_ids
 from pipeline.data.synth import generate_cityscapes, generate_coco
 from pipeline.nets.supernet import SuperNet
-from pipeline.search.jobs import build_task, load_calibration
+from pipeline.stages.build import build_task, load_calibration
 from pipeline.space.sample import smallest
 from pipeline.stages import prepare
 

@@ -9,8 +9,8 @@ import yaml
 
 from pipeline import config as pc
 from pipeline.data.synth import generate_cityscapes, generate_coco
-from pipeline.search.calibrate import CalibrationError
-from pipeline.search.jobs import build_task, load_calibration
+from pipeline.nets.calibrate import CalibrationError
+from pipeline.stages.build import build_task, load_calibration
 from pipeline.train.evaluate import calibration_set
 
 
@@ -67,7 +67,7 @@ def test_training_checks_calibrate_on_train_images_of_any_size(data, task):
     calib = calibration_set(task_obj, "cpu", 5, 0)
     train_ds = task_obj.dataset("train", train=False)
     search = split_names(task_obj, task, "search")
-    from pipeline.search.jobs import item_name
+    from pipeline.stages.build import item_name
     names = {item_name(train_ds[i]) for i in calib.indices}
     assert len(names) and not names & search
     assert all(b.shape[-2] % 32 == 0 and b.shape[-1] % 32 == 0 for b in calib.batches)

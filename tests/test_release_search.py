@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from pipeline.cost import profile
-from pipeline.search.evolution import (Evaluated, EvolutionConfig, EvolutionError,
-                                       initial_rng_state, next_generation, select_parents)
+from pipeline.config import EvolutionConfig, make_section
+from pipeline.search.evolution import (Evaluated, EvolutionError, initial_rng_state,
+                                       next_generation, operators, select_parents)
 from pipeline.search.pareto import select_by_rank
 from pipeline.space.ops import crossover_pair
 from pipeline.space.sample import largest, sample_arch, smallest
@@ -72,7 +73,7 @@ def _three_parents():
 def test_each_parent_is_one_childs_base_with_one_other_parent_as_partner():
     pool = _three_parents()
     # Crossover certain, no mutation: child i = partner's modules 0..6 + base i's last module.
-    cfg = EvolutionConfig.from_mapping({"parents": 3, "population": 3, "crossover_prob": 1.0,
+    cfg = make_section(EvolutionConfig, {"parents": 3, "population": 3, "crossover_prob": 1.0,
                                         "mutation_prob": 0.0, "release_operators": True})
     gen = next_generation(pool, initial_rng_state(0), cfg, task=TASK, estimate_cost=cost,
                           generation=1)
@@ -84,9 +85,9 @@ def test_each_parent_is_one_childs_base_with_one_other_parent_as_partner():
         partners = [p for p in parents if list(p.modules[:-1]) == list(child.modules[:-1])]
         assert len(partners) == 1 and partners[0] is not parents[i]  # one partner, not the base
     # Population above parents: the bases cycle, every parent twice.
-    cfg6 = EvolutionConfig.from_mapping({"parents": 3, "population": 6, "crossover_prob": 1.0,
+    cfg6 = make_section(EvolutionConfig, {"parents": 3, "population": 6, "crossover_prob": 1.0,
                                          "mutation_prob": 0.0, "release_operators": True,
-                                         "max_attempts_per_child": 50})
+                                         "attempts_per_child": 50})
     # 3 parents and 2 partners each give 6 distinct children exactly.
     gen6 = next_generation(pool, initial_rng_state(1), cfg6, task=TASK, estimate_cost=cost,
                            generation=1)
@@ -96,7 +97,7 @@ def test_each_parent_is_one_childs_base_with_one_other_parent_as_partner():
 
 def test_release_never_touches_the_last_module_even_with_certain_mutation():
     pool = _three_parents()
-    cfg = EvolutionConfig.from_mapping({"parents": 3, "population": 3, "crossover_prob": 1.0,
+    cfg = make_section(EvolutionConfig, {"parents": 3, "population": 3, "crossover_prob": 1.0,
                                         "mutation_prob": 1.0, "release_operators": True})
     gen = next_generation(pool, initial_rng_state(2), cfg, task=TASK, estimate_cost=cost,
                           generation=1)
@@ -113,9 +114,9 @@ def test_release_never_touches_the_last_module_even_with_certain_mutation():
 def test_release_gives_up_after_attempts_per_child():
     pool = _three_parents()
     # No crossover, no mutation: every draw is its base again, already evaluated.
-    cfg = EvolutionConfig.from_mapping({"parents": 3, "population": 1, "crossover_prob": 0.0,
+    cfg = make_section(EvolutionConfig, {"parents": 3, "population": 1, "crossover_prob": 0.0,
                                         "mutation_prob": 0.0, "release_operators": True,
-                                        "max_attempts_per_child": 5})
+                                        "attempts_per_child": 5})
     with pytest.raises(EvolutionError, match="child 0 .* in 5 draws"):
         next_generation(pool, initial_rng_state(0), cfg, task=TASK, estimate_cost=cost,
                         generation=1)
@@ -123,7 +124,7 @@ def test_release_gives_up_after_attempts_per_child():
 
 def test_release_children_reproducible_and_recorded():
     pool = _three_parents()
-    cfg = EvolutionConfig.from_mapping({"parents": 3, "population": 3, "release_operators": True,
+    cfg = make_section(EvolutionConfig, {"parents": 3, "population": 3, "release_operators": True,
                                         "mutation_prob": 0.5})
     a = next_generation(pool, initial_rng_state(5), cfg, task=TASK, estimate_cost=cost,
                         generation=1)
@@ -136,13 +137,13 @@ def test_paper_recipes_run_the_release_search_and_default_runs_ours():
     from pathlib import Path
 
     from pipeline import config as pc
-    from pipeline.search.jobs import evolution_config
 
     params = Path(__file__).resolve().parents[1] / "params"
     for name in ("cityscapes_w32", "cityscapes_w48", "coco_w32_256x192", "coco_w32_384x288"):
-        cfg = evolution_config(pc.load_params(params / f"{name}.yaml"))
-        assert cfg.release_selection and cfg.mutation == "flip" and cfg.screen_factor == 1, name
-        assert not cfg.mutate_last_module and not cfg.mutate_depth, name
-    ours = evolution_config(pc.load_params(params / "default.yaml"))
+        ops = operators(pc.load_params(params / f"{name}.yaml").search.evolution)
+        assert ops.release_selection and ops.mutation == "flip" and ops.screen_factor == 1, name
+        assert not ops.mutate_last_module and not ops.mutate_depth, name
+    ours_section = pc.load_params(params / "default.yaml").search.evolution
+    ours = operators(ours_section)
     assert not ours.release_selection and ours.mutation == "resample"
-    assert ours.max_attempts_per_child == 200
+    assert ours_section.attempts_per_child == 200

@@ -17,7 +17,7 @@ from pipeline.data.synth import generate_cityscapes
 from pipeline.nets.checkpoint import load_state_dict_file
 from pipeline.nets.supernet import SuperNet
 from pipeline.search.candidates import read_candidates
-from pipeline.search.jobs import build_task, load_calibration, make_evaluator
+from pipeline.stages.build import build_task, load_calibration, make_evaluator
 from pipeline.search.table import load_tables
 from pipeline.space.sample import smallest
 from pipeline.stages import random_search, sample, search_merge, search_shard, teacher

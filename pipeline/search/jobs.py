@@ -1,128 +1,16 @@
-"""What the search stage entry points share: building the task, the data loaded once per job, the
-evaluator, the cost model, the fixed hypervolume reference, summaries and MLflow records.
-
-The stage scripts (``pipeline/stages/search_*.py``, ``sample.py``, ``evolve.py``) only read their
-arguments and call these.
-"""
+"""What the search stages share once the objects are built (pipeline.stages.build): the pool of
+a results table, its Pareto front and summary, and MLflow candidate records."""
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
-import torch
 
-from pipeline.cost import Cost, profile
-from pipeline.nets.checkpoint import load_into, load_state_dict_file
-from pipeline.nets.supernet import SuperNet
-from pipeline.space.arch import Architecture
-
-from .calibrate import CalibrationSet, calibration_indices, image_batches
-from .candidates import STREAM_CALIBRATION, grid_groups
-from .evaluate import CandidateEvaluator
-from .evolution import Evaluated, EvolutionConfig, default_reference
+from .evolution import Evaluated
 from .pareto import hypervolume, pareto_front
 from .table import Row, architectures
-
-def cost_input_hw(task: str, cfg: Any) -> tuple[int, int]:
-    """Input size at which GFLOPs are reported: seg ``flops_size`` (the paper counts at the
-    1024x2048 evaluation size; default the training crop), pose ``input_size``."""
-    tc = cfg.task(task)
-    hw = (tc.flops_size or tc.crop_size) if task == "seg" else tc.input_size
-    return int(hw[0]), int(hw[1])
-
-
-def make_cost_fn(task: str, cfg: Any) -> Callable[[Architecture], Cost]:
-    width, hw = int(cfg.task(task).width), cost_input_hw(task, cfg)
-    return lambda arch: profile(arch, task, width, hw)
-
-
-def reference_point(task: str, cfg: Any) -> tuple[float, float]:
-    """Fixed hypervolume reference: (GFLOPs of the largest subnet, score 0). It depends only on
-    the parameters, so hypervolumes of different stages and runs compare."""
-    cost = make_cost_fn(task, cfg)
-    return default_reference(task, lambda a: cost(a).gflops)
-
-
-def evolution_config(cfg: Any) -> EvolutionConfig:
-    """The library's EvolutionConfig from the ``search.evolution`` parameter section."""
-    e = cfg.search.evolution
-    return EvolutionConfig.from_mapping({
-        "parents": e.parents, "population": e.population, "crossover_prob": e.crossover_prob,
-        "mutation_prob": e.mutation_prob, "depth_mutation_prob": e.depth_mutation_prob,
-        "mutation": e.mutation, "screen_factor": e.screen_factor,
-        "flops_min": e.flops_min, "flops_max": e.flops_max,
-        "release_operators": e.release_operators,
-        "max_attempts_per_child": e.attempts_per_child}, source="search.evolution")
-
-
-def search_groups(cfg: Any) -> list:
-    r = cfg.search.random
-    return grid_groups(r.fusion_probs, r.depth_candidates)
-
-
-def build_task(task: str, cfg: Any) -> Any:
-    """The task plug-in for the search: the same one the training stages build from the params."""
-    from pipeline.train.setup import task_from_config
-
-    return task_from_config(cfg, task)
-
-
-def load_supernet(task: str, cfg: Any, checkpoint: str | Path, device: str) -> SuperNet:
-    net = SuperNet(task, int(cfg.task(task).width))
-    load_into(net, load_state_dict_file(checkpoint), str(checkpoint))
-    return net.to(device).eval()
-
-
-#: The split calibration reads: training images, never the split candidates are scored on.
-CALIBRATION_SPLIT = "train"
-
-
-def item_name(item: Mapping[str, Any]) -> str:
-    """Which image a dataset item is: the seg frame name or the pose image id."""
-    return str(item["name"] if "name" in item else item["image_id"])
-
-
-def load_calibration(task_obj: Any, cfg: Any, device: str) -> CalibrationSet:
-    """The fixed list of calibration images of the train split, loaded once
-    (scalenas.md section 5: the release calibrates on training images).
-
-    ``calibration.augment`` reads them through the training transforms (the release's augmented
-    crops), seeded so that the list and the crops are the same in every job; otherwise they are
-    the plain images (seg: full size cropped to a multiple of 32; pose: the person crop resized
-    to the input size).
-    """
-    c = cfg.calibration
-    ds = task_obj.dataset(CALIBRATION_SPLIT, train=bool(c.augment))
-    idx = calibration_indices(len(ds), int(c.images), seed=_calib_seed(cfg))
-    if c.augment:
-        torch.manual_seed(_calib_seed(cfg))
-    items = [ds[i] for i in idx]
-    return CalibrationSet(idx, image_batches([it["image"] for it in items], int(c.batch_size),
-                                             device), [item_name(it) for it in items])
-
-
-def _calib_seed(cfg: Any) -> int:
-    return int(cfg.run.seed) * 1000 + STREAM_CALIBRATION
-
-
-def make_evaluator(task: str, cfg: Any, checkpoint: str | Path, device: str, *, stage: str,
-                   generation: int) -> tuple[CandidateEvaluator, CalibrationSet]:
-    """Supernet, calibration images and the search split: all loaded once for the whole job."""
-    task_obj = build_task(task, cfg)
-    net = load_supernet(task, cfg, checkpoint, device)
-    calib = load_calibration(task_obj, cfg, device)
-    search_ds = task_obj.dataset("search", train=False)
-    cached = [search_ds[i] for i in range(len(search_ds))]  # decoded once, reused per candidate
-    bs = int(cfg.calibration.batch_size)
-
-    def evaluate_fn(model: torch.nn.Module) -> Mapping[str, Any]:
-        return task_obj.evaluate(model, "search", device, batch_size=bs, dataset=cached)
-
-    return CandidateEvaluator(net, calib, evaluate_fn, make_cost_fn(task, cfg), stage=stage,
-                              generation=generation), calib
 
 
 def pool_from_table(df: pd.DataFrame) -> list[Evaluated]:
