@@ -43,7 +43,7 @@ PHASES: dict[str, tuple[str, ...]] = {
     "data": ("data.root", "data.seed", "data.seg_train", "data.seg_val", "data.seg_size",
              "data.pose_train", "data.pose_val", "data.pose_size"),
     "prepare": ("data.builtin", "{task}.root", "{task}.train_set", "{task}.val_set",
-                "{task}.search_fraction"),
+                "{task}.search_fraction", "calibration.images"),
     "teacher": ("run.seed", "{task}", "teacher.{task}"),
     "supernet": ("run.seed", "{task}", "supernet.{task}"),
     "search_random": ("run.seed", "{task}", "calibration", "search.random"),
@@ -248,6 +248,7 @@ class EvolutionConfig(_Section):
     mutation: str
     screen_factor: int
     release_operators: bool
+    attempts_per_child: int
     flops_min: float | None
     flops_max: float | None
     shards: int

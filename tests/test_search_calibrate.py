@@ -77,5 +77,5 @@ def test_calibration_is_order_independent_and_in_place(setup):
 def test_indices_fixed_and_checked():
     assert calibration_indices(50, 5, seed=3) == calibration_indices(50, 5, seed=3)
     assert len(set(calibration_indices(50, 5, seed=3))) == 5
-    with pytest.raises(CalibrationError, match="num_images = 9 exceeds the 8 images"):
+    with pytest.raises(CalibrationError, match="calibration.images = 9 exceeds the 8 images of the train split"):
         calibration_indices(8, 9, seed=0)

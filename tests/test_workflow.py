@@ -31,6 +31,7 @@ def _env() -> dict[str, str]:
 def _params(tmp: Path, edit=None, name: str = "p.yaml") -> Path:
     doc = yaml.safe_load((REPO / "params" / "default.yaml").read_text())
     doc["data"].update(TINY_DATA)
+    doc["calibration"]["images"] = 2  # prepare checks that the tiny train split holds them
     if edit:
         edit(doc)
     path = tmp / name

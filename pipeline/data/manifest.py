@@ -3,7 +3,9 @@
 ``build_manifest`` reads the dataset through the task's split maker (``seg_splits``,
 ``pose_splits``; the task plug-ins name theirs), carves the held-out search split from train
 (:mod:`pipeline.data.splits`) and returns counts, the key lists of train/search/val with their
-hashes, and the data hash (tagged on every later MLflow run).
+hashes, and the data hash (tagged on every later MLflow run). The data checks that no later
+stage can work around (:mod:`pipeline.data.checks`: image and label sizes, label ids, empty
+splits, a train split too small for the calibration) run here, before any training.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from pipeline.data import checks
 from pipeline.data.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -75,6 +78,7 @@ def seg_splits(root: Path, train_set: str, val_set: str, fraction: float
     splits = {"train": [n for n, m in zip(names, mask) if not m],
               "search": [n for n, m in zip(names, mask) if m],
               "val": [s.name for s in val]}
+    checks.check_seg_pairs(checks.seg_pairs([*train, *val]))
     files = [p for s in (*train, *val) for p in (s.image, s.label)]
     return splits, files, {}
 
@@ -92,6 +96,7 @@ def pose_splits(root: Path, train_set: str, val_set: str, fraction: float
             if not path.is_file():
                 raise DataError(f"{path}: image {im['id']} of split '{s}' not found")
             files.append(path)
+        checks.check_coco_images(image_dir(root, s), doc)
     ids = sorted(im["id"] for im in docs[train_set]["images"])
     # Split by image, so that the people of one image never straddle train and search.
     mask = select(ids, "search", fraction)
@@ -113,8 +118,10 @@ SplitMaker = Callable[[Path, str, str, float],
 
 
 def build_manifest(task: str, make_splits: SplitMaker, root: Path, train_set: str, val_set: str,
-                   search_fraction: float, *, builtin: bool) -> dict[str, Any]:
-    """The manifest of ``task``'s dataset at ``root`` (raises DataError for unusable data)."""
+                   search_fraction: float, *, builtin: bool,
+                   calibration_images: int | None = None) -> dict[str, Any]:
+    """The manifest of ``task``'s dataset at ``root`` (raises DataError for unusable data; the
+    train split must hold ``calibration_images`` when given)."""
     if not root.is_dir():
         raise DataError(f"{task}.root: dataset directory not found: {root}")
     splits, files, persons = make_splits(root, train_set, val_set, search_fraction)
@@ -122,6 +129,10 @@ def build_manifest(task: str, make_splits: SplitMaker, root: Path, train_set: st
         raise DataError(f"{task}.search_fraction={search_fraction} leaves "
                         f"{len(splits['train'])} train / {len(splits['search'])} search "
                         "images; both must be non-empty")
+    # Pose calibrates on person crops, seg on images.
+    counts = persons or {k: len(v) for k, v in splits.items()}
+    checks.check_split_sizes(task, root, counts, calibration_images,
+                             "persons" if persons else "images")
     manifest: dict[str, Any] = {
         "task": task, "root": str(root), "builtin": builtin,
         "train_set": train_set, "val_set": val_set, "search_fraction": search_fraction,

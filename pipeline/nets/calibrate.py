@@ -168,14 +168,47 @@ def calibrate_bn(model: nn.Module, batches: Sequence[Tensor] | Tensor,
     return moments
 
 
+#: Multiple of 32 the network needs; calibration images are cropped (top-left) to it.
+SIZE_MULTIPLE = 32
+
+
+def crop_to_multiple(img: Tensor, multiple: int = SIZE_MULTIPLE) -> Tensor:
+    """``img`` cropped (top-left) to the largest size divisible by ``multiple``.
+
+    Cropped, not padded: padding would add pixels that no image has to the BN statistics.
+    """
+    h, w = img.shape[-2:]
+    h2, w2 = h - h % multiple, w - w % multiple
+    if h2 == 0 or w2 == 0:
+        raise CalibrationError(f"calibration image of size {h}x{w} is smaller than {multiple}")
+    return img[..., :h2, :w2]
+
+
+def image_batches(images: Sequence[Tensor], batch_size: int,
+                  device: torch.device | str = "cpu") -> list[Tensor]:
+    """Images of any size as network-ready batches: each cropped to a multiple of 32, batched
+    by ``batch_size``; a chunk of mixed sizes goes one image per batch (the pooled statistics
+    stay exact)."""
+    imgs = [crop_to_multiple(t) for t in images]
+    batches: list[Tensor] = []
+    bs = max(1, int(batch_size))
+    for i in range(0, len(imgs), bs):
+        chunk = imgs[i:i + bs]
+        if all(t.shape == chunk[0].shape for t in chunk):
+            batches.append(torch.stack(chunk).to(device))
+        else:
+            batches.extend(t.unsqueeze(0).to(device) for t in chunk)
+    return batches
+
+
 def calibration_indices(num_items: int, n: int, seed: int) -> list[int]:
     """The fixed list of ``n`` item indices (of a split with ``num_items``) used for calibration:
     a seeded draw without replacement, sorted so the recorded list reads naturally."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise CalibrationError(f"calibration.num_images must be a positive integer, got {n!r}")
+        raise CalibrationError(f"calibration.images must be a positive integer, got {n!r}")
     if n > num_items:
         raise CalibrationError(
-            f"calibration.num_images = {n} exceeds the {num_items} images of the search split")
+            f"calibration.images = {n} exceeds the {num_items} images of the train split")
     rng = np.random.default_rng(seed)
     return sorted(int(i) for i in rng.choice(num_items, size=n, replace=False))
 
@@ -190,6 +223,8 @@ class CalibrationSet:
 
     indices: list[int]
     batches: list[Tensor]
+    #: Which images they are (seg frame names, pose image ids), when known.
+    names: list[str] = field(default_factory=list)
     #: BN layers per model (by id), so the module tree is walked once per job, not per candidate.
     _layers: dict[int, dict[str, _BatchNorm]] = field(default_factory=dict, repr=False)
 

@@ -13,6 +13,13 @@ each module replaced by a random parent's module with ``crossover_prob`` (``pipe
 is the release's bit flip). Children already evaluated, already made in this generation, or
 outside the optional GFLOPs bounds are discarded and redrawn.
 
+The release's search (``release_operators``, see :func:`operators`): the overflowing
+Pareto layer is filled cheapest first; child ``i`` takes parent ``i`` (in selection order, cycling
+when ``population`` exceeds ``parents``) as its crossover base and one uniformly drawn other parent
+as its partner (``pipeline.space.ops.crossover_pair``); the last module is neither crossed nor
+mutated; depths never change; a duplicate or out-of-bounds child is redrawn from the same base,
+at most ``attempts_per_child`` times.
+
 Screening (``screen_factor`` > 1): ``screen_factor * population`` children are drawn, a ridge
 surrogate fitted to the pool predicts their scores, and the ``population`` with the largest
 predicted hypervolume gain are kept (``pipeline.search.surrogate``). ``screen_factor = 1``
@@ -36,7 +43,7 @@ import numpy as np
 from pipeline.config import EvolutionConfig
 from pipeline.io import read_json
 from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
-from pipeline.space.ops import MUTATION_MODES, crossover, mutate
+from pipeline.space.ops import MUTATION_MODES, crossover, crossover_pair, mutate
 from pipeline.space.sample import largest, smallest
 
 from .pareto import select_by_rank
@@ -61,11 +68,6 @@ class Evaluated(NamedTuple):
     score: float
 
 
-#: Draws allowed per evaluated child before giving up (duplicates, bounds); screening draws
-#: within the same budget. Not a parameter: a guard against impossible requests.
-MAX_ATTEMPTS_PER_CHILD = 200
-
-
 @dataclass(frozen=True)
 class Operators:
     """How children are made, derived from the ``search.evolution`` section."""
@@ -74,16 +76,19 @@ class Operators:
     screen_factor: int
     mutate_depth: bool
     mutate_last_module: bool
+    #: The release's parent use, partner choice and cheapest-first fill (see the module doc).
+    release_selection: bool
 
 
 def operators(config: EvolutionConfig) -> Operators:
     """The section's operators; ``release_operators`` gives the release's search (bit-flip
-    mutation, no depth mutation, last module never touched, every child drawn evaluated)."""
+    mutation, no depth mutation, last module never touched, every child drawn evaluated; each
+    parent once as a crossover base with one random partner, cheapest-first fill)."""
     if config.release_operators:
         return Operators(mutation="flip", screen_factor=1, mutate_depth=False,
-                         mutate_last_module=False)
+                         mutate_last_module=False, release_selection=True)
     return Operators(mutation=config.mutation, screen_factor=config.screen_factor,
-                     mutate_depth=True, mutate_last_module=True)
+                     mutate_depth=True, mutate_last_module=True, release_selection=False)
 
 
 def config_record(config: EvolutionConfig) -> dict[str, Any]:
@@ -95,7 +100,8 @@ def config_record(config: EvolutionConfig) -> dict[str, Any]:
             "depth_candidates": list(config.depth_candidates), "mutation": ops.mutation,
             "screen_factor": ops.screen_factor, "mutate_depth": ops.mutate_depth,
             "mutate_last_module": ops.mutate_last_module, "flops_min": config.flops_min,
-            "flops_max": config.flops_max, "max_attempts_per_child": MAX_ATTEMPTS_PER_CHILD}
+            "flops_max": config.flops_max, "max_attempts_per_child": config.attempts_per_child,
+            "release_selection": ops.release_selection}
 
 
 def in_bounds(config: EvolutionConfig, gflops: float) -> bool:
@@ -195,14 +201,16 @@ def check_bounds_feasible(config: EvolutionConfig, task: str, estimate_cost: Cos
                 f"({hi:.4f} GFLOPs): no architecture satisfies the FLOPs bounds")
 
 
-def select_parents(pool: Sequence[Evaluated], parents: int) -> list[Evaluated]:
-    """``parents`` members by Pareto rank then crowding distance (ties by arch id)."""
+def select_parents(pool: Sequence[Evaluated], parents: int,
+                   fill: str = "crowding") -> list[Evaluated]:
+    """``parents`` members by Pareto rank, the overflowing layer by crowding distance or
+    cheapest first (``fill``; ties by arch id)."""
     if parents > len(pool):
         raise EvolutionError(
             f"evolution.parents (the parent population) = {parents} is larger than the evaluated "
             f"pool ({len(pool)} candidates): lower it or sample more candidates")
     idx = select_by_rank([e.gflops for e in pool], [e.score for e in pool], parents,
-                         [e.arch.arch_id for e in pool])
+                         [e.arch.arch_id for e in pool], fill=fill)
     return [pool[i] for i in idx]
 
 
@@ -215,14 +223,21 @@ def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
     ``default_reference``, as the search stages use).
     """
     check_bounds_feasible(config, task, estimate_cost)
-    parents = select_parents(pool, config.parents)
+    ops = operators(config)
+    parents = select_parents(pool, config.parents,
+                             "cheapest" if ops.release_selection else "crowding")
     parent_archs = [p.arch for p in parents]
     rng = rng_from_state(rng_state)
     seen = {e.arch.arch_id for e in pool}
+    if ops.release_selection:
+        children = _release_children(parent_archs, rng, seen, config, ops, task, estimate_cost,
+                                     generation)
+        return Generation(generation, tuple(p.arch.arch_id for p in parents), tuple(children),
+                          dict(rng_state), rng.bit_generator.state, len(pool),
+                          config_record(config), None)
     drawn: list[Architecture] = []
-    ops = operators(config)
     wanted = config.population * ops.screen_factor
-    attempts, budget = 0, config.population * MAX_ATTEMPTS_PER_CHILD
+    attempts, budget = 0, config.population * config.attempts_per_child
     out_of_bounds = 0
     while len(drawn) < wanted and attempts < budget:
         attempts += 1
@@ -250,6 +265,38 @@ def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
     return Generation(generation, tuple(p.arch.arch_id for p in parents), tuple(children),
                       dict(rng_state), rng.bit_generator.state, len(pool), config_record(config),
                       screening)
+
+
+def _release_children(parents: list[Architecture], rng: np.random.Generator, seen: set[str],
+                      config: EvolutionConfig, ops: Operators, task: str,
+                      estimate_cost: CostFn, generation: int) -> list[Architecture]:
+    """The release's children: parent ``i`` (cycling) is child ``i``'s base, one random other
+    parent its partner; redrawn from the same base until new and within the bounds."""
+    children: list[Architecture] = []
+    bounded = config.flops_min is not None or config.flops_max is not None
+    for i in range(config.population):
+        b = i % len(parents)
+        for _ in range(config.attempts_per_child):
+            j = int(rng.integers(0, len(parents) - 1)) if len(parents) > 1 else 0
+            partner = parents[j + (j >= b)] if len(parents) > 1 else parents[b]
+            child = crossover_pair(parents[b], partner, rng, config.crossover_prob, task=task,
+                                   cross_last_module=ops.mutate_last_module)
+            child = mutate(child, rng, config.mutation_prob, config.depth_mutation_prob,
+                           config.depth_candidates, task=task,
+                           mutate_last_module=ops.mutate_last_module,
+                           mutate_depth=ops.mutate_depth, mode=ops.mutation)
+            if child.arch_id in seen or (bounded and not in_bounds(config, estimate_cost(child))):
+                continue
+            seen.add(child.arch_id)
+            children.append(child)
+            break
+        else:
+            raise EvolutionError(
+                f"generation {generation}: child {i} (base {parents[b].arch_id}) found no new "
+                f"child within [{config.flops_min}, {config.flops_max}] GFLOPs in "
+                f"{config.attempts_per_child} draws (search.evolution.attempts_per_child): "
+                f"the FLOPs bounds are too tight or the space is exhausted")
+    return children
 
 
 def _screen(drawn: list[Architecture], pool: Sequence[Evaluated], config: EvolutionConfig,

@@ -83,12 +83,15 @@ def crowding_distance(cost: Sequence[float], score: Sequence[float],
 
 
 def select_by_rank(cost: Sequence[float], score: Sequence[float], n: int,
-                   tie_key: Sequence[str]) -> np.ndarray:
+                   tie_key: Sequence[str], fill: str = "crowding") -> np.ndarray:
     """Pick ``n`` indices from successive Pareto layers; the layer that overflows is cut by
-    decreasing crowding distance (ties by ``tie_key``, e.g. the architecture id).
+    decreasing crowding distance (``fill="crowding"``, NSGA-II) or by increasing cost
+    (``fill="cheapest"``, the release's rule); ties by ``tie_key`` (e.g. the architecture id).
 
     Raises ``ValueError`` when ``n`` exceeds the number of points.
     """
+    if fill not in ("crowding", "cheapest"):
+        raise ValueError(f"fill must be 'crowding' or 'cheapest', got {fill!r}")
     c, s = _as_arrays(cost, score)
     keys = list(tie_key)
     if len(keys) != len(c):
@@ -100,8 +103,11 @@ def select_by_rank(cost: Sequence[float], score: Sequence[float], n: int,
         if len(chosen) + len(layer) <= n:
             chosen.extend(sorted(layer.tolist(), key=lambda i: keys[i]))
             continue
-        cd = crowding_distance(c, s, layer)
-        ranked = sorted(range(len(layer)), key=lambda k: (-cd[k], keys[layer[k]]))
+        if fill == "cheapest":
+            ranked = sorted(range(len(layer)), key=lambda k: (c[layer[k]], keys[layer[k]]))
+        else:
+            cd = crowding_distance(c, s, layer)
+            ranked = sorted(range(len(layer)), key=lambda k: (-cd[k], keys[layer[k]]))
         chosen.extend(int(layer[k]) for k in ranked[:n - len(chosen)])
         break
     return np.asarray(chosen, dtype=np.int64)

@@ -37,6 +37,27 @@ def crossover(parents: Sequence[Architecture], rng: np.random.Generator,
     return finish_arch(modules, task)
 
 
+def crossover_pair(base: Architecture, partner: Architecture, rng: np.random.Generator,
+                   module_prob: float = 0.25, *, task: str,
+                   cross_last_module: bool = False) -> Architecture:
+    """The release's crossover: start from ``base``; replace each module by ``partner``'s with
+    ``module_prob``. The last module is never crossed unless ``cross_last_module``.
+
+    One uniform is drawn per module that may be crossed, whatever the outcome.
+    """
+    check_task_name(task)
+    p = check_prob(module_prob, "module_prob")
+    for name, a in (("base", base), ("partner", partner)):
+        if not isinstance(a, Architecture):
+            raise ArchitectureError(f"crossover: {name} is not an Architecture ({type(a).__name__})")
+    modules = list(base.modules)
+    crossed = len(modules) if cross_last_module else len(modules) - 1
+    for mi in range(crossed):
+        if rng.random() < p:
+            modules[mi] = partner.modules[mi]
+    return finish_arch(modules, task)
+
+
 MUTATION_MODES = ("resample", "flip")
 
 

@@ -10,23 +10,18 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-from torch import Tensor
 
 from pipeline.config import Config
 from pipeline.cost import Cost, profile
 from pipeline.nets.checkpoint import load_into, load_state_dict_file
 from pipeline.nets.supernet import SuperNet
-from pipeline.nets.calibrate import CalibrationError, CalibrationSet, calibration_indices
+from pipeline.nets.calibrate import CalibrationSet, calibration_indices, image_batches
 from pipeline.search.candidates import STREAM_CALIBRATION, grid_groups
 from pipeline.search.evaluate import CandidateEvaluator
 from pipeline.search.evolution import default_reference
 from pipeline.space.arch import Architecture
 from pipeline.tasks import TASKS, Task
 from pipeline.train.runtime import TrainRun
-
-#: Multiple of 32 the network needs; calibration images are cropped (top-left) to it.
-SIZE_MULTIPLE = 32
-
 
 def build_task(task: str, cfg: Config) -> Task:
     """The task plug-in of ``cfg``'s ``task`` section, seeded with the run's seed."""
@@ -66,12 +61,13 @@ def load_supernet(task: str, cfg: Config, checkpoint: str | Path, device: str) -
     return net.to(device).eval()
 
 
-def _crop32(img: Tensor) -> Tensor:
-    h, w = img.shape[-2:]
-    h2, w2 = h - h % SIZE_MULTIPLE, w - w % SIZE_MULTIPLE
-    if h2 == 0 or w2 == 0:
-        raise CalibrationError(f"calibration image of size {h}x{w} is smaller than {SIZE_MULTIPLE}")
-    return img[..., :h2, :w2]
+#: The split calibration reads: training images, never the split candidates are scored on.
+CALIBRATION_SPLIT = "train"
+
+
+def item_name(item: Mapping[str, Any]) -> str:
+    """Which image a dataset item is: the seg frame name or the pose image id."""
+    return str(item["name"] if "name" in item else item["image_id"])
 
 
 def _calib_seed(cfg: Config) -> int:
@@ -79,26 +75,22 @@ def _calib_seed(cfg: Config) -> int:
 
 
 def load_calibration(task_obj: Any, cfg: Config, device: str) -> CalibrationSet:
-    """The fixed list of calibration images of the search split, loaded once.
+    """The fixed list of calibration images of the train split, loaded once
+    (scalenas.md section 5: the release calibrates on training images).
 
     ``calibration.augment`` reads them through the training transforms (the release's augmented
-    crops), seeded so that the list and the crops are the same in every job.
+    crops), seeded so that the list and the crops are the same in every job; otherwise they are
+    the plain images (seg: full size cropped to a multiple of 32; pose: the person crop resized
+    to the input size).
     """
     c = cfg.calibration
-    ds = task_obj.dataset("search", train=bool(c.augment))
+    ds = task_obj.dataset(CALIBRATION_SPLIT, train=bool(c.augment))
     idx = calibration_indices(len(ds), int(c.images), seed=_calib_seed(cfg))
     if c.augment:
         torch.manual_seed(_calib_seed(cfg))
-    imgs = [_crop32(ds[i]["image"]) for i in idx]
-    batches: list[Tensor] = []
-    bs = int(c.batch_size)
-    for i in range(0, len(imgs), bs):
-        chunk = imgs[i:i + bs]
-        if all(t.shape == chunk[0].shape for t in chunk):
-            batches.append(torch.stack(chunk).to(device))
-        else:  # mixed sizes: one image per batch; the pooled statistics stay exact
-            batches.extend(t.unsqueeze(0).to(device) for t in chunk)
-    return CalibrationSet(idx, batches)
+    items = [ds[i] for i in idx]
+    return CalibrationSet(idx, image_batches([it["image"] for it in items], int(c.batch_size),
+                                             device), [item_name(it) for it in items])
 
 
 def make_evaluator(task: str, cfg: Config, checkpoint: str | Path, device: str, *, stage: str,

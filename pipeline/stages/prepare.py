@@ -26,7 +26,8 @@ from pipeline.tasks import TASKS
 def prepare(ctx: StageContext) -> Mapping[str, float]:
     tc = ctx.task_cfg
     manifest = build_manifest(ctx.task, TASKS[ctx.task].make_splits, Path(tc.root), tc.train_set,
-                              tc.val_set, tc.search_fraction, builtin=ctx.cfg.data.builtin)
+                              tc.val_set, tc.search_fraction, builtin=ctx.cfg.data.builtin,
+                              calibration_images=int(ctx.cfg.calibration.images))
     atomic_write_text(ctx.out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     ctx.run.set_tags({"scalenas.data_hash": manifest["data_hash"]})
     ctx.run.log_artifact(ctx.out / MANIFEST)

@@ -40,7 +40,8 @@ def body(ctx: StageContext) -> dict[str, float]:
                           partial=ctx.work / "rows.jsonl")
     evaluator.close()
     atomic_write_text(ctx.out / "calibration.json", json.dumps(
-        {"split": "search", "indices": calib.indices, "num_images": calib.num_images,
+        {"split": "train", "indices": calib.indices, "images": calib.names,
+         "num_images": calib.num_images,
          "augment": bool(ctx.cfg.calibration.augment)}, indent=1) + "\n")
     wall = sum(r.timing["wall_s"] for r in rows)
     over = sum(r.timing["overhead_s"] for r in rows)

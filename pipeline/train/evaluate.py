@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.nets.calibrate import CalibrationSet
+from pipeline.nets.calibrate import CalibrationSet, image_batches
 from pipeline.space.arch import Architecture
 
 from .loop import TaskLike
@@ -21,10 +21,11 @@ CHECK_CALIBRATION_IMAGES = 16
 
 def calibration_set(task: Any, device: torch.device | str, num_images: int, seed: int
                     ) -> CalibrationSet:
-    """The task's fixed calibration images as one batch on ``device``."""
+    """The task's fixed calibration images (train split, un-augmented) on ``device``, as one
+    batch when they share a size; images of any size are cropped to a multiple of 32."""
     subset = task.calibration_dataset(num_images, seed)
-    images = torch.stack([subset[i]["image"] for i in range(len(subset))]).to(device)
-    return CalibrationSet.from_images(list(subset.indices), images)
+    images = [subset[i]["image"] for i in range(len(subset))]
+    return CalibrationSet(list(subset.indices), image_batches(images, len(images), device))
 
 
 def evaluate_subnet(task: TaskLike, supernet: nn.Module, arch: Architecture, split: str,
