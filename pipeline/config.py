@@ -178,6 +178,8 @@ class TrainConfig(_Section):
     sync_bn: bool
     amp: str
     num_workers: int
+    init: str | None
+    init_strict: bool
 
 
 @section
@@ -191,6 +193,7 @@ class GroupConfig(_Section):
 class SupernetTrainConfig(TrainConfig):
     kd_ratio: float
     init_from_teacher: bool
+    checkpoint: str | None
     #: "paper" or explicit groups (see pipeline.train.schedule.parse_groups).
     groups: str | tuple[GroupConfig, ...]
 

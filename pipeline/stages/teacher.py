@@ -19,7 +19,7 @@ from pipeline.train.distributed import init_distributed, shutdown_distributed
 from pipeline.train.evaluate import CHECK_CALIBRATION_IMAGES, calibration_set
 from pipeline.train.loop import train
 from pipeline.train.setup import task_from_config, train_config
-from pipeline.train.stage_util import disable_tracking_off_main, training_dir, write_json
+from pipeline.train.stage_util import disable_tracking_off_main, start_weights, write_json
 
 MODEL_FILE = "model.pt"
 
@@ -36,7 +36,8 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
     arch = largest(name)
     model = SuperNet(name, width, task.num_outputs, seed=cfg.run.seed)
     model.set_arch(arch)
-    summary = train(task, model, tcfg, training_dir(ctx), tracker=ctx.run, info=info)
+    init, train_dir = start_weights(ctx, model, getattr(cfg.teacher, name))
+    summary = train(task, model, tcfg, train_dir, tracker=ctx.run, info=info)
     if not info.is_main:
         return None
     # Precise BN: the running averages of a short run (momentum 0.01 for seg) are far from the
@@ -47,7 +48,8 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
     meta = {"kind": "teacher", "task": name, "width": width, "num_outputs": task.num_outputs,
             "arch": arch.to_dict(), "fingerprint": summary.fingerprint,
             "iterations": summary.iterations, "seed": cfg.run.seed,
-            "bn_calibration_images": calib.indices}
+            "bn_calibration_images": calib.indices,
+            "init": init.to_dict() if init is not None else None}
     sha = save_trained(ctx.out / MODEL_FILE, model, meta)
     arch.save(ctx.out / "arch.json")
     ev = task.evaluate(model, "search", info.device, 4)

@@ -41,3 +41,20 @@ def _clean(obj: Any) -> Any:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_clean(obj), indent=1, sort_keys=True) + "\n")
+
+
+def start_weights(ctx: Any, model: Any, section: Any) -> tuple[Any, Path]:
+    """Load ``section.init`` (when set) into ``model``; return ``(InitReport or None, training
+    directory)``. The file's sha256 is tagged (scalenas.init_sha256) and keys the training
+    directory, so a new file at the same path never resumes the old run's checkpoints."""
+    from pipeline.nets.init import load_init
+
+    path = getattr(section, "init", None)
+    if not path:
+        return None, training_dir(ctx)
+    report = load_init(model, path, strict=bool(section.init_strict))
+    print(report.summary(), flush=True)
+    ctx.run.set_tags({"scalenas.init_sha256": report.sha256, "scalenas.init_path": str(path),
+                      "scalenas.init_missing_keys": str(len(report.missing))})
+    return report, Path(ctx.work) / f"train-{ctx.params_hash}-init-{report.sha256[:12]}"
+

@@ -16,6 +16,7 @@ from snakemake.exceptions import WorkflowError
 
 from pipeline import config as pconfig
 from pipeline import tracking
+from pipeline.nets import init as start_weights
 
 envvars:
     "PATH",
@@ -44,7 +45,9 @@ PARAMS_SOURCE = _params_source()
 try:
     PARAMS = pconfig.load_resolved(PARAMS_SOURCE)
     pconfig.check_paths(PARAMS, PARAMS_SOURCE)
-except pconfig.ConfigError as e:
+    # Starting weights of the wrong task, width or outputs: stop before any job starts.
+    start_weights.check_params(PARAMS, PARAMS_SOURCE)
+except (pconfig.ConfigError, start_weights.CheckpointError) as e:
     # Before any job starts: one line naming the file and the key.
     raise WorkflowError(f"invalid parameters: {e}")
 
@@ -168,13 +171,27 @@ def teacher_model(task="{task}"):
     return f"{RESULTS}/{task}/teacher/model.pt"
 
 
-def supernet_model(task="{task}"):
+def trained_supernet(task="{task}"):
     return f"{RESULTS}/{task}/supernet/model.pt"
+
+
+def supernet_model(task):
+    """The supernet the search and fine-tuning read: supernet.<task>.checkpoint when given (no
+    teacher or supernet job then), else the one the supernet rule trains."""
+    return PARAMS["supernet"][task]["checkpoint"] or trained_supernet(task)
+
+
+TRAINED_TASKS = [t for t in TASKS if not PARAMS["supernet"][t]["checkpoint"]]
+def init_input(phase, task):
+    """Starting weights of a phase (teacher|supernet|finetune.<task>.init): an input, so a new
+    file reruns the phase and what follows."""
+    path = PARAMS[phase][task]["init"]
+    return [path] if path else []
 
 
 def _needs_teacher(task):
     s = PARAMS["supernet"][task]
-    return bool(s["init_from_teacher"]) or float(s["kd_ratio"]) > 0
+    return (bool(s["init_from_teacher"]) and not s["init"]) or float(s["kd_ratio"]) > 0
 
 
 def _teacher_input(wc):
@@ -187,7 +204,10 @@ def _teacher_arg(wc, input):
 
 # --- helpers of search.smk (here because `snakemake --lint` wants rule files without functions)
 SEARCH = f"{RESULTS}/{{task}}/search"
-SUPERNET_CKPT = f"{RESULTS}/{{task}}/supernet/model.pt"
+def SUPERNET_CKPT(wc):
+    return supernet_model(wc.task)
+
+
 SEARCH_THREADS = int(PARAMS["run"]["threads"])
 _RANDOM = PARAMS["search"]["random"]
 _EVO = PARAMS["search"]["evolution"]
@@ -223,7 +243,10 @@ def _merge_pool(wc):
 # --- helpers of finetune.smk (here because `snakemake --lint` wants rule files without functions)
 from pipeline.report.select import SelectionError, specs_from_params
 FINETUNE = f"{RESULTS}/{{task}}/finetune"
-FINETUNE_CKPT = f"{RESULTS}/{{task}}/supernet/model.pt"
+def FINETUNE_CKPT(wc):
+    return supernet_model(wc.task)
+
+
 FINAL_FRONT = f"{RESULTS}/{{task}}/search/final/front.csv"
 def _finetune_specs(task):
     try:

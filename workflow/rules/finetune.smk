@@ -37,6 +37,7 @@ rule finetune:
         checkpoint=FINETUNE_CKPT,
         selection=f"{FINETUNE}/select/selection.json",
         manifest=manifest(),
+        init=lambda wc: init_input("finetune", wc.task),
     output:
         record=f"{FINETUNE}/{{model}}/finetune.json",
         model=f"{FINETUNE}/{{model}}/model/model.json",
