@@ -28,7 +28,7 @@ def test_base_is_deep_merged_relative_to_the_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("files, expected", [
-    ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "b.yaml: base: a.yaml forms a cycle (")
+    ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, "b.yaml: base: a.yaml forms a cycle ("),
     ({"a.yaml": "base: a.yaml\n"}, "a.yaml: base: a.yaml forms a cycle"),
     ({"a.yaml": "base: nope.yaml\n"}, "a.yaml: base: parameter file not found:"),
     ({"a.yaml": "base: [x]\n"}, "a.yaml: base: expected the name of a parameter file"),
