@@ -9,8 +9,9 @@ A starting checkpoint is one of
     reported and allowed only with ``init_strict: false``.
 
 :func:`check_fits` tells, from the file alone (no network is built), whether it is of the right
-task, width and number of outputs; the workflow calls it at parse time so that a wrong file stops
-the run before any job starts, with one line naming the file and what it looks like.
+task, width and number of outputs; the workflow calls it at parse time (through
+pipeline.stages.build.check_start_weights) so that a wrong file stops the run before any job
+starts, with one line naming the file and what it looks like.
 :func:`load_init` copies the weights into a network; shapes must always agree, keys only when
 strict.
 """
@@ -163,35 +164,3 @@ def load_init(model: nn.Module, path: str | os.PathLike, *, strict: bool = True)
                 if k in state:
                     v.copy_(state[k])
     return InitReport(str(path), file_sha256(path), info, missing, unexpected)
-
-
-#: Parameter keys of starting weights, per task: (section, key); "checkpoint" must be a supernet.
-INIT_KEYS = (("teacher", "init"), ("supernet", "init"), ("finetune", "init"),
-             ("supernet", "checkpoint"))
-
-
-def num_outputs_of(resolved: Mapping[str, Any], task: str) -> int:
-    return int(resolved[task]["num_classes"] if task == "seg" else resolved[task]["num_joints"])
-
-
-def check_params(resolved: Mapping[str, Any], source: str) -> None:
-    """Every starting checkpoint the parameters name fits its task, width and outputs.
-
-    Raises one :class:`CheckpointError`: ``<source>: supernet.seg.checkpoint: <file>: looks like
-    a pose W8 supernet (17 outputs), but ... needs a seg W8 network (19 outputs)``."""
-    for task in resolved.get("tasks", ()):
-        width, outs = int(resolved[task]["width"]), num_outputs_of(resolved, task)
-        for section, key in INIT_KEYS:
-            sec = resolved[section][task]
-            path = sec.get(key)
-            if not path:
-                continue
-            name = f"{section}.{task}.{key}"
-            strict = key == "checkpoint" or bool(sec.get("init_strict", True))
-            try:
-                info = check_fits(path, task, width, outs, strict=strict, key=name)
-                if key == "checkpoint" and info.kind != "supernet":
-                    raise CheckpointError(f"{path}: looks like {info.looks_like()}, but {name} "
-                                          f"needs a {task} W{width} supernet")
-            except CheckpointError as e:
-                raise CheckpointError(f"{source}: {name}: {e}") from None

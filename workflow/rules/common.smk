@@ -15,8 +15,12 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from pipeline import config as pconfig
+from pipeline import paths
 from pipeline import tracking
-from pipeline.nets import init as start_weights
+from pipeline.errors import InputError
+from pipeline.paths import (RESULTS, RUN_SETTINGS, log_file, manifest, merged, param_file,
+                            teacher_model, trained_supernet)
+from pipeline.stages.build import check_start_weights
 
 envvars:
     "PATH",
@@ -25,10 +29,6 @@ envvars:
 # Jobs run `python` from the interpreter that runs Snakemake (the project's venv), found on PATH.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 CONDA_ENV = "../envs/scalenas.yaml"
-RESULTS = "results"
-PARAMS_DIR = f"{RESULTS}/params"
-LOGS = f"{RESULTS}/logs"
-RUN_SETTINGS = f"{PARAMS_DIR}/run.json"
 ALL_TARGETS = []
 
 
@@ -46,8 +46,8 @@ try:
     PARAMS = pconfig.load_resolved(PARAMS_SOURCE)
     pconfig.check_paths(PARAMS, PARAMS_SOURCE)
     # Starting weights of the wrong task, width or outputs: stop before any job starts.
-    start_weights.check_params(PARAMS, PARAMS_SOURCE)
-except (pconfig.ConfigError, start_weights.CheckpointError) as e:
+    check_start_weights(PARAMS, PARAMS_SOURCE)
+except InputError as e:
     # Before any job starts: one line naming the file and the key.
     raise WorkflowError(f"invalid parameters: {e}")
 
@@ -72,13 +72,6 @@ def write_if_changed(path, text):
 def _phase_doc(phase, task):
     return {"phase": phase, "task": task,
             "params": pconfig.phase_params(PARAMS, phase, task)}
-
-
-def param_file(phase, task="{task}"):
-    """Path of the per-rule parameter file of `phase` (a pattern with {task} by default)."""
-    if task is None:
-        return f"{PARAMS_DIR}/{phase}.json"
-    return f"{PARAMS_DIR}/{task}/{phase}.json"
 
 
 # Per-rule parameter files, written at parse time (content-compared, so mtimes move only when a
@@ -130,12 +123,8 @@ _JOB_NAMES = {"input", "output", "params", "wildcards", "threads", "log", "resou
 def data_marker(task):
     """An input that changes when the task's dataset changes."""
     if BUILTIN:
-        return f"{DATA_ROOT}/SYNTH.json"
+        return paths.synth_record(DATA_ROOT)
     return PARAMS[task]["root"]
-
-
-def manifest(task="{task}"):
-    return f"{RESULTS}/{task}/data/manifest.json"
 
 
 # -- MLflow: one parent run per invocation that runs jobs -----------------------------------------
@@ -167,20 +156,13 @@ onerror:
 
 # --- helpers of train.smk (here because `snakemake --lint` wants rule files without functions)
 TRAIN_THREADS = int(PARAMS["run"]["train_threads"])
-def teacher_model(task="{task}"):
-    return f"{RESULTS}/{task}/teacher/model.pt"
-
-
-def trained_supernet(task="{task}"):
-    return f"{RESULTS}/{task}/supernet/model.pt"
-
-
 def supernet_model(task):
-    """The supernet the search and fine-tuning read: supernet.<task>.checkpoint when given (no
-    teacher or supernet job then), else the one the supernet rule trains."""
-    return PARAMS["supernet"][task]["checkpoint"] or trained_supernet(task)
+    """The supernet the search and the fine-tuning read: supernet.<task>.checkpoint when given
+    (no teacher or supernet job then), else the one the supernet rule trains."""
+    return paths.supernet_model(task, PARAMS["supernet"][task]["checkpoint"])
 
 
+#: Tasks whose supernet is trained here (not given by supernet.<task>.checkpoint).
 TRAINED_TASKS = [t for t in TASKS if not PARAMS["supernet"][t]["checkpoint"]]
 def init_input(phase, task):
     """Starting weights of a phase (teacher|supernet|finetune.<task>.init): an input, so a new
@@ -203,11 +185,6 @@ def _teacher_arg(wc, input):
 
 
 # --- helpers of search.smk (here because `snakemake --lint` wants rule files without functions)
-SEARCH = f"{RESULTS}/{{task}}/search"
-def SUPERNET_CKPT(wc):
-    return supernet_model(wc.task)
-
-
 SEARCH_THREADS = int(PARAMS["run"]["threads"])
 _RANDOM = PARAMS["search"]["random"]
 _EVO = PARAMS["search"]["evolution"]
@@ -220,17 +197,13 @@ def search_shards(step):
     return int(_RANDOM["shards"] if step == "sample" else _EVO["shards"])
 
 
-def merged(step, task="{task}"):
-    return f"{RESULTS}/{task}/search/{step}/merged/results.csv"
-
-
 def pool_before(gen, task="{task}"):
     """Results tables evaluated before generation `gen`: sampling + generations 1..gen-1."""
-    return [merged("sample", task)] + [merged(f"evolve/gen_{g}", task) for g in range(1, gen)]
+    return [merged("sample", task)] + [merged(paths.evolve_step(g), task) for g in range(1, gen)]
 
 
 def _shard_dirs(wc):
-    return [f"{RESULTS}/{wc.task}/search/{wc.step}/shard_{k}/rows.jsonl"
+    return [f"{paths.shard_dir(wc.step, k, wc.task)}/rows.jsonl"
             for k in range(search_shards(wc.step))]
 
 
@@ -242,12 +215,6 @@ def _merge_pool(wc):
 
 # --- helpers of finetune.smk (here because `snakemake --lint` wants rule files without functions)
 from pipeline.report.select import SelectionError, specs_from_params
-FINETUNE = f"{RESULTS}/{{task}}/finetune"
-def FINETUNE_CKPT(wc):
-    return supernet_model(wc.task)
-
-
-FINAL_FRONT = f"{RESULTS}/{{task}}/search/final/front.csv"
 def _finetune_specs(task):
     try:
         return specs_from_params(PARAMS["finetune"][task], f"{PARAMS_SOURCE}: finetune.{task}")
@@ -262,17 +229,10 @@ def _arch_inputs(wc):
             if s.arch is not None and os.path.isfile(s.arch)]
 
 
-def finetune_record(task="{task}", model="{model}"):
-    return f"{RESULTS}/{task}/finetune/{model}/finetune.json"
-
-
 def finetune_records(task):
-    return [finetune_record(task, m) for m in FINETUNE_MODELS[task]]
+    return [paths.finetune_record(task, m) for m in FINETUNE_MODELS[task]]
 
 
 # --- helpers of report.smk (here because `snakemake --lint` wants rule files without functions)
-REPORT = f"{RESULTS}/report"
-REPORT_OUTPUTS = [f"{REPORT}/REPORT.md", f"{REPORT}/metrics.json", f"{REPORT}/final_models.md",
-                  f"{REPORT}/plots/finetune.csv"]
-def _final(task, name):
-    return f"{RESULTS}/{task}/search/final/{name}"
+REPORT_OUTPUTS = [paths.report_file(n) for n in
+                  ("REPORT.md", "metrics.json", "final_models.md", "plots/finetune.csv")]
