@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import cost
 from pipeline.cli import main
 from pipeline.space.arch import Architecture
 from pipeline.space.official import load_official
@@ -116,7 +117,6 @@ def test_console_entry_point_runs_as_a_process(tmp_path):
 
 
 def test_profile_json_and_table(capsys):
-    cost = pytest.importorskip("pipeline.cost")
     rc, out, _ = run(capsys, "arch", "profile", "hrnet", "--task", "pose", "--width", "32",
                      "--input", "256x192", "--json")
     assert rc == 0
@@ -134,7 +134,6 @@ def test_profile_json_and_table(capsys):
 
 @needs_masks
 def test_profile_release_files(capsys):
-    pytest.importorskip("pipeline.cost")
     for path, task, params, gflops in ((S1, "seg", 25_349_139, 265.535),
                                        (P2, "pose", 35_614_321, 8.013)):
         rc, out, _ = run(capsys, "arch", "profile", str(path), "--task", task, "--width", "32",
@@ -146,7 +145,6 @@ def test_profile_release_files(capsys):
 
 
 def test_profile_bad_input_size(capsys):
-    pytest.importorskip("pipeline.cost")
     rc, _, err = run(capsys, "arch", "profile", "hrnet", "--task", "pose", "--width", "8",
                      "--input", "100x75")
     assert_one_line_error(rc, err)

@@ -15,9 +15,11 @@ from pipeline.tasks import PoseTaskConfig, SegTaskConfig, build_task
 from pipeline.train.artifacts import save_trained
 from pipeline.train.checkpoint import CheckpointError, read_checkpoint
 from pipeline.config import SupernetTrainConfig, TrainConfig, make_section
+from pipeline.train.hooks import EvalHook
+from pipeline.train.loop import Trainer, TrainingError, train
 from pipeline.train.runtime import TrainRun
-from pipeline.train.loop import TrainingError, train
 from pipeline.train.schedule import parse_groups, subnet_at
+from pipeline.train.stats import RunStats
 
 CHEAP_GROUPS = ({"name": "a", "fusion_prob": 0.0, "depths": [2]},
                 {"name": "b", "fusion_prob": 0.5, "depths": [2]},
@@ -215,3 +217,60 @@ def test_bad_teacher_files(tmp_path):
         load_teacher(bad, "seg", 8, 19, 0)
     with pytest.raises(CheckpointError, match="not found"):
         load_teacher(tmp_path / "none.pt", "seg", 8, 19, 0)
+
+
+def test_hooks_do_not_change_what_is_trained(data, tmp_path):
+    """Bitwise the same weights with the default hooks, with none, and with an evaluation hook
+    that draws random numbers and runs the model in between (it must leave training alone)."""
+    task = pose_task(data)
+    c = cfg(iterations=4, groups=CHEAP_GROUPS, optimizer="adam", lr=1e-3, checkpoint_every=2)
+    run = TrainRun(seed=3, device="cpu", progress=False)
+    ds = task.dataset("train", train=False)
+    probe = task.collate([ds[i] for i in range(2)])
+
+    def fresh() -> SuperNet:
+        return SuperNet("pose", 8, task.num_outputs, seed=0)
+
+    ref = fresh()
+    summary = train(task, ref, c, tmp_path / "default", run=run)
+    bare = fresh()
+    trainer = Trainer(task, bare, c, tmp_path / "bare", run=run)
+    trainer.run([])
+    assert not (tmp_path / "bare" / "checkpoints").exists()  # no checkpointer, no files
+
+    def evaluate(tr: Trainer) -> dict[str, float]:
+        assert not tr.model.training
+        torch.rand(3)  # a draw the training stream must not see
+        with torch.no_grad():
+            return {"probe_loss": float(task.loss(tr.model(probe["image"]), probe))}
+
+    evaluated, rec = fresh(), Recorder()
+    ev = EvalHook(3, evaluate)
+    train(task, evaluated, c, tmp_path / "eval", tracker=rec, hooks=[ev], run=run)
+    assert [it for it, _ in ev.results] == [3, 4]  # every 3 steps and after the last
+    assert [s for s, m in rec.points if "eval/probe_loss" in m] == [3, 4]
+    for net in (bare, evaluated):
+        a, b = ref.state_dict(), net.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert trainer.stats.to_dict() | {"seconds": 0.0} == \
+        read_checkpoint(tmp_path / "default" / "checkpoints" / "last.pt")["stats"] | {"seconds": 0.0}
+    assert summary.group_counts == trainer.stats.group_counts(["a", "b", "c"])
+
+
+def test_run_stats_in_the_checkpoint(data, tmp_path):
+    """RunStats is stored as the plain dict older checkpoints held (same eight keys), so those
+    resume; a checkpoint whose stats do not fit is refused with the file named."""
+    task = pose_task(data)
+    model = SuperNet("pose", 8, task.num_outputs, seed=0)
+    model.set_arch(smallest("pose"))
+    c = cfg(iterations=2, checkpoint_every=1, optimizer="adam", lr=1e-3)
+    train(task, model, c, tmp_path, run=RUN)
+    doc = read_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert sorted(doc["stats"]) == ["first_loss", "group_loss", "group_n", "images", "last_loss",
+                                    "loss_n", "loss_sum", "seconds"]
+    stats = RunStats.from_dict(doc["stats"], 0)
+    assert stats.loss_n == [2] and stats.images == 4 and stats.last_loss == doc["stats"]["last_loss"]
+    with pytest.raises(CheckpointError, match=r"x.pt: 'stats' must have the keys"):
+        RunStats.from_dict({"loss_sum": []}, 0, where="x.pt")
+    with pytest.raises(CheckpointError, match=r"x.pt: 'stats' does not fit"):
+        RunStats.from_dict(doc["stats"], 3, where="x.pt")

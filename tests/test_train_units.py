@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError, SupernetTrainConfig, TrainConfig, make_section
-from pipeline.space.sample import paper_groups, sample_group
+from pipeline.space.sample import sample_group
 from pipeline.train.checkpoint import (CheckpointError, fingerprint, load_resume, read_checkpoint,
                                        rng_state, save_checkpoint, set_rng_state)
 from pipeline.train.runtime import TrainRun, fingerprint_settings
@@ -64,8 +64,30 @@ def test_bad_groups(spec, msg):
     assert msg in str(e.value)
 
 
-def test_paper_groups_match_space():
-    assert parse_groups("paper", "pose") == paper_groups("pose")
+# scalenas.md section 4, written out: the smallest group (fusion 0.1 for seg, 0 for pose, depth
+# 2), the 3 x 3 grid of fusion {0.2, 0.5, 0.8} x depths {[2,3], [3,4], [4,5]}, the largest
+# (fusion 1, depth 5): 11 groups, smallest first and largest last.
+SPEC_GRID = {(0.2, (2, 3)), (0.2, (3, 4)), (0.2, (4, 5)),
+             (0.5, (2, 3)), (0.5, (3, 4)), (0.5, (4, 5)),
+             (0.8, (2, 3)), (0.8, (3, 4)), (0.8, (4, 5))}
+
+
+@pytest.mark.parametrize("task, smallest_fusion", [("seg", 0.1), ("pose", 0.0)])
+def test_paper_groups_match_the_specification(task, smallest_fusion):
+    groups = parse_groups("paper", task)
+    table = [(g.fusion_prob, tuple(g.depth_candidates)) for g in groups]
+    assert len(table) == 11
+    assert table[0] == (smallest_fusion, (2,))
+    assert table[-1] == (1.0, (5,))
+    assert set(table[1:-1]) == SPEC_GRID and len(set(table[1:-1])) == 9
+    assert [g.name for g in groups][0] == "smallest" and groups[-1].name == "largest"
+    # what a group means when drawn: every depth among its candidates, fusion as the group says
+    rng = np.random.default_rng(0)
+    for g in groups:
+        depths = {d for _ in range(20) for m in sample_group(rng, g, task).modules
+                  for d in m.depths}
+        assert depths <= set(g.depth_candidates)
+        assert depths == set(g.depth_candidates)  # 20 draws of many branches reach every value
 
 
 # -- learning rate -----------------------------------------------------------------------------

@@ -16,7 +16,6 @@ and ``plots/finetune.csv`` (for ``dvc plots``), and logs them all as MLflow arti
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,12 +55,9 @@ def _by_task(pairs: list[tuple[str, Path]], what: str) -> dict[str, Path]:
     return out
 
 
-def _rel(path: Path, start: Path) -> str:
-    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
-
-
 def body(ctx: StageContext) -> dict[str, float]:
     from pipeline.report.figures import ReferencePoint, pareto_figure
+    from pipeline.report.markdown import report_md, screening_line, task_section
     from pipeline.report.records import FinetuneRecord
     from pipeline.report.tables import (final_models_table, finetune_plot_frame, metrics_doc,
                                         write_csv, write_json)
@@ -114,15 +110,16 @@ def body(ctx: StageContext) -> dict[str, float]:
             if reference.score is not None:
                 sm["hrnet_search_score"] = float(reference.score)
         search_metrics[task] = sm
-        sections.append(_task_section(task, fig, sm, recs, record_dirs, reference, final,
-                                      cands[task], fronts[task],
-                                      _screening_line(summary.get("screening"))))
+        sections.append(task_section(task, fig, sm, recs, record_dirs, reference, final,
+                                     cands[task], fronts[task],
+                                     screening_line(summary.get("screening"))))
 
     table_md = final_models_table(records)
     atomic_write_text(out / "final_models.md", table_md)
     write_json(out / "metrics.json", metrics_doc(records, search_metrics))
     write_csv(out / "plots" / "finetune.csv", finetune_plot_frame(records))
-    atomic_write_text(out / "REPORT.md", _report_md(sections, table_md, records, ctx))
+    atomic_write_text(out / "REPORT.md",
+                      report_md(sections, table_md, records, ctx.params_hash))
     ctx.run.log_artifact(out, "report")
 
     metrics: dict[str, float] = {"models": float(len(records)),
@@ -132,68 +129,6 @@ def body(ctx: StageContext) -> dict[str, float]:
     for r in records:
         metrics[f"{r.task}.{r.name}.gain"] = r.gain
     return metrics
-
-
-def _screening_line(rows: Any) -> str | None:
-    """How well the evolution's surrogate predicted the children it chose, per generation."""
-    # Read leniently: a summary written by another version lacks keys; the report still runs.
-    parts = []
-    for r in rows if isinstance(rows, list) else []:
-        if not isinstance(r, dict) or "generation" not in r:
-            continue
-        if "surrogate_r" in r:
-            parts.append(f"gen {r['generation']}: r {r['surrogate_r']:.2f}")
-        elif "surrogate_mae" in r:
-            parts.append(f"gen {r['generation']}: MAE {r['surrogate_mae']:.3g}")
-    if not parts:
-        return None
-    return ("- evolution screening, predicted vs measured score of the evaluated children: "
-            + ", ".join(parts))
-
-
-def _task_section(task: str, fig: str, sm: dict[str, Any], recs: list[Any],
-                  record_dirs: dict[tuple[str, str], Path], reference: Any, final: Path,
-                  cands: Path, front: Path, screening: str | None = None) -> str:
-    lines = [f"## {task}", "", f"![{task} Pareto figure]({fig})", "",
-             f"- candidates evaluated: {sm['evaluated']} ([table]({_rel(cands, final)}), "
-             f"[plot data](plots/{task}_candidates.csv)); final front: {sm['front_size']} "
-             f"([table]({_rel(front, final)}))"]
-    hv = [f"{k.split('_', 1)[1]} {v:.4g}" for k, v in sm.items() if k.startswith("hypervolume_")]
-    if hv:
-        lines.append(f"- front hypervolume (fixed reference point): {', '.join(hv)}")
-    if screening:
-        lines.append(screening)
-    if reference is not None:
-        score = ("not evaluated" if reference.score is None
-                 else f"{reference.score:.4f} {reference.note}")
-        lines.append(f"- reference {reference.label}: {reference.gflops:.4g} GFLOPs, {score}")
-    for r in recs:
-        d = record_dirs[(r.task, r.name)]
-        lines.append(f"- **{r.name}** (`{r.arch_id}`, {r.rule}): {r.metric} {r.inherited:.4f} -> "
-                     f"{r.finetuned:.4f} ({r.gain:+.4f}); model "
-                     f"[{_rel(d / r.model_dir, final)}]({_rel(d / r.model_dir, final)}), "
-                     f"record [{_rel(d / 'finetune.json', final)}]({_rel(d / 'finetune.json', final)})")
-    return "\n".join(lines) + "\n"
-
-
-def _report_md(sections: list[str], table_md: str, records: list[Any], ctx: StageContext) -> str:
-    improved = sum(r.gain > 0 for r in records)
-    exact = sum(r.reloaded == r.finetuned for r in records)
-    head = [
-        "# ScaleNAS pipeline report", "",
-        "Candidates are scored on the held-out search split with weights inherited from the "
-        "supernet (after BN calibration); final models on val, before (inherited weights) and "
-        "after fine-tuning. GFLOPs = multiply-accumulates / 2^30 at batch 1 and the run's input "
-        "size (the paper's unit).", "",
-        f"- fine-tuned models: {len(records)}; improved over inherited weights: {improved}; "
-        f"reloaded from their files alone with the identical val metric: {exact}",
-        "- metrics: [metrics.json](metrics.json) (`dvc metrics show`); plot data: [plots/](plots/) "
-        "(`dvc plots show`)",
-        "- everything here is also an artifact of the MLflow run of this stage "
-        f"(tracking store of the run; stage params hash `{ctx.params_hash}`)",
-        "- run a model on an image: `scalenas predict --model <model dir> IMAGE -o OUT.png`", "",
-        "## Final models", "", table_md]
-    return "\n".join(head) + "\n" + "\n".join(sections)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,12 +11,16 @@
 The batch at an iteration, the subnet, the learning rate and every random draw are functions of
 ``(seed, iteration)`` only, and the whole state is checkpointed atomically, so a run killed at any
 moment and started again with the same command ends with bitwise the same weights (on CPU).
+
+:meth:`Trainer.train_step` is the step alone; checkpoints, metrics, throughput, progress, the
+non-finite-loss guard and evaluations are hooks around it (pipeline.train.hooks), and the run's
+totals are a :class:`~pipeline.train.stats.RunStats` saved in every checkpoint. The configuration
+(the section and its :class:`~pipeline.train.runtime.TrainRun`) is read in :func:`build_optimizer`,
+:func:`lr_schedule`, :class:`Trainer`'s constructor and :func:`default_hooks` only.
 """
 from __future__ import annotations
 
 import math
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
@@ -24,23 +28,21 @@ from typing import Any, Mapping, Protocol, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from .checkpoint import (LAST, CheckpointError, file_sha256, fingerprint, load_resume, rng_state,
-                         save_checkpoint, set_rng_state)
 from pipeline.config import TrainConfig
 
+from .checkpoint import (LAST, CheckpointError, find_resume, fingerprint, load_resume, rng_state,
+                         set_rng_state)
 from .data import make_loader
-from .runtime import TrainRun, fingerprint_settings, groups_of, kd_ratio_of
 from .distributed import (DistInfo, all_reduce_mean, autocast, barrier, convert_sync_bn,
                           init_distributed, unwrap, wrap_ddp)
+from .hooks import (Checkpointer, HookBase, IterationTimer, MetricWriter, NonFiniteGuard,
+                    ProgressBar, Tracker, TrainingError)
+from .runtime import TrainRun, fingerprint_settings, groups_of, kd_ratio_of
 from .schedule import LRSchedule, parse_groups, subnet_at
+from .stats import RunStats
 
 CHECKPOINT_DIR = "checkpoints"
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite loss, an unusable model); the message says where."""
 
 
 class TaskLike(Protocol):
@@ -50,12 +52,6 @@ class TaskLike(Protocol):
 
     def dataset(self, split: str, train: bool) -> Any: ...
     def loss(self, output: Tensor, batch: Any) -> Tensor: ...
-
-
-class Tracker(Protocol):
-    """What the loop needs from a tracker: batched metrics with steps."""
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
 
 
 @dataclass
@@ -134,223 +130,234 @@ def _deterministic(on: bool, device: torch.device) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-class _MetricBuffer:
-    """Metrics collected per step and sent to the tracker in batches (one call per window)."""
-
-    def __init__(self, tracker: Tracker | None, every: int) -> None:
-        self.tracker, self.every = tracker, every
-        self.pending: list[tuple[dict[str, float], int]] = []
-
-    def add(self, metrics: dict[str, float], step: int) -> None:
-        if self.tracker is None:
-            return
-        self.pending.append((metrics, step))
-        if len(self.pending) >= self.every:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.tracker is None or not self.pending:
-            return
-        for metrics, step in self.pending:
-            self.tracker.log_metrics(metrics, step=step)
-        send = getattr(self.tracker, "flush", None)  # pipeline.tracking.StageRun: one log_batch
-        if send is not None:
-            send()
-        self.pending = []
+def lr_schedule(cfg: TrainConfig, total: int, iters_per_epoch: int) -> LRSchedule:
+    """The learning rate per global iteration, from the configuration."""
+    sch = cfg.schedule
+    return LRSchedule(sch.name, cfg.optimizer.lr, total, iters_per_epoch, sch.power,
+                      sch.milestones, sch.gamma, sch.warmup_iters)
 
 
-# -- the loop ---------------------------------------------------------------------------------
+# -- the trainer ------------------------------------------------------------------------------
+
+@dataclass
+class StepResult:
+    """One step, as the hooks see it. ``iteration`` is the step's index (0-based); ``loss`` is
+    the rank-averaged total loss, ``task_loss`` and ``kd_loss`` this rank's parts."""
+
+    iteration: int
+    epoch: int
+    lr: float
+    group: int | None = None
+    group_name: str | None = None
+    images: int = 0
+    loss: float = math.nan
+    task_loss: float = math.nan
+    kd_loss: float | None = None
+
+
+class Trainer:
+    """The training state, :meth:`train_step`, and the hooks run around it (pipeline.train.hooks).
+
+    Building it resolves the data, the schedule and the fingerprint, and resumes from
+    ``out_dir/checkpoints`` when a checkpoint of the same configuration is there.
+    """
+
+    def __init__(self, task: TaskLike, model: nn.Module, cfg: TrainConfig, out_dir: str | Path,
+                 teacher: nn.Module | None = None, *, run: TrainRun = TrainRun(),
+                 info: DistInfo | None = None, split: str = "train") -> None:
+        info = info or init_distributed(run.device)
+        _deterministic(run.deterministic, info.device)
+        self.task, self.info, self.split = task, info, split
+        self.ckpt_dir = Path(out_dir) / CHECKPOINT_DIR
+        # The only settings the steps read (the hooks get theirs from default_hooks).
+        self.batch_size, self.seed, self.kd_ratio = cfg.batch_size, run.seed, kd_ratio_of(cfg)
+        self.amp, self.freeze_bn = cfg.amp == "bf16", run.freeze_bn
+
+        model = model.to(info.device)
+        spec = groups_of(cfg)
+        self.groups = parse_groups(spec, task.name) if spec is not None else None
+        if self.groups is not None and not callable(getattr(model, "set_arch", None)):
+            raise TrainingError(f"sampling groups are configured but {type(model).__name__} has "
+                                f"no set_arch: a supernet is needed")
+        self.group_names = [g.name for g in self.groups] if self.groups else []
+        self.use_kd = teacher is not None and self.kd_ratio > 0
+        if self.use_kd:
+            assert teacher is not None
+            teacher = teacher.to(info.device).eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        self.teacher = teacher if self.use_kd else None
+
+        self.loader, self.sampler = make_loader(
+            task.dataset(split, train=True), info, batch_size=cfg.batch_size, seed=run.seed,
+            num_workers=cfg.num_workers, collate=getattr(task, "collate", None))
+        self.iters_per_epoch = self.sampler.num_samples // cfg.batch_size
+        self.total = (cfg.iterations if cfg.iterations is not None
+                      else cfg.epochs * self.iters_per_epoch)
+        self.schedule = lr_schedule(cfg, self.total, self.iters_per_epoch)
+        self.fingerprint = fingerprint(
+            {**fingerprint_settings(cfg, run), "world_size": info.world_size, "kd": self.use_kd,
+             "split": split}, task.name, getattr(model, "width", None))
+        self.model = wrap_ddp(convert_sync_bn(model, info) if cfg.sync_bn else model, info)
+        self.net = unwrap(self.model)
+        self.optimizer = build_optimizer(cfg, [p for p in self.net.parameters()
+                                               if p.requires_grad])
+
+        self.iter = 0
+        self.stats = RunStats.empty(len(self.group_names))
+        self.resumed_from = 0
+        self.last_checkpoint: Path | None = None
+        self.checkpoint_sha256 = ""
+        self.step: StepResult | None = None  # type: ignore[assignment]
+        self.metrics: dict[str, float] = {}
+        self.hooks: list[HookBase] = []
+        self._resume()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        state = load_resume(self.ckpt_dir, self.fingerprint)
+        if state is not None:
+            self.net.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"])
+            self.iter = self.resumed_from = int(state["iteration"])
+            self.stats = RunStats.from_dict(state["stats"], len(self.group_names),
+                                            where=str(find_resume(self.ckpt_dir)))
+            self.last_checkpoint = self.ckpt_dir / LAST
+        # No rank may start (and rank 0 write a newer checkpoint) before every rank has read it.
+        barrier(self.info)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, as plain data (pipeline.train.checkpoint)."""
+        return {"fingerprint": self.fingerprint, "iteration": self.iter,
+                "epoch": self.iter // self.iters_per_epoch, "model": self.net.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
+                "rng": rng_state(), "stats": self.stats.to_dict(), "task": self.task.name,
+                "width": getattr(self.net, "width", None)}
+
+    def set_train_mode(self) -> None:
+        self.model.train()
+        if self.freeze_bn:
+            set_bn_eval(self.model)
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def train_step(self, data: Any) -> StepResult:
+        """Iteration ``self.iter`` on the next batch of ``data``: lr, subnet, forward, loss,
+        the hooks' ``after_loss``, backward, optimiser step."""
+        it = self.iter
+        lr = self.schedule(it)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        step = self.step = StepResult(iteration=it, epoch=it // self.iters_per_epoch, lr=lr)
+        if self.groups is not None:
+            step.group, arch = subnet_at(self.groups, it, self.seed, self.task.name)
+            step.group_name = self.group_names[step.group]
+            self.net.set_arch(arch)  # type: ignore[operator]
+        batch = to_device(next(data), self.info.device)
+        images = batch_images(batch)
+        with autocast(self.info, self.amp):
+            output = self.model(images)
+            task_loss = self.task.loss(output, batch)
+            loss, kd = task_loss, None
+            if self.teacher is not None:
+                with torch.no_grad():
+                    target = self.teacher(images)
+                kd = kd_loss(output, target)
+                loss = task_loss + self.kd_ratio * kd
+        mean_loss = all_reduce_mean(loss.float(), self.info)
+        for h in self.hooks:
+            h.after_loss(self, mean_loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+        step.loss = float(mean_loss)
+        step.task_loss = float(task_loss.detach())
+        step.kd_loss = float(kd.detach()) if kd is not None else None
+        step.images = images.shape[0] * self.info.world_size
+        self.stats.record(it, step.epoch, step.loss, step.group, step.images)
+        return step
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self, hooks: Sequence[HookBase]) -> None:
+        """Steps from ``self.iter`` to ``self.total``, with ``hooks`` around them."""
+        self.hooks = list(hooks)
+        try:
+            self.set_train_mode()
+            self.metrics = {}
+            for h in self.hooks:
+                h.before_train(self)
+            while self.iter < self.total:
+                epoch, start = divmod(self.iter, self.iters_per_epoch)
+                self.sampler.set_position(epoch, start * self.batch_size)
+                self.stats.begin_epoch(epoch)
+                data = iter(self.loader)
+                for _ in range(min(self.iters_per_epoch - start, self.total - self.iter)):
+                    self.metrics = {}
+                    for h in self.hooks:
+                        h.before_step(self)
+                    self.train_step(data)
+                    self.iter += 1
+                    for h in self.hooks:
+                        h.after_step(self)
+            self.metrics = {}
+            for h in self.hooks:
+                h.after_train(self)
+        finally:
+            for h in self.hooks:
+                h.close(self)
+
+    def summary(self) -> TrainSummary:
+        names, stats = self.group_names, self.stats
+        return TrainSummary(
+            iterations=self.iter, epochs_run=self.iter / self.iters_per_epoch,
+            iters_per_epoch=self.iters_per_epoch,
+            images_per_step=self.batch_size * self.info.world_size,
+            first_loss=float(stats.first_loss), final_loss=float(stats.last_loss),
+            epoch_losses=stats.epoch_losses(), group_counts=stats.group_counts(names),
+            group_losses=stats.group_losses(names), kd=self.use_kd,
+            images_per_s=stats.images_per_s, seconds=float(stats.seconds),
+            checkpoint=str(self.ckpt_dir / LAST), checkpoint_sha256=self.checkpoint_sha256,
+            fingerprint=self.fingerprint, resumed_from=self.resumed_from)
+
+
+def default_hooks(cfg: TrainConfig, task_name: str, tracker: Tracker | None,
+                  extra: Sequence[HookBase] = (), run: TrainRun = TrainRun()) -> list[HookBase]:
+    """Timer first (it times the step alone), the writer last (it sends what the others put)."""
+    return [IterationTimer(cfg.log_every), NonFiniteGuard(), Checkpointer(cfg.checkpoint_every),
+            *extra, ProgressBar(run.progress, f"train {task_name}"),
+            MetricWriter(tracker, cfg.log_every)]
+
 
 def train(task: TaskLike, model: nn.Module, cfg: TrainConfig, out_dir: str | Path,
           teacher: nn.Module | None = None, tracker: Tracker | None = None, *,
-          run: TrainRun = TrainRun(), info: DistInfo | None = None,
-          split: str = "train") -> TrainSummary:
+          run: TrainRun = TrainRun(), info: DistInfo | None = None, split: str = "train",
+          hooks: Sequence[HookBase] = ()) -> TrainSummary:
     """Train ``model`` on ``task``'s ``split`` with ``cfg``; resume from ``out_dir``/checkpoints.
 
     ``model`` is any module mapping images to the task's output; with ``cfg.groups`` it must have
     ``set_arch``. ``teacher`` (frozen, eval mode) provides distillation targets when
     ``cfg.kd_ratio > 0``. ``tracker`` receives losses, lr, per-group counts and losses, throughput
-    and the checkpoint hash (rank 0 only). Returns the run's :class:`TrainSummary`; the trained
-    weights stay in ``model`` (and in ``out_dir/checkpoints/last.pt``).
+    and the checkpoint hash (rank 0 only). ``hooks`` (e.g. an
+    :class:`~pipeline.train.hooks.EvalHook`) run after the checkpointer. Returns the run's
+    :class:`TrainSummary`; the trained weights stay in ``model`` (and in
+    ``out_dir/checkpoints/last.pt``).
 
     ``split`` is the task split trained on ("train"; fine-tuning may use "trainfull"). ``info``
     (from :func:`~pipeline.train.distributed.init_distributed`) defaults to the environment's
-    process group (``torchrun``) or a single process on ``cfg.device``. Raises
+    process group (``torchrun``) or a single process on ``run.device``. Raises
     :class:`TrainingError` on a non-finite loss and
     :class:`~pipeline.train.checkpoint.CheckpointError` for an unusable resume checkpoint.
     """
-    info = info or init_distributed(run.device)
-    _deterministic(run.deterministic, info.device)
-    out = Path(out_dir)
-    ckpt_dir = out / CHECKPOINT_DIR
-    model = model.to(info.device)
-
-    spec = groups_of(cfg)
-    groups = parse_groups(spec, task.name) if spec is not None else None
-    if groups is not None and not callable(getattr(model, "set_arch", None)):
-        raise TrainingError(f"sampling groups are configured but {type(model).__name__} has no "
-                            f"set_arch: a supernet is needed")
-    names = [g.name for g in groups] if groups else []
-    kd_ratio = kd_ratio_of(cfg)
-    use_kd = teacher is not None and kd_ratio > 0
-    if use_kd:
-        teacher = teacher.to(info.device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-
-    dataset = task.dataset(split, train=True)
-    loader, sampler = make_loader(dataset, info, batch_size=cfg.batch_size, seed=run.seed,
-                                  num_workers=cfg.num_workers,
-                                  collate=getattr(task, "collate", None))
-    ipe = sampler.num_samples // cfg.batch_size
-    total = cfg.iterations if cfg.iterations is not None else cfg.epochs * ipe
-    sch = cfg.schedule
-    sched = LRSchedule(sch.name, cfg.optimizer.lr, total, ipe, sch.power, sch.milestones,
-                       sch.gamma, sch.warmup_iters)
-
-    fp = fingerprint({**fingerprint_settings(cfg, run), "world_size": info.world_size,
-                      "kd": use_kd, "split": split}, task.name, getattr(model, "width", None))
-    ddp = wrap_ddp(convert_sync_bn(model, info) if cfg.sync_bn else model, info)
-    net = unwrap(ddp)
-    optimizer = build_optimizer(cfg, [p for p in net.parameters() if p.requires_grad])
-
-    it = 0
-    stats: dict[str, Any] = {"loss_sum": [], "loss_n": [], "first_loss": math.nan,
-                             "last_loss": math.nan, "group_n": [0] * len(names),
-                             "group_loss": [0.0] * len(names), "seconds": 0.0, "images": 0}
-    state = load_resume(ckpt_dir, fp)
-    resumed_from = 0
-    if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        it = resumed_from = int(state["iteration"])
-        stats = state["stats"]
-    # No rank may start (and rank 0 write a newer checkpoint) before every rank has read this one.
-    barrier(info)
-
-    def checkpoint() -> Path | None:
-        if not info.is_main:
-            return None
-        return save_checkpoint(ckpt_dir, {
-            "fingerprint": fp, "iteration": it, "epoch": it // ipe, "model": net.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(),
-            "rng": rng_state(), "stats": stats, "task": task.name,
-            "width": getattr(net, "width", None)})
-
-    metrics = _MetricBuffer(tracker if info.is_main else None, cfg.log_every)
-    bar = tqdm(total=total, initial=it, file=sys.stderr, unit="it", dynamic_ncols=True,
-               disable=not (run.progress and info.is_main), desc=f"train {task.name}",
-               mininterval=0.1 if sys.stderr.isatty() else 10.0)  # logs: a line per 10 s
-    last_saved: Path | None = ckpt_dir / LAST if state is not None else None
-    ddp.train()
-    if run.freeze_bn:
-        set_bn_eval(ddp)
-    t_window, n_window = time.perf_counter(), 0
-    t_last = t_window
-    while it < total:
-        epoch, start = divmod(it, ipe)
-        sampler.set_position(epoch, start * cfg.batch_size)
-        while len(stats["loss_sum"]) <= epoch:
-            stats["loss_sum"].append(0.0)
-            stats["loss_n"].append(0)
-        for batch in loader:
-            lr = sched(it)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            gi = None
-            if groups is not None:
-                gi, arch = subnet_at(groups, it, run.seed, task.name)
-                net.set_arch(arch)  # type: ignore[operator]
-            batch = to_device(batch, info.device)
-            images = batch_images(batch)
-            with autocast(info, cfg.amp == "bf16"):
-                output = ddp(images)
-                task_loss = task.loss(output, batch)
-                loss = task_loss
-                kd = None
-                if use_kd:
-                    with torch.no_grad():
-                        target = teacher(images)  # type: ignore[misc]
-                    kd = kd_loss(output, target)
-                    loss = task_loss + kd_ratio * kd
-            mean_loss = all_reduce_mean(loss.float(), info)
-            if not torch.isfinite(mean_loss):
-                bar.close()
-                metrics.flush()
-                kept = f"last good checkpoint kept: {last_saved}" if last_saved else \
-                    "no checkpoint was written yet"
-                where = f", group {names[gi]!r}" if gi is not None else ""
-                raise TrainingError(f"non-finite loss ({mean_loss.item()}) at iteration {it} "
-                                    f"(epoch {epoch}{where}); training stopped, {kept}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-            value = float(mean_loss)
-            if it == 0:
-                stats["first_loss"] = value
-            stats["last_loss"] = value
-            stats["loss_sum"][epoch] += value
-            stats["loss_n"][epoch] += 1
-            if gi is not None:
-                stats["group_n"][gi] += 1
-                stats["group_loss"][gi] += value
-            images_step = images.shape[0] * info.world_size
-            stats["images"] += images_step
-            now = time.perf_counter()
-            stats["seconds"] += now - t_last  # wall time per step, data loading included
-            t_last = now
-            it += 1
-            n_window += images_step
-
-            m = {"loss": value, "lr": lr, "task_loss": float(task_loss.detach())}
-            if kd is not None:
-                m["kd_loss"] = float(kd.detach())
-            if gi is not None:
-                m[f"group/{names[gi]}/loss"] = value
-                m[f"group/{names[gi]}/count"] = float(stats["group_n"][gi])
-            if it % cfg.log_every == 0:
-                now = time.perf_counter()
-                m["images_per_s"] = n_window / max(now - t_window, 1e-9)
-                t_window, n_window = now, 0
-            metrics.add(m, step=it)
-            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", refresh=False)
-            bar.update(1)
-
-            end_of_epoch = it % ipe == 0
-            if it % cfg.checkpoint_every == 0 or end_of_epoch or it == total:
-                saved = checkpoint()
-                if saved is not None:
-                    last_saved = saved
-                    metrics.add({"checkpoint_iteration": float(it)}, step=it)
-                t_last = time.perf_counter()  # checkpoint writing is not training throughput
-            if it >= total or end_of_epoch:
-                break
-    bar.close()
-    if info.is_main and not (ckpt_dir / LAST).exists():
-        checkpoint()  # resumed from prev.pt of a finished run: make last.pt the final state
-    metrics.flush()
-
-    ckpt_path = ckpt_dir / LAST
-    sha = file_sha256(ckpt_path) if info.is_main and ckpt_path.exists() else ""
-    if tracker is not None and info.is_main and sha:
-        tags = getattr(tracker, "set_tags", None)
-        if tags is not None:
-            tags({"checkpoint_sha256": sha})
-    epoch_losses = [s / n for s, n in zip(stats["loss_sum"], stats["loss_n"]) if n]
-    return TrainSummary(
-        iterations=it, epochs_run=it / ipe, iters_per_epoch=ipe,
-        images_per_step=cfg.batch_size * info.world_size,
-        first_loss=float(stats["first_loss"]), final_loss=float(stats["last_loss"]),
-        epoch_losses=epoch_losses,
-        group_counts={n: int(c) for n, c in zip(names, stats["group_n"])},
-        group_losses={n: (l / c if c else math.nan)
-                      for n, l, c in zip(names, stats["group_loss"], stats["group_n"])},
-        kd=use_kd, images_per_s=stats["images"] / max(stats["seconds"], 1e-9),
-        seconds=float(stats["seconds"]), checkpoint=str(ckpt_path), checkpoint_sha256=sha,
-        fingerprint=fp, resumed_from=resumed_from)
+    trainer = Trainer(task, model, cfg, out_dir, teacher, run=run, info=info, split=split)
+    trainer.run(default_hooks(cfg, task.name, tracker if trainer.info.is_main else None, hooks,
+                              run))
+    return trainer.summary()
 
 
-__all__ = ["train", "TrainSummary", "TrainingError", "CheckpointError", "build_optimizer",
+__all__ = ["train", "Trainer", "StepResult", "TrainSummary", "RunStats", "TrainingError",
+           "CheckpointError", "HookBase", "default_hooks", "build_optimizer", "lr_schedule",
            "kd_loss", "to_device", "batch_images", "set_bn_eval", "TaskLike", "Tracker"]
