@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup run data test lint dryrun status ui clean-results
+.PHONY: setup run data test lint dryrun status ui clean-results smoke
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,16 @@ run: data
 	# Record the lineage (dvc.lock, DVC cache) so `dvc status` reports the run as up to date.
 	$(BIN)/dvc commit -f -q data.dvc dvc.yaml
 
+# Paper-shape smoke runs (params/smoke_*.yaml: W32, 512x1024 crops, 1024x2048 evaluation, 256x192
+# pose input; a few iterations and candidates), each in its own directory results-smoke/<name>/.
+SMOKES ?= cityscapes_w32 coco_w32_256x192
+smoke: setup
+	@for s in $(SMOKES); do \
+	  echo "== smoke $$s"; \
+	  $(BIN)/snakemake -s Snakefile -d results-smoke/$$s --cores $(CORES) \
+	    --config params=$(abspath params)/smoke_$$s.yaml || exit 1; \
+	done
+
 test: setup
 	$(BIN)/pytest -q
 
@@ -50,4 +60,4 @@ ui: setup
 	  --host 127.0.0.1 --port 5000 --workers 1
 
 clean-results:
-	rm -rf results .snakemake dvc.lock
+	rm -rf results results-smoke .snakemake dvc.lock

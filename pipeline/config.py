@@ -178,6 +178,8 @@ class TrainConfig(_Section):
     sync_bn: bool
     amp: str
     num_workers: int
+    init: str | None
+    init_strict: bool
 
 
 @section
@@ -191,6 +193,7 @@ class GroupConfig(_Section):
 class SupernetTrainConfig(TrainConfig):
     kd_ratio: float
     init_from_teacher: bool
+    checkpoint: str | None
     #: "paper" or explicit groups (see pipeline.train.schedule.parse_groups).
     groups: str | tuple[GroupConfig, ...]
 
@@ -602,7 +605,36 @@ def load_params(path: str | Path) -> Config:
 
 def load_resolved(path: str | Path) -> dict[str, Any]:
     """The validated, default-filled parameters of a file as a plain mapping."""
-    return resolve_dict(read_yaml(path), str(path))
+    return resolve_dict(read_with_base(path), str(path))
+
+
+#: A parameter file may name a base file (relative to itself) whose values it overrides.
+BASE_KEY = "base"
+
+
+def read_with_base(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
+    """A parameter file deep-merged over its ``base:`` file (recursively; mappings merge key by
+    key, any other value, lists included, replaces the base's). A missing base file or a cycle is
+    one :class:`ConfigError` naming the file."""
+    path = Path(path)
+    doc = read_yaml(path)
+    if not isinstance(doc, Mapping) or BASE_KEY not in doc:
+        return doc
+    base = doc[BASE_KEY]
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: {BASE_KEY}: expected the name of a parameter file, got {base!r}")
+    base_path = path.parent / base
+    chain = _chain + (path.resolve(),)
+    if base_path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in chain + (base_path.resolve(),))
+        raise ConfigError(f"{path}: {BASE_KEY}: {base} forms a cycle ({cycle})")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: {BASE_KEY}: parameter file not found: {base_path}")
+    parent = read_with_base(base_path, chain)
+    if not isinstance(parent, Mapping):
+        raise ConfigError(f"{base_path}: expected a mapping of parameter sections "
+                          f"(base of {path}), got {_type_name(parent)}")
+    return _deep_merge(parent, {k: v for k, v in doc.items() if k != BASE_KEY})
 
 
 def phase_keys(phase: str, task: str | None) -> tuple[str, ...]:

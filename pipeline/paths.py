@@ -61,9 +61,15 @@ def supernet_dir(task: str = T) -> str:
     return f"{RESULTS}/{task}/supernet"
 
 
-def supernet_model(task: str = T) -> str:
-    """The trained supernet: what the search and the fine-tuning read."""
+def trained_supernet(task: str = T) -> str:
+    """The supernet the supernet rule trains."""
     return f"{supernet_dir(task)}/{MODEL_FILE}"
+
+
+def supernet_model(task: str, checkpoint: str | None = None) -> str:
+    """What the search and the fine-tuning read: ``supernet.<task>.checkpoint`` when given (no
+    teacher or supernet job then), else the trained supernet."""
+    return checkpoint or trained_supernet(task)
 
 
 # -- search ---------------------------------------------------------------------------------------

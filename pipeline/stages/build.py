@@ -13,7 +13,8 @@ import torch
 
 from pipeline.config import Config
 from pipeline.cost import Cost, profile
-from pipeline.nets.checkpoint import load_into, load_state_dict_file
+from pipeline.nets.checkpoint import CheckpointError, load_into, load_state_dict_file
+from pipeline.nets.init import check_fits
 from pipeline.nets.supernet import SuperNet
 from pipeline.nets.calibrate import CalibrationSet, calibration_indices, image_batches
 from pipeline.search.candidates import STREAM_CALIBRATION, grid_groups
@@ -108,3 +109,33 @@ def make_evaluator(task: str, cfg: Config, checkpoint: str | Path, device: str, 
 
     return CandidateEvaluator(net, calib, evaluate_fn, make_cost_fn(task, cfg), stage=stage,
                               generation=generation), calib
+
+
+#: Parameter keys of starting weights, per task: (section, key); "checkpoint" must be a supernet.
+START_WEIGHT_KEYS = (("teacher", "init"), ("supernet", "init"), ("finetune", "init"),
+                     ("supernet", "checkpoint"))
+
+
+def check_start_weights(resolved: Mapping[str, Any], source: str) -> None:
+    """Every starting checkpoint the parameters name fits its task, width and outputs (the
+    workflow calls this at parse time, before any job starts).
+
+    Raises one :class:`CheckpointError` (an input error): ``<source>: supernet.seg.checkpoint:
+    <file>: looks like a pose W8 supernet (17 outputs), but ... needs a seg W8 network (19
+    outputs)``."""
+    for task in resolved.get("tasks", ()):
+        width, outs = int(resolved[task]["width"]), int(TASKS[task].num_outputs)
+        for section, key in START_WEIGHT_KEYS:
+            sec = resolved[section][task]
+            path = sec.get(key)
+            if not path:
+                continue
+            name = f"{section}.{task}.{key}"
+            strict = key == "checkpoint" or bool(sec.get("init_strict", True))
+            try:
+                info = check_fits(path, task, width, outs, strict=strict, key=name)
+                if key == "checkpoint" and info.kind != "supernet":
+                    raise CheckpointError(f"{path}: looks like {info.looks_like()}, but {name} "
+                                          f"needs a {task} W{width} supernet")
+            except CheckpointError as e:
+                raise CheckpointError(f"{source}: {name}: {e}") from None

@@ -118,9 +118,11 @@ def read_selection(path: Path, name: str, task: str) -> Any:
 
 
 def model_body(ctx: StageContext) -> dict[str, float]:
+    from pipeline.nets.init import file_sha256
     from pipeline.report.finetune import MODEL_DIR, RECORD_FILE, finetune_model
     from pipeline.stages.build import (build_task, cost_input_hw, load_calibration, load_supernet,
                                        make_cost_fn, train_run)
+    from pipeline.stages.training import start_weights
 
     if ctx.args.selection is None:
         raise StageInputError("--model needs --selection (selection.json of the selection job)")
@@ -129,9 +131,13 @@ def model_body(ctx: StageContext) -> dict[str, float]:
     supernet = load_supernet(ctx.task, ctx.cfg, ctx.args.checkpoint, ctx.device)
     calib = load_calibration(task_obj, ctx.cfg, ctx.device)
     section = getattr(ctx.cfg.finetune, ctx.task)
+    ctx.run.set_tags({"scalenas.supernet_sha256": file_sha256(ctx.args.checkpoint)})
+    # finetune.<task>.init: the models start from these weights instead of the supernet's.
+    init, train_dir = start_weights(ctx, supernet, section)
+    work = ctx.work if init is None else train_dir
     ctx.run.set_tags({"scalenas.arch_id": selected.arch.arch_id, "scalenas.model": selected.name})
     record = finetune_model(
-        task_obj, supernet, selected, section, calib.calibrate, ctx.out, ctx.work,
+        task_obj, supernet, selected, section, calib.calibrate, ctx.out, work,
         run=train_run(ctx.cfg, ctx.device),
         cost=make_cost_fn(ctx.task, ctx.cfg)(selected.arch),
         input_hw=cost_input_hw(ctx.task, ctx.cfg), device=ctx.device,

@@ -32,6 +32,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def body(ctx: StageContext) -> dict[str, float]:
+    from pipeline.nets.init import file_sha256
+
+    # Lineage: which supernet file (trained here or supernet.<task>.checkpoint) was searched.
+    ctx.run.set_tags({"scalenas.supernet_sha256": file_sha256(ctx.args.checkpoint)})
     cl = read_candidates(ctx.args.candidates)
     mine = cl.shard(ctx.args.shard)
     evaluator, calib = make_evaluator(ctx.task, ctx.cfg, ctx.args.checkpoint, ctx.device,

@@ -23,7 +23,7 @@ from pipeline.space.sample import largest, smallest
 from pipeline.stages.build import build_task, train_run
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 from pipeline.stages.training import (MODEL_FILE, base_metrics, disable_tracking_off_main,
-                                      finish_training, training_dir, write_json)
+                                      finish_training, start_weights, write_json)
 from pipeline.train.artifacts import load_state, read_trained
 from pipeline.train.distributed import init_distributed, shutdown_distributed
 from pipeline.train.evaluate import CHECK_CALIBRATION_IMAGES, calibration_set, evaluate_subnet
@@ -40,6 +40,25 @@ def load_teacher(path: Path, task: str, width: int, num_outputs: int, seed: int)
     return net.eval()
 
 
+def _scores(task, model: SuperNet, name: str, info, seed: int, prefix: str = "") -> dict[str, float]:
+    """Largest and smallest subnet, BN-calibrated on fixed training images, on the search split.
+
+    With a prefix (the scores of the starting weights, before any step) the model's weights and
+    BN statistics are restored afterwards, so training starts from the file's exact values."""
+    model.to(info.device)
+    saved = {k: v.clone() for k, v in model.state_dict().items()} if prefix else None
+    calib = calibration_set(task, info.device, CHECK_CALIBRATION_IMAGES, seed)
+    out = {}
+    for label, arch in (("largest", largest(name)), ("smallest", smallest(name))):
+        ev = evaluate_subnet(task, model, arch, "search", info.device, calib)
+        out[f"{prefix}{label}_search_score"] = float(ev["score"])
+    if saved is not None:
+        model.load_state_dict(saved)
+        model.set_arch(largest(name))
+        model.train()
+    return out
+
+
 def body(ctx: StageContext) -> Mapping[str, float] | None:
     name = ctx.task
     assert name is not None
@@ -48,7 +67,8 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
     task = build_task(name, cfg)
     width = ctx.task_cfg.width
     run = train_run(cfg, ctx.device)
-    needs_teacher = section.init_from_teacher or section.kd_ratio > 0
+    from_teacher = section.init_from_teacher and not section.init  # init wins
+    needs_teacher = from_teacher or section.kd_ratio > 0
     if needs_teacher and ctx.args.teacher is None:
         raise StageInputError(f"supernet.{name}: init_from_teacher / kd_ratio need a teacher: "
                               f"pass --teacher results/{name}/teacher/{MODEL_FILE}")
@@ -57,24 +77,26 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
     teacher = None
     if needs_teacher:
         teacher = load_teacher(ctx.args.teacher, name, width, task.num_outputs, cfg.run.seed)
-        if section.init_from_teacher:
+        if from_teacher:
             model.load_state_dict(teacher.state_dict())
-    summary = train(task, model, section, training_dir(ctx),
+    init, train_dir = start_weights(ctx, model, section)
+    init_metrics = _scores(task, model, name, info, cfg.run.seed, "init_") if (
+        init is not None and info.is_main) else {}
+    summary = train(task, model, section, train_dir,
                     teacher=teacher if section.kd_ratio > 0 else None, tracker=ctx.run, run=run,
                     info=info)
     if not info.is_main:
         return None
     meta = {"kind": "supernet", "task": name, "width": width, "num_outputs": task.num_outputs,
             "fingerprint": summary.fingerprint, "iterations": summary.iterations,
-            "seed": cfg.run.seed, "teacher": str(ctx.args.teacher) if needs_teacher else None}
+            "seed": cfg.run.seed, "teacher": str(ctx.args.teacher) if needs_teacher else None,
+            "init": init.to_dict() if init is not None else None}
     finish_training(ctx, model, meta, summary)
 
     # The checks overwrite BN buffers of the subnets they calibrate: the weights are saved above.
-    calib = calibration_set(task, info.device, CHECK_CALIBRATION_IMAGES, cfg.run.seed)
     metrics = base_metrics(summary)
-    for label, arch in (("largest", largest(name)), ("smallest", smallest(name))):
-        ev = evaluate_subnet(task, model, arch, "search", info.device, calib)
-        metrics[f"{label}_search_score"] = float(ev["score"])
+    metrics.update(_scores(task, model, name, info, cfg.run.seed))
+    metrics.update(init_metrics)
     metrics["baseline_search_score"] = float(task.baseline("search", info.device)["score"])
     for g, n in summary.group_counts.items():
         metrics[f"group_count/{g}"] = float(n)

@@ -16,7 +16,7 @@ from pipeline.space.sample import largest
 from pipeline.stages.build import build_task, train_run
 from pipeline.stages.common import StageContext, run_stage
 from pipeline.stages.training import (base_metrics, disable_tracking_off_main, finish_training,
-                                      training_dir, write_json)
+                                      start_weights, write_json)
 from pipeline.train.distributed import init_distributed, shutdown_distributed
 from pipeline.train.evaluate import CHECK_CALIBRATION_IMAGES, calibration_set
 from pipeline.train.loop import train
@@ -33,7 +33,8 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
     arch = largest(name)
     model = SuperNet(name, width, task.num_outputs, seed=cfg.run.seed)
     model.set_arch(arch)
-    summary = train(task, model, getattr(cfg.teacher, name), training_dir(ctx), tracker=ctx.run,
+    init, train_dir = start_weights(ctx, model, getattr(cfg.teacher, name))
+    summary = train(task, model, getattr(cfg.teacher, name), train_dir, tracker=ctx.run,
                     run=run, info=info)
     if not info.is_main:
         return None
@@ -45,7 +46,8 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
     meta = {"kind": "teacher", "task": name, "width": width, "num_outputs": task.num_outputs,
             "arch": arch.to_dict(), "fingerprint": summary.fingerprint,
             "iterations": summary.iterations, "seed": cfg.run.seed,
-            "bn_calibration_images": calib.indices}
+            "bn_calibration_images": calib.indices,
+            "init": init.to_dict() if init is not None else None}
     finish_training(ctx, model, meta, summary)
     arch.save(ctx.out / "arch.json")
     ev = task.evaluate(model, "search", info.device, 4)

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline import tracking
+from pipeline.config import TrainConfig
 from pipeline.io import atomic_write_text
+from pipeline.nets.init import InitReport, load_init
 from pipeline.stages.common import StageContext
 from pipeline.train.artifacts import save_trained
 from pipeline.train.loop import TrainSummary
@@ -64,3 +66,18 @@ def base_metrics(summary: TrainSummary) -> dict[str, float]:
     """The metrics every training stage reports of its run."""
     return {"first_loss": summary.first_loss, "final_loss": summary.final_loss,
             "images_per_s": summary.images_per_s, "iterations": float(summary.iterations)}
+
+
+def start_weights(ctx: StageContext, model: Any,
+                  section: TrainConfig) -> tuple[InitReport | None, Path]:
+    """Load ``section.init`` (when set) into ``model``; return ``(InitReport or None, training
+    directory)``. The file's sha256 is tagged (scalenas.init_sha256) and keys the training
+    directory, so a new file at the same path never resumes the old run's checkpoints."""
+    path = section.init
+    if not path:
+        return None, training_dir(ctx)
+    report = load_init(model, path, strict=bool(section.init_strict))
+    print(report.summary(), flush=True)
+    ctx.run.set_tags({"scalenas.init_sha256": report.sha256, "scalenas.init_path": str(path),
+                      "scalenas.init_missing_keys": str(len(report.missing))})
+    return report, Path(ctx.work) / f"train-{ctx.params_hash}-init-{report.sha256[:12]}"

@@ -17,8 +17,10 @@ from snakemake.exceptions import WorkflowError
 from pipeline import config as pconfig
 from pipeline import paths
 from pipeline import recovery, tracking
+from pipeline.errors import InputError
 from pipeline.paths import (RESULTS, RUN_SETTINGS, log_file, manifest, merged, param_file,
-                            supernet_model, teacher_model)
+                            teacher_model, trained_supernet)
+from pipeline.stages.build import check_start_weights
 
 envvars:
     "PATH",
@@ -43,7 +45,9 @@ PARAMS_SOURCE = _params_source()
 try:
     PARAMS = pconfig.load_resolved(PARAMS_SOURCE)
     pconfig.check_paths(PARAMS, PARAMS_SOURCE)
-except pconfig.ConfigError as e:
+    # Starting weights of the wrong task, width or outputs: stop before any job starts.
+    check_start_weights(PARAMS, PARAMS_SOURCE)
+except InputError as e:
     # Before any job starts: one line naming the file and the key.
     raise WorkflowError(f"invalid parameters: {e}")
 
@@ -162,9 +166,24 @@ onerror:
 
 # --- helpers of train.smk (here because `snakemake --lint` wants rule files without functions)
 TRAIN_THREADS = int(PARAMS["run"]["train_threads"])
+def supernet_model(task):
+    """The supernet the search and the fine-tuning read: supernet.<task>.checkpoint when given
+    (no teacher or supernet job then), else the one the supernet rule trains."""
+    return paths.supernet_model(task, PARAMS["supernet"][task]["checkpoint"])
+
+
+#: Tasks whose supernet is trained here (not given by supernet.<task>.checkpoint).
+TRAINED_TASKS = [t for t in TASKS if not PARAMS["supernet"][t]["checkpoint"]]
+def init_input(phase, task):
+    """Starting weights of a phase (teacher|supernet|finetune.<task>.init): an input, so a new
+    file reruns the phase and what follows."""
+    path = PARAMS[phase][task]["init"]
+    return [path] if path else []
+
+
 def _needs_teacher(task):
     s = PARAMS["supernet"][task]
-    return bool(s["init_from_teacher"]) or float(s["kd_ratio"]) > 0
+    return (bool(s["init_from_teacher"]) and not s["init"]) or float(s["kd_ratio"]) > 0
 
 
 def _teacher_input(wc):

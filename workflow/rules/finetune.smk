@@ -13,7 +13,7 @@ wildcard_constraints:
 rule finetune_select:
     input:
         params=param_file("finetune"),
-        checkpoint=supernet_model(),
+        checkpoint=lambda wc: supernet_model(wc.task),
         front=paths.final("front.csv"),
         manifest=manifest(),
         archs=_arch_inputs,
@@ -34,9 +34,10 @@ rule finetune_select:
 rule finetune:
     input:
         params=param_file("finetune"),
-        checkpoint=supernet_model(),
+        checkpoint=lambda wc: supernet_model(wc.task),
         selection=paths.selection(),
         manifest=manifest(),
+        init=lambda wc: init_input("finetune", wc.task),
     output:
         record=paths.finetune_record(),
         model=f"{paths.finetune_model_dir()}/model/model.json",

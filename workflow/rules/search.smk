@@ -76,7 +76,7 @@ rule search_shard:
     input:
         params=lambda wc: param_file(search_phase(wc.step), wc.task),
         candidates=paths.candidates(),
-        checkpoint=supernet_model(),
+        checkpoint=lambda wc: supernet_model(wc.task),
         manifest=manifest(),
     output:
         f"{paths.shard_dir()}/rows.jsonl",

@@ -14,6 +14,7 @@ rule teacher:
     input:
         params=param_file("teacher"),
         manifest=manifest(),
+        init=lambda wc: init_input("teacher", wc.task),
     output:
         model=teacher_model(),
         metrics=f"{paths.teacher_dir()}/metrics.json",
@@ -33,8 +34,9 @@ rule supernet:
         params=param_file("supernet"),
         manifest=manifest(),
         teacher=_teacher_input,
+        init=lambda wc: init_input("supernet", wc.task),
     output:
-        model=supernet_model(),
+        model=trained_supernet(),
         metrics=f"{paths.supernet_dir()}/metrics.json",
         summary=f"{paths.supernet_dir()}/train_summary.json",
     params:
@@ -52,12 +54,13 @@ rule supernet:
 
 rule teacher_all:
     input:
-        expand(teacher_model("{task}"), task=TASKS),
+        expand(teacher_model("{task}"), task=TRAINED_TASKS),
 
 
 rule supernet_all:
     input:
-        expand(supernet_model("{task}"), task=TASKS),
+        [supernet_model(t) for t in TASKS],
 
 
-ALL_TARGETS += expand(supernet_model("{task}"), task=TASKS)
+# A task searched from supernet.<task>.checkpoint trains neither teacher nor supernet.
+ALL_TARGETS += expand(trained_supernet("{task}"), task=TRAINED_TASKS)
