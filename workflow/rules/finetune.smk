@@ -22,13 +22,15 @@ rule finetune_select:
     log:
         f"{LOGS}/{{task}}/finetune/select.log",
     threads: int(PARAMS["run"]["threads"])
+    resources:
+        gpu=gpus(),
     conda:
         CONDA_ENV
     shell:
         stage_cmd("finetune", "--select", "--params {input.params}", "--task {wildcards.task}",
                   "--checkpoint {input.checkpoint}", "--front {input.front}",
                   "--manifest {input.manifest}", "--label select",
-                  f"--out {FINETUNE}/select")
+                  f"--out {FINETUNE}/select", gpu=True)
 
 
 rule finetune:
@@ -43,13 +45,16 @@ rule finetune:
     log:
         f"{LOGS}/{{task}}/finetune/{{model}}.log",
     threads: int(PARAMS["run"]["train_threads"])
+    resources:
+        gpu=gpus(distributed=True),
     conda:
         CONDA_ENV
     shell:
         stage_cmd("finetune", "--model {wildcards.model}", "--params {input.params}",
                   "--task {wildcards.task}", "--checkpoint {input.checkpoint}",
                   "--selection {input.selection}", "--manifest {input.manifest}",
-                  "--label {wildcards.model}", f"--out {FINETUNE}/{{wildcards.model}}")
+                  "--label {wildcards.model}", f"--out {FINETUNE}/{{wildcards.model}}",
+                  distributed=True, gpu=True)
 
 
 rule finetune_all:

@@ -21,11 +21,14 @@ rule teacher:
     log:
         f"{LOGS}/{{task}}/teacher.log",
     threads: TRAIN_THREADS
+    resources:
+        gpu=gpus(distributed=True),
     conda:
         CONDA_ENV
     shell:
         stage_cmd("teacher", "--params {input.params}", "--task {wildcards.task}",
-                  "--manifest {input.manifest}", f"--out {RESULTS}/{{wildcards.task}}/teacher")
+                  "--manifest {input.manifest}", f"--out {RESULTS}/{{wildcards.task}}/teacher",
+                  distributed=True, gpu=True)
 
 
 rule supernet:
@@ -42,12 +45,15 @@ rule supernet:
     log:
         f"{LOGS}/{{task}}/supernet.log",
     threads: TRAIN_THREADS
+    resources:
+        gpu=gpus(distributed=True),
     conda:
         CONDA_ENV
     shell:
         stage_cmd("supernet", "--params {input.params}", "--task {wildcards.task}",
                   "--manifest {input.manifest}", "{params.teacher}",
-                  f"--out {RESULTS}/{{wildcards.task}}/supernet")
+                  f"--out {RESULTS}/{{wildcards.task}}/supernet",
+                  distributed=True, gpu=True)
 
 
 rule teacher_all:
