@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from pipeline.cost import Cost, profile
+from pipeline.data.stream import Streamed
 from pipeline.nets.checkpoint import load_into, load_state_dict_file
 from pipeline.nets.supernet import SuperNet
 from pipeline.space.arch import Architecture
@@ -27,6 +28,8 @@ from .evolution import Evaluated, EvolutionConfig, default_reference
 from .pareto import hypervolume, pareto_front
 from .table import Row, architectures
 
+#: Processes decoding the search split ahead of the network (pipeline.data.stream).
+STREAM_WORKERS = 1
 #: Multiple of 32 the network needs; calibration images are cropped (top-left) to it.
 SIZE_MULTIPLE = 32
 
@@ -121,12 +124,12 @@ def make_evaluator(task: str, cfg: Any, checkpoint: str | Path, device: str, *, 
     task_obj = build_task(task, cfg)
     net = load_supernet(task, cfg, checkpoint, device)
     calib = load_calibration(task_obj, cfg, device)
-    search_ds = task_obj.dataset("search", train=False)
-    cached = [search_ds[i] for i in range(len(search_ds))]  # decoded once, reused per candidate
+    # Streamed, not cached: a shard job's memory stays flat in the size of the search split.
+    search_ds = Streamed(task_obj.dataset("search", train=False), workers=STREAM_WORKERS)
     bs = int(cfg.calibration.batch_size)
 
     def evaluate_fn(model: torch.nn.Module) -> Mapping[str, Any]:
-        return task_obj.evaluate(model, "search", device, batch_size=bs, dataset=cached)
+        return task_obj.evaluate(model, "search", device, batch_size=bs, dataset=search_ds)
 
     return CandidateEvaluator(net, calib, evaluate_fn, make_cost_fn(task, cfg), stage=stage,
                               generation=generation), calib
