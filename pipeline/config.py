@@ -177,6 +177,7 @@ class TrainConfig(_Section):
     checkpoint_every: int
     log_every: int
     sync_bn: bool
+    freeze_bn: bool
     amp: str
     num_workers: int
 

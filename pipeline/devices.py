@@ -106,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("command", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if cmd and os.environ.get("SLURM_JOB_ID") and os.environ.get("CUDA_VISIBLE_DEVICES"):
+        # SLURM already gave this job its GPUs (--gpus): they are its own; use them as they are.
+        os.environ[ENV] = os.environ["CUDA_VISIBLE_DEVICES"]
+        os.execvp(cmd[0], cmd)
     try:
         if not cmd:
             raise PoolError("no command given after --")

@@ -120,7 +120,8 @@ class TrainConfig:
         sch = _as_mapping(sec.get("schedule", {}))
         flat: dict[str, Any] = {
             k: sec[k] for k in ("epochs", "iterations", "batch_size", "checkpoint_every",
-                                "log_every", "sync_bn", "num_workers", "kd_ratio", "groups")
+                                "log_every", "sync_bn", "freeze_bn", "num_workers", "kd_ratio",
+                                "groups")
             if k in sec}
         if "amp" in sec:
             flat["amp"] = sec["amp"] in (True, "bf16")
