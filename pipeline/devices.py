@@ -3,8 +3,10 @@
 Snakemake bounds how many devices are in use at once (``resources: gpu=N`` on the rules,
 ``--resources gpu=N`` on the command line) but never says *which* ones a job may use. This
 module fills that gap: ``python -m pipeline.devices --pool DIR --devices 0,1,2,3 --count N --
-CMD...`` takes ``N`` free devices of the pool, starts ``CMD`` with ``CUDA_VISIBLE_DEVICES`` set
-to them (``SCALENAS_DEVICES`` too, for the record) and frees them when ``CMD`` ends.
+CMD...`` (``--count`` defaults to ``$SCALENAS_GPUS``, which the workflow sets from the rule's
+``resources.gpu``) takes ``N`` free devices of the pool, starts ``CMD`` with
+``CUDA_VISIBLE_DEVICES`` set to them (``SCALENAS_DEVICES`` too, for the record) and frees them
+when ``CMD`` ends.
 
 A device is held by an exclusive ``flock`` on ``DIR/<host>/<id>.lock``, taken by this process
 and kept for the lifetime of the command. The kernel drops the lock when the holder dies, however
@@ -100,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 description="Run a command on devices of its own from a pool.")
     p.add_argument("--pool", required=True, type=Path, help="lock directory (results/.devices)")
     p.add_argument("--devices", required=True, help="the pool's device ids, e.g. 0,1,2,3")
-    p.add_argument("--count", type=int, default=1, help="devices this command needs")
+    p.add_argument("--count", type=int, default=int(os.environ.get("SCALENAS_GPUS") or 1),
+                   help="devices this command needs (default: $SCALENAS_GPUS, else 1)")
     p.add_argument("--timeout", type=float, default=24 * 3600.0,
                    help="seconds to wait for free devices")
     p.add_argument("command", nargs=argparse.REMAINDER)

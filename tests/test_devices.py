@@ -12,7 +12,8 @@ from pipeline.devices import acquire, host_dir, release, try_acquire
 
 # Each command records which devices it got and when it held them.
 RECORD = ('import os, sys, time; t0 = time.time(); time.sleep(0.4); '
-          'open(sys.argv[1], "w").write(f"{os.environ[\'CUDA_VISIBLE_DEVICES\']} {t0} {time.time()}")')
+          'd = os.environ["CUDA_VISIBLE_DEVICES"]; '
+          'open(sys.argv[1], "w").write(f"{d} {t0} {time.time()}")')
 
 
 def _pool(pool: Path, count: int, *cmd: str) -> list[str]:

@@ -112,7 +112,9 @@ def stage_cmd(module, *args, distributed=False, gpu=False):
     env = ("OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} "
            "OMP_WAIT_POLICY=PASSIVE")
     launcher = "$SCALENAS_LAUNCHER" if distributed else "python"
-    cmd = (f"{env} {device_wrap() if gpu else ''}{launcher} -m pipeline.stages.{module} --threads {{threads}} "
+    if gpu:  # the pool as an environment variable too: changing run.devices reruns nothing
+        env += " SCALENAS_GPUS={resources.gpu} $SCALENAS_DEVICE_WRAP"
+    cmd = (f"{env} {launcher} -m pipeline.stages.{module} --threads {{threads}} "
            f"--run-settings {RUN_SETTINGS} " + " ".join(args) + " > {log} 2>&1")
     # Output patterns such as results/{task}/... may be passed as they are: a bare lower-case
     # {name} that is not a job attribute is a wildcard.
@@ -324,9 +326,8 @@ def gpus(distributed=False):
     return (NPROC if distributed else 1) if DEVICE_IDS else 0
 
 
-def device_wrap():
-    """Prefix that runs a job on `resources.gpu` devices of its own (pipeline/devices.py)."""
-    if not DEVICE_IDS:
-        return ""
-    return (f"python -m pipeline.devices --pool {DEVICE_POOL} --devices {','.join(DEVICE_IDS)} "
-            "--count {resources.gpu} -- ")
+# Prefix that runs a job on SCALENAS_GPUS (= resources.gpu) devices of its own
+# (pipeline/devices.py); empty without a pool, so CPU jobs start as they always did.
+os.environ.update(SCALENAS_DEVICE_WRAP=(
+    f"python -m pipeline.devices --pool {DEVICE_POOL} --devices {','.join(DEVICE_IDS)} --"
+    if DEVICE_IDS else ""))
