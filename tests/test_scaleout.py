@@ -19,7 +19,7 @@ import yaml
 from pipeline import config as pconfig
 from pipeline import tracking
 from pipeline.train.artifacts import read_trained
-from tests.test_workflow import REPO, SNAKEMAKE, TINY_DATA, _env
+from test_workflow import REPO, SNAKEMAKE, TINY_DATA, _env
 
 TORCHRUN = "torchrun --nproc_per_node 2"
 

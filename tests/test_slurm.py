@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_workflow import REPO, SNAKEMAKE, TINY_DATA, _env
+from test_workflow import REPO, SNAKEMAKE, TINY_DATA, _env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
