@@ -78,9 +78,19 @@ def _job(args: tuple[str, str, int, int, int, str]) -> dict[str, float]:
             "scores": scores}
 
 
+def _child(args: tuple, q: Any) -> None:
+    q.put(_job(args))
+
+
 def run(mode: str, data: Path, train: int, n: int, count: int, ckpt: str) -> dict[str, Any]:
-    with mp.get_context("spawn").Pool(1) as pool:  # a fresh process: its own peak RSS
-        return pool.apply(_job, ((mode, str(data), train, n, count, ckpt),))
+    # A fresh (non-daemonic: it starts the decoding worker) process: its own peak RSS.
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=((mode, str(data), train, n, count, ckpt), q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
 
 
 def main() -> None:

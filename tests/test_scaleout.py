@@ -127,7 +127,7 @@ def test_a_failing_rank_fails_the_job_with_one_line(ddp_run: Path, monkeypatch) 
     bad = Path(task.dataset("train", train=True).samples[3].image)
     bad.write_bytes(b"not a png")
     r = smk(ddp_run, params, "teacher_all", "--cores", "2", "--forcerun", "teacher",
-            "--resources", "gpu=4", timeout=300)
+            "--resources", "gpu=4", timeout=900)
     assert r.returncode != 0
     log = ddp_run / "results/logs/seg/teacher.log"
     assert str(log.relative_to(ddp_run)) in r.stdout + r.stderr
