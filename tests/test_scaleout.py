@@ -1,10 +1,12 @@
 """The training stages under ``torchrun --nproc_per_node 2`` (gloo on CPU) through Snakemake, with
-the device pool on: world size recorded, weights equal to one process with the doubled batch,
-parallel shard jobs on devices of their own, a failing rank failing the job, launcher checks.
+the device pool on: world size recorded, parallel shard jobs on devices of their own, a failing
+rank failing the job, launcher checks.
 
-BatchNorm is frozen (``freeze_bn``) in both runs of the comparison: torch's SyncBatchNorm has no
-CPU kernel, so with BN in training mode each rank would normalise with the statistics of its own
-half of the batch, and the run would not compute what one process with the whole batch computes.
+Weights equal to one process with the doubled batch are checked for pose in
+tests/test_train_ddp.py (the same loop, under torchrun). For seg they are not equal, by design of
+the loss: OHEM keeps the hardest pixels of each rank's own batch and averages over that rank's
+non-ignored pixels, so two half batches are not one whole batch (measured through this pipeline
+with freeze_bn: up to 6.6 % of the largest weight update apart).
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ import yaml
 
 from pipeline import config as pconfig
 from pipeline import tracking
-from pipeline.train.artifacts import read_trained
 from test_workflow import REPO, SNAKEMAKE, TINY_DATA, _env
 
 TORCHRUN = "torchrun --nproc_per_node 2"
@@ -29,9 +30,8 @@ def _params(tmp: Path, *, launcher: str, batch: int, devices=(), name="p.yaml") 
     doc["data"].update({**TINY_DATA, "seg_train": 10})
     doc["tasks"] = ["seg"]
     doc["run"].update(launcher=launcher, devices=list(devices))
-    doc["teacher"]["seg"] = {"iterations": 2, "batch_size": batch, "freeze_bn": True}
-    doc["supernet"]["seg"].update(iterations=2, batch_size=batch, freeze_bn=True,
-                                  checkpoint_every=1)
+    doc["teacher"]["seg"] = {"iterations": 2, "batch_size": batch}
+    doc["supernet"]["seg"].update(iterations=2, batch_size=batch, checkpoint_every=1)
     doc["search"]["random"].update(shards=4, samples_per_cell=1)
     doc["calibration"]["images"] = 2
     path = tmp / name
@@ -91,28 +91,6 @@ def test_changing_the_launcher_reruns_nothing(ddp_run: Path, tmp_path: Path) -> 
     r = smk(ddp_run, params, "--cores", "2", "-n", "supernet_all")
     _ok(r, ddp_run)
     assert "Nothing to be done" in r.stdout + r.stderr
-
-
-@pytest.mark.slow
-def test_two_ranks_match_one_process_with_the_doubled_batch(ddp_run: Path, tmp_path: Path) -> None:
-    wd = tmp_path / "single"
-    wd.mkdir()
-    r = smk(wd, _params(wd, launcher="python", batch=4), "--cores", "2", "supernet_all")
-    _ok(r, wd)
-    resolved = json.loads((wd / "results/seg/supernet/resolved_params.json").read_text())
-    assert resolved["world_size"] == 1 and resolved["devices"] is None
-    a, _ = read_trained(ddp_run / "results/seg/supernet/model.pt")
-    b, _ = read_trained(wd / "results/seg/supernet/model.pt")
-    ta, _ = read_trained(ddp_run / "results/seg/teacher/model.pt")
-    floats = [k for k in b if b[k].is_floating_point()]
-    moved = max(float((b[k] - ta[k]).abs().max()) for k in floats)
-    assert moved > 1e-3  # training moved the weights, so the agreement below means something
-    # Stated tolerance: the runs differ by float summation order only (gradient all-reduce, the
-    # teacher they start from): every weight within 1e-3 relative + 1e-3 x the largest update.
-    for k in floats:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-3 * moved,
-                                   msg=lambda m, k=k: f"{k}: {m}")
-    assert all(torch.equal(a[k], b[k]) for k in b if k not in floats)
 
 
 @pytest.mark.slow
