@@ -137,5 +137,5 @@ def test_cuda_without_cuda_stops_before_any_job(tmp_path: Path) -> None:
     params.write_text(yaml.safe_dump(doc))
     r = smk(tmp_path, params, "--cores", "1", "-n", "supernet_all", timeout=120)
     assert r.returncode != 0
-    assert "run.device is 'cuda' but torch sees no CUDA device" in r.stderr
+    assert "run.device is 'cuda' but torch sees no CUDA device" in r.stdout + r.stderr
     assert not (tmp_path / "results" / "seg").exists()
