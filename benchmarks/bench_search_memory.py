@@ -1,6 +1,6 @@
 """Memory of a seg search shard job at full resolution: the search split streamed vs held decoded.
 
-A shard job (pipeline.search.jobs.make_evaluator) loads the supernet and the calibration images
+A shard job (pipeline.stages.build.make_evaluator) loads the supernet and the calibration images
 once, then scores candidates on the search split. Each measurement runs in a fresh process and
 reports its peak RSS (the job's own process; the decoding worker is reported apart, its RSS
 counts pages it shares with the job) and the wall time per candidate.
@@ -34,7 +34,7 @@ from pipeline import config as pconfig  # noqa: E402
 from pipeline.nets.supernet import SuperNet  # noqa: E402
 from pipeline.search.candidates import grid_candidates, grid_groups  # noqa: E402
 from pipeline.search.evaluate import CandidateEvaluator  # noqa: E402
-from pipeline.search import jobs  # noqa: E402
+from pipeline.stages import build as jobs  # noqa: E402
 
 CALIB_IMAGES = 8
 

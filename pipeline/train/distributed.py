@@ -14,6 +14,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 from torch import nn
+from pipeline.errors import ConfigError
 
 
 #: Seconds a collective may wait for the other ranks before failing (default 30 min).
@@ -45,7 +46,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     backend on GPUs, gloo on CPU. Calling it twice is harmless.
     """
     if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
+        raise ConfigError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if use_cuda and not torch.cuda.is_available():
         raise RuntimeError("device: 'cuda' requested but no CUDA device is available")

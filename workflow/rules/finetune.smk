@@ -13,14 +13,14 @@ wildcard_constraints:
 rule finetune_select:
     input:
         params=param_file("finetune"),
-        checkpoint=FINETUNE_CKPT,
-        front=FINAL_FRONT,
+        checkpoint=supernet_model(),
+        front=paths.final("front.csv"),
         manifest=manifest(),
         archs=_arch_inputs,
     output:
-        f"{FINETUNE}/select/selection.json",
+        paths.selection(),
     log:
-        f"{LOGS}/{{task}}/finetune/select.log",
+        log_file("finetune/select"),
     threads: int(PARAMS["run"]["threads"])
     resources:
         gpu=gpus(),
@@ -30,20 +30,20 @@ rule finetune_select:
         stage_cmd("finetune", "--select", "--params {input.params}", "--task {wildcards.task}",
                   "--checkpoint {input.checkpoint}", "--front {input.front}",
                   "--manifest {input.manifest}", "--label select",
-                  f"--out {FINETUNE}/select", gpu=True)
+                  f"--out {paths.selection_dir()}", gpu=True)
 
 
 rule finetune:
     input:
         params=param_file("finetune"),
-        checkpoint=FINETUNE_CKPT,
-        selection=f"{FINETUNE}/select/selection.json",
+        checkpoint=supernet_model(),
+        selection=paths.selection(),
         manifest=manifest(),
     output:
-        record=f"{FINETUNE}/{{model}}/finetune.json",
-        model=f"{FINETUNE}/{{model}}/model/model.json",
+        record=paths.finetune_record(),
+        model=f"{paths.finetune_model_dir()}/model/model.json",
     log:
-        f"{LOGS}/{{task}}/finetune/{{model}}.log",
+        log_file("finetune/{model}"),
     threads: int(PARAMS["run"]["train_threads"])
     resources:
         gpu=gpus(distributed=True),
@@ -53,7 +53,7 @@ rule finetune:
         stage_cmd("finetune", "--model {wildcards.model}", "--params {input.params}",
                   "--task {wildcards.task}", "--checkpoint {input.checkpoint}",
                   "--selection {input.selection}", "--manifest {input.manifest}",
-                  "--label {wildcards.model}", f"--out {FINETUNE}/{{wildcards.model}}",
+                  "--label {wildcards.model}", f"--out {paths.finetune_model_dir()}",
                   distributed=True, gpu=True)
 
 
