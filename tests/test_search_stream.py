@@ -1,5 +1,5 @@
-"""The search split streamed (decoded per batch in worker processes) scores candidates exactly as
-the split held in memory did."""
+"""The search split streamed (kept decoded up to a byte budget, the rest decoded per pass, in a
+persistent worker or in process) scores candidates exactly as the split held in memory did."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.data.stream import Streamed
+from pipeline.data.stream import Streamed, nbytes
 from pipeline.data.synth import generate_all
 from pipeline.nets.supernet import SuperNet
 from pipeline.space.sample import smallest
@@ -35,10 +35,16 @@ def test_streamed_scores_equal_cached_ones_bit_for_bit(roots: Path, name: str) -
     assert len(ds) >= 3
     cached = [ds[i] for i in range(len(ds))]  # what the search jobs held before
     want = task.evaluate(net, "search", "cpu", batch_size=2, dataset=cached)
-    for workers in (0, 2):
-        got = task.evaluate(net, "search", "cpu", batch_size=2,
-                            dataset=Streamed(ds, workers=workers))
-        assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), workers
+    one = nbytes(cached[0])
+    # Nothing kept (all streamed), part kept (budget of 1.5 items: the first is kept), all kept.
+    for workers, budget, kept in [(0, 0, 0), (2, 0, 0), (1, one * 3 // 2, 1), (1, 1 << 40, len(ds)),
+                                  (0, one * 3 // 2, 1)]:
+        s = Streamed(ds, workers=workers, cache_bytes=budget)
+        for _ in range(2):  # the second pass reads the kept items and the same workers again
+            got = task.evaluate(net, "search", "cpu", batch_size=2, dataset=s)
+            assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), \
+                (workers, budget)
+        assert s.kept == kept, (workers, budget)
 
 
 def test_streamed_keeps_order_and_length() -> None:
@@ -50,3 +56,21 @@ def test_streamed_keeps_order_and_length() -> None:
     assert all(torch.equal(g["x"], d["x"]) and g["name"] == d["name"] for g, d in zip(got, data))
     with pytest.raises(ValueError):
         Streamed(data, workers=-1)
+
+
+def test_only_the_items_beyond_the_budget_are_decoded_again() -> None:
+    class Counting(list):
+        reads: list[int] = []
+
+        def __getitem__(self, i):
+            self.reads.append(i)
+            return list.__getitem__(self, i)
+
+    data = Counting({"x": torch.zeros(4, dtype=torch.uint8), "i": i} for i in range(5))
+    s = Streamed(data, workers=0, cache_bytes=8)  # two items of 4 bytes fit
+    for _ in range(3):
+        assert [g["i"] for g in s] == list(range(5))
+    assert s.kept == 2
+    # First pass: items 0-2 read to fill (2 kept, item 2 over the budget), 2-4 streamed; later
+    # passes read 2-4 only.
+    assert data.reads == [0, 1, 2, 2, 3, 4] + [2, 3, 4] * 2
