@@ -108,6 +108,7 @@ class RunConfig(_Section):
     threads: int
     train_threads: int
     launcher: str
+    devices: tuple[int, ...]
 
 
 @section

@@ -13,6 +13,7 @@ import torch
 
 from pipeline.config import Config
 from pipeline.cost import Cost, profile
+from pipeline.data.stream import Streamed
 from pipeline.nets.checkpoint import CheckpointError, load_into, load_state_dict_file
 from pipeline.nets.init import check_fits
 from pipeline.nets.supernet import SuperNet
@@ -23,6 +24,13 @@ from pipeline.search.evolution import default_reference
 from pipeline.space.arch import Architecture
 from pipeline.tasks import TASKS, Task
 from pipeline.train.runtime import TrainRun
+
+#: Decoded search images a shard job keeps for all its candidates (MB, about 40 Cityscapes
+#: images at 1024x2048); the images beyond are decoded again per candidate (pipeline.data.stream).
+SEARCH_CACHE_MB = 1024
+#: Persistent processes decoding the images beyond the budget ahead of the network.
+STREAM_WORKERS = 1
+
 
 def build_task(task: str, cfg: Config) -> Task:
     """The task plug-in of ``cfg``'s ``task`` section, seeded with the run's seed."""
@@ -95,17 +103,21 @@ def load_calibration(task_obj: Any, cfg: Config, device: str) -> CalibrationSet:
 
 
 def make_evaluator(task: str, cfg: Config, checkpoint: str | Path, device: str, *, stage: str,
-                   generation: int) -> tuple[CandidateEvaluator, CalibrationSet]:
-    """Supernet, calibration images and the search split: all loaded once for the whole job."""
+                   generation: int, cache_mb: int = SEARCH_CACHE_MB
+                   ) -> tuple[CandidateEvaluator, CalibrationSet]:
+    """Supernet, calibration images and the search split (up to ``cache_mb`` of it decoded):
+    all loaded once for the whole job."""
     task_obj = build_task(task, cfg)
     net = load_supernet(task, cfg, checkpoint, device)
     calib = load_calibration(task_obj, cfg, device)
-    search_ds = task_obj.dataset("search", train=False)
-    cached = [search_ds[i] for i in range(len(search_ds))]  # decoded once, reused per candidate
+    # Kept decoded up to a budget, the rest streamed: a small split is read as fast as when it
+    # was held whole, a big one's memory stays bounded whatever its size.
+    search_ds = Streamed(task_obj.dataset("search", train=False), workers=STREAM_WORKERS,
+                         cache_bytes=cache_mb * 2**20)
     bs = int(cfg.calibration.batch_size)
 
     def evaluate_fn(model: torch.nn.Module) -> Mapping[str, Any]:
-        return task_obj.evaluate(model, "search", device, batch_size=bs, dataset=cached)
+        return task_obj.evaluate(model, "search", device, batch_size=bs, dataset=search_ds)
 
     return CandidateEvaluator(net, calib, evaluate_fn, make_cost_fn(task, cfg), stage=stage,
                               generation=generation), calib

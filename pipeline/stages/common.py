@@ -226,6 +226,17 @@ def _work_dir(final: Path, phash: str, args: argparse.Namespace) -> Path:
     return work
 
 
+TAG_WORLD_SIZE = "scalenas.world_size"
+TAG_DEVICES = "scalenas.devices"
+
+
+def _world() -> tuple[int, str | None]:
+    """Processes of the job (torchrun's WORLD_SIZE, else 1) and the devices the pool gave it."""
+    from pipeline.devices import ENV
+
+    return int(os.environ.get("WORLD_SIZE", "1")), os.environ.get(ENV) or None
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
@@ -295,9 +306,17 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
         ctx = StageContext(phase=phase, task=args.task, cfg=cfg, params=params, params_hash=phash,
                            out=tmp, final_out=final, work=work, threads=args.threads,
                            device=device, run=run, args=args, data_hash=data_hash)
+        world = _world()
+        run.set_tags({TAG_WORLD_SIZE: str(world[0]), TAG_DEVICES: world[1] or "none"})
         metrics = body(ctx)
+        if int(os.environ.get("RANK", "0")) != 0:
+            # Under torchrun only rank 0 publishes: the other ranks' outputs would race it.
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp = None
+            return 0
         resolved = {"phase": phase, "task": args.task, "source": source, "params_hash": phash,
-                    "device": device, "params": params}
+                    "device": device, "params": params, "world_size": world[0],
+                    "devices": world[1]}
         if write_resolved:
             atomic_write_text(tmp / RESOLVED_NAME,
                               json.dumps(resolved, indent=2, sort_keys=True) + "\n")

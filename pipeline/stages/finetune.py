@@ -154,11 +154,24 @@ def model_body(ctx: StageContext) -> dict[str, float]:
 
 
 def body(ctx: StageContext) -> dict[str, float]:
-    return select_body(ctx) if ctx.args.select else model_body(ctx)
+    if ctx.args.select:
+        return select_body(ctx)
+    from pipeline.train.distributed import init_distributed
+
+    # Under torchrun: join the group first, so that "cuda" is this rank's device from here on.
+    init_distributed(ctx.device)
+    return model_body(ctx)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage(PHASE, body, argv, add_args=add_args)
+    from pipeline.train.distributed import shutdown_distributed
+    from pipeline.stages.training import disable_tracking_off_main
+
+    disable_tracking_off_main()
+    try:
+        return run_stage(PHASE, body, argv, add_args=add_args)
+    finally:
+        shutdown_distributed()
 
 
 if __name__ == "__main__":

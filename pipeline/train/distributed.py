@@ -9,11 +9,16 @@ import contextlib
 import os
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from pipeline.errors import ConfigError
+
+
+#: Seconds a collective may wait for the other ranks before failing (default 30 min).
+TIMEOUT_ENV = "SCALENAS_DIST_TIMEOUT"
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
     else:
         dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # A rank that dies is reported by torchrun, which then stops the others; the timeout is
+        # the backstop for a rank that hangs without dying (no collective waits forever).
+        timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "1800")))
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
     return DistInfo(rank, world, local, dev)
 
 

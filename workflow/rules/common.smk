@@ -97,16 +97,19 @@ write_if_changed(RUN_SETTINGS, json.dumps(
 os.environ.update(SCALENAS_LAUNCHER=PARAMS["run"]["launcher"])
 
 
-def stage_cmd(module, *args, distributed=False):
+def stage_cmd(module, *args, distributed=False, gpu=False):
     """Shell command of a stage job: threads pinned to the rule's `threads`, output to the log.
 
     `args` are appended verbatim (they may use {input}, {output}, {wildcards}, {params}).
-    `distributed=True` starts the stage with run.launcher (python or torchrun) instead of python."""
+    `distributed=True` starts the stage with run.launcher (python or torchrun) instead of python.
+    `gpu=True`: the job takes `resources.gpu` devices of its own from the pool (scale-out block)."""
     # PASSIVE: idle OpenMP threads sleep instead of spinning; with two torch jobs on 2 cores a
     # spinning pool slowed training steps tenfold (measured).
     env = ("OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} "
            "OMP_WAIT_POLICY=PASSIVE")
     launcher = "$SCALENAS_LAUNCHER" if distributed else "python"
+    if gpu:  # the pool as an environment variable too: changing run.devices reruns nothing
+        env += " SCALENAS_GPUS={resources.gpu} $SCALENAS_DEVICE_WRAP"
     cmd = (f"{env} {launcher} -m pipeline.stages.{module} --threads {{threads}} "
            f"--run-settings {RUN_SETTINGS} " + " ".join(args) + " > {log} 2>&1")
     # Output patterns such as results/{task}/... may be passed as they are: a bare lower-case
@@ -246,3 +249,77 @@ def finetune_records(task):
 # --- helpers of report.smk (here because `snakemake --lint` wants rule files without functions)
 REPORT_OUTPUTS = [paths.report_file(n) for n in
                   ("REPORT.md", "metrics.json", "final_models.md", "plots/finetune.csv")]
+
+
+# --- scale-out (issue 15): launcher and device checks, the per-job device pool -------------------
+# Checked at parse time, so a launcher that cannot start or a missing GPU stops the run before any
+# job starts, with one line naming the key.
+import shlex
+import shutil
+
+_TORCHRUN_ADDR = ("--standalone", "--rdzv_endpoint", "--rdzv-endpoint", "--master_port",
+                  "--master-port", "--master_addr", "--master-addr", "--nnodes")
+
+
+def _launcher(text):
+    """(command the training rules start, processes per job) from run.launcher."""
+    where = f"invalid parameters: {PARAMS_SOURCE}: run.launcher {text!r}"
+    try:
+        argv = shlex.split(text)
+    except ValueError as e:
+        raise WorkflowError(f"{where}: {e}")
+    if not argv or shutil.which(argv[0]) is None:
+        raise WorkflowError(f"{where}: {argv[0] if argv else ''!r} is not a command on PATH")
+    torchrun = Path(argv[0]).name == "torchrun" or argv[1:3] == ["-m", "torch.distributed.run"]
+    if not torchrun:
+        return text, 1
+    nproc = None
+    for i, a in enumerate(argv):
+        for flag in ("--nproc_per_node", "--nproc-per-node"):
+            if a == flag:
+                nproc = argv[i + 1] if i + 1 < len(argv) else ""
+            elif a.split("=", 1)[0] == flag and "=" in a:
+                nproc = a.split("=", 1)[1]
+    if nproc is None or not nproc.isdigit() or int(nproc) < 1:
+        raise WorkflowError(f"{where}: needs --nproc_per_node N with N >= 1 (the processes, and "
+                            f"devices, of one training job), got {nproc!r}")
+    # Two torchrun jobs side by side (seg and pose) must not share torchrun's default port 29500.
+    if not any(a.split("=")[0] in _TORCHRUN_ADDR for a in argv):
+        argv.insert(1 if Path(argv[0]).name == "torchrun" else 3, "--standalone")
+    return shlex.join(argv), int(nproc)
+
+
+LAUNCHER, NPROC = _launcher(PARAMS["run"]["launcher"])
+os.environ.update(SCALENAS_LAUNCHER=LAUNCHER)
+
+
+def _device_ids():
+    run = PARAMS["run"]
+    if run["device"] == "cpu":
+        return [str(d) for d in run["devices"]]
+    import torch
+
+    if not torch.cuda.is_available():
+        if run["device"] == "cuda":
+            raise WorkflowError(f"invalid parameters: {PARAMS_SOURCE}: run.device is 'cuda' but "
+                                "torch sees no CUDA device here (use 'auto' or 'cpu')")
+        return [str(d) for d in run["devices"]]
+    return [str(d) for d in run["devices"]] or [str(i) for i in range(torch.cuda.device_count())]
+
+
+DEVICE_IDS = _device_ids()
+if DEVICE_IDS and NPROC > len(DEVICE_IDS):
+    raise WorkflowError(f"invalid parameters: {PARAMS_SOURCE}: run.launcher starts {NPROC} "
+                        f"processes per job but run.devices has {len(DEVICE_IDS)} device(s)")
+
+
+def gpus(distributed=False):
+    """`resources: gpu=` of a job: its processes' devices; 0 without a device pool (CPU)."""
+    return (NPROC if distributed else 1) if DEVICE_IDS else 0
+
+
+# Prefix that runs a job on SCALENAS_GPUS (= resources.gpu) devices of its own
+# (pipeline/devices.py); empty without a pool, so CPU jobs start as they always did.
+os.environ.update(SCALENAS_DEVICE_WRAP=(
+    f"python -m pipeline.devices --pool {paths.DEVICE_POOL} --devices {','.join(DEVICE_IDS)} --"
+    if DEVICE_IDS else ""))

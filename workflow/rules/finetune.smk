@@ -22,13 +22,15 @@ rule finetune_select:
     log:
         log_file("finetune/select"),
     threads: int(PARAMS["run"]["threads"])
+    resources:
+        gpu=gpus(),
     conda:
         CONDA_ENV
     shell:
         stage_cmd("finetune", "--select", "--params {input.params}", "--task {wildcards.task}",
                   "--checkpoint {input.checkpoint}", "--front {input.front}",
                   "--manifest {input.manifest}", "--label select",
-                  f"--out {paths.selection_dir()}")
+                  f"--out {paths.selection_dir()}", gpu=True)
 
 
 rule finetune:
@@ -44,13 +46,16 @@ rule finetune:
     log:
         log_file("finetune/{model}"),
     threads: int(PARAMS["run"]["train_threads"])
+    resources:
+        gpu=gpus(distributed=True),
     conda:
         CONDA_ENV
     shell:
         stage_cmd("finetune", "--model {wildcards.model}", "--params {input.params}",
                   "--task {wildcards.task}", "--checkpoint {input.checkpoint}",
                   "--selection {input.selection}", "--manifest {input.manifest}",
-                  "--label {wildcards.model}", f"--out {paths.finetune_model_dir()}")
+                  "--label {wildcards.model}", f"--out {paths.finetune_model_dir()}",
+                  distributed=True, gpu=True)
 
 
 rule finetune_all:

@@ -86,6 +86,8 @@ rule search_shard:
     params:
         phase=lambda wc: search_phase(wc.step),
     threads: SEARCH_THREADS
+    resources:
+        gpu=gpus(),
     conda:
         CONDA_ENV
     shell:
@@ -93,7 +95,7 @@ rule search_shard:
                   "--task {wildcards.task}", "--candidates {input.candidates}",
                   "--shard {wildcards.shard}", "--checkpoint {input.checkpoint}",
                   "--manifest {input.manifest}", "--label {wildcards.step}/shard{wildcards.shard}",
-                  f"--out {paths.shard_dir()}")
+                  f"--out {paths.shard_dir()}", gpu=True)
 
 
 rule search_merge:

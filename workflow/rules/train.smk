@@ -22,11 +22,14 @@ rule teacher:
     log:
         log_file("teacher"),
     threads: TRAIN_THREADS
+    resources:
+        gpu=gpus(distributed=True),
     conda:
         CONDA_ENV
     shell:
         stage_cmd("teacher", "--params {input.params}", "--task {wildcards.task}",
-                  "--manifest {input.manifest}", f"--out {paths.teacher_dir()}")
+                  "--manifest {input.manifest}", f"--out {paths.teacher_dir()}",
+                  distributed=True, gpu=True)
 
 
 rule supernet:
@@ -44,12 +47,15 @@ rule supernet:
     log:
         log_file("supernet"),
     threads: TRAIN_THREADS
+    resources:
+        gpu=gpus(distributed=True),
     conda:
         CONDA_ENV
     shell:
         stage_cmd("supernet", "--params {input.params}", "--task {wildcards.task}",
                   "--manifest {input.manifest}", "{params.teacher}",
-                  f"--out {paths.supernet_dir()}")
+                  f"--out {paths.supernet_dir()}",
+                  distributed=True, gpu=True)
 
 
 rule teacher_all:
