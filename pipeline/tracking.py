@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,11 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 # Telemetry off before mlflow is ever imported (it reads these at import time).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# A tracking server that is down must not stall a stage for minutes (MLflow's defaults: 7 retries
+# with exponential back-off, 120 s per request).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 PARENT_ENV = "SCALENAS_PARENT_RUN_ID"
 URI_ENV = "MLFLOW_TRACKING_URI"
@@ -51,6 +57,11 @@ TAG_ARCH_ID = "scalenas.arch_id"
 TAG_PHASE = "scalenas.phase"
 TAG_TASK = "scalenas.task"
 TAG_KIND = "scalenas.kind"
+TAG_STAGE = "scalenas.stage"
+TAG_GENERATION = "scalenas.generation"
+#: MLflow 3's UI opens an experiment with this tag on its runs (a model-training experiment),
+#: not on the GenAI overview.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -109,9 +120,13 @@ def _get_or_create_experiment(client: Any, name: str, uri: str) -> str:
 
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if not exp.tags.get("mlflow.experimentKind"):  # created before the tag was set
+            (k, v), = EXPERIMENT_KIND.items()
+            client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri))
+        return client.create_experiment(name, artifact_location=artifact_location(uri),
+                                        tags=EXPERIMENT_KIND)
     except MlflowException:
         # Another process created it between our lookup and create.
         exp = client.get_experiment_by_name(name)
@@ -127,6 +142,7 @@ def init_store(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
     so a database file that exists is always fully migrated and concurrent callers never race.
     """
     db = sqlite_path(uri)
+    _check_reachable(uri)
     try:
         if db is not None and not db.exists():
             with _file_lock(db.with_name(db.name + ".lock")):
@@ -142,12 +158,30 @@ def init_store(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
     except TrackingError:
         raise
     except Exception as e:  # mlflow raises many types; name the store in one line
-        raise TrackingError(f"MLflow store {uri}: {' '.join(str(e).split())[:300]}") from e
+        raise TrackingError(f"tracking.uri {uri}: unusable MLflow store: "
+                            f"{' '.join(str(e).split())[:300]}") from e
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail in seconds, naming the URI, when an HTTP tracking server does not answer."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "localhost", port), timeout=5).close()
+    except OSError as e:
+        raise TrackingError(f"tracking.uri {uri}: cannot reach the MLflow server "
+                            f"({e.strerror or e})") from None
 
 
 def _get_or_create_experiment_at(client: Any, name: str, location: str | None) -> str:
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name, artifact_location=location)
+    return exp.experiment_id if exp else client.create_experiment(name, artifact_location=location,
+                                                                   tags=EXPERIMENT_KIND)
 
 
 def _dispose(client: Any) -> None:
@@ -309,8 +343,8 @@ def log_candidates(client: Any, experiment_id: str, parent_run_id: str,
 
     Each row: ``name`` (run name), optional ``params`` (e.g. fusion/depth group, arch id),
     ``metrics`` (``{name: value}`` or ``{name: [(step, value), ...]}``), ``tags`` and
-    ``artifacts`` (``{artifact_file: text}``, e.g. ``{"arch.json": arch.to_json()}``). Costs a
-    create, one batch, the artifact writes and a terminate per candidate.
+    ``artifacts`` (``{artifact_file: text or bytes}``, e.g. ``{"arch.json": arch.to_json()}``).
+    Costs a create, one batch, one artifact upload and a terminate per candidate.
     """
     ids = []
     for row in rows:
@@ -325,8 +359,17 @@ def log_candidates(client: Any, experiment_id: str, parent_run_id: str,
             else:
                 points.append((k, float(v), 0))
         _log_batch(client, rid, params=row.get("params"), metrics=points)
-        for fname, text in (row.get("artifacts") or {}).items():
-            client.log_text(rid, text, fname)
+        artifacts = row.get("artifacts") or {}
+        if artifacts:
+            with tempfile.TemporaryDirectory(prefix="scalenas-artifacts-") as tmp:
+                for fname, content in artifacts.items():
+                    path = Path(tmp) / fname
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    if isinstance(content, bytes):
+                        path.write_bytes(content)
+                    else:
+                        path.write_text(content, encoding="utf-8")
+                client.log_artifacts(rid, tmp)
         client.set_terminated(rid, status=str(row.get("status", "FINISHED")))
         ids.append(rid)
     return ids
