@@ -23,9 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CHROMIUM = Path("/usr/bin/chromium")
 
-pytestmark = pytest.mark.slow
-
-
 def tiny(doc: dict) -> dict:
     """The smallest run that goes through every phase of both tasks."""
     doc["data"].update({"seg_train": 6, "seg_val": 2, "seg_size": [64, 128],
@@ -80,6 +77,7 @@ def _status(clone: Path) -> str:
     return r.stdout
 
 
+@pytest.mark.slow
 def test_dvc_status_up_to_date_after_snakemake(clone: Path) -> None:
     assert "Data and pipelines are up to date" in _status(clone)
 
@@ -114,6 +112,7 @@ def _matches(run, clause) -> bool:
     return {"=": a == b, "!=": a != b, ">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b}[op]
 
 
+@pytest.mark.slow
 def test_readme_filters_find_the_expected_runs(clone: Path) -> None:
     import mlflow
 
@@ -166,6 +165,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_browser_shows_runs_table_with_gflops_and_score(clone: Path, request) -> None:
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} not installed (Debian package `chromium`; .ci/run installs it)")
@@ -240,6 +240,7 @@ def test_dvc_yaml_deps_cover_every_imported_module() -> None:
     assert Path("pipeline/cost.py") in search and Path("pipeline/nets/supernet.py") in search
 
 
+@pytest.mark.slow
 def test_code_change_marks_search_changed(clone: Path) -> None:
     cost = clone / "pipeline" / "cost.py"
     text = cost.read_text()
@@ -254,6 +255,7 @@ def test_code_change_marks_search_changed(clone: Path) -> None:
     assert "Data and pipelines are up to date" in _status(clone)
 
 
+@pytest.mark.slow
 def test_param_edit_repro_reruns_only_affected_phases(clone: Path) -> None:
     params = clone / "params" / "default.yaml"
     doc = yaml.safe_load(params.read_text())
@@ -267,3 +269,22 @@ def test_param_edit_repro_reruns_only_affected_phases(clone: Path) -> None:
     assert "Data and pipelines are up to date" in _status(clone)
     # dvc repro ran snakemake: the onsuccess handler saw DVC_STAGE and did not run dvc itself.
     assert "lineage recorded" not in out
+
+
+def test_stages_for_targets_include_upstream() -> None:
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert lineage.stages_for(doc, []) == ["prepare", "train", "search", "finetune", "report"]
+    assert lineage.stages_for(doc, ["all"]) == lineage.stages_for(doc, [])
+    assert lineage.stages_for(doc, ["search_evolution_all"]) == ["prepare", "train", "search"]
+    assert lineage.stages_for(doc, ["prepare_all"]) == ["prepare"]
+    assert lineage.stages_for(doc, ["builtin_data"]) == []
+
+
+def test_no_dvc_inside_dvc_and_no_lineage_for_other_params(tmp_path, monkeypatch) -> None:
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / ".dvc").mkdir()
+    monkeypatch.setenv("DVC_STAGE", "search")
+    assert lineage.record_after_snakemake(tmp_path, "params/default.yaml", []) == ""
+    monkeypatch.delenv("DVC_STAGE")
+    line = lineage.record_after_snakemake(tmp_path, tmp_path / "other.yaml", [])
+    assert line.startswith("lineage not recorded: dvc.yaml reads params/default.yaml")
