@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from pipeline.errors import InputError
+
 # Telemetry off before mlflow is ever imported (it reads these at import time).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -65,8 +67,9 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_TAG = "mlflow.parentRunId"
 
 
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; the message names the URI."""
+class TrackingError(InputError):
+    """The tracking store named by ``tracking.uri`` cannot be used (unreachable, or from another
+    version): the user's to fix, so a stage reports it in one line with exit status 2."""
 
 
 # -- store ---------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pipeline.data.keypoints import COCO_SKELETON, box_to_center_scale
 from pipeline.data.transforms import get_affine_transform, to_normalized_tensor, warp_affine
 from pipeline.metrics.pose import get_final_preds
 from pipeline.nets.supernet import INPUT_MULTIPLE
+from pipeline.errors import InputError
 
 #: Colours of the 19 Cityscapes train ids (the benchmark's official palette).
 CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -32,7 +33,7 @@ CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
 Box = tuple[float, float, float, float]  # COCO x, y, w, h in image pixels
 
 
-class PredictError(ValueError):
+class PredictError(InputError):
     """A model or input that ``predict`` cannot use; the message names it."""
 
 

@@ -54,6 +54,22 @@ def _model_input_hw(net: Any, model_dir: Path) -> tuple[int, int]:
     return hw[0], hw[1]
 
 
+def _render_seg(net: Any, image: Image.Image, boxes: list[Box] | None, model: Path) -> Image.Image:
+    if boxes is not None:
+        raise PredictError("--boxes/--box apply to pose models only")
+    return draw_seg(image, predict_seg(net, image), net.num_outputs)
+
+
+def _render_pose(net: Any, image: Image.Image, boxes: list[Box] | None, model: Path) -> Image.Image:
+    if boxes is None:
+        boxes = [(0.0, 0.0, float(image.width), float(image.height))]
+    return draw_pose(image, predict_pose(net, image, boxes, _model_input_hw(net, model)))
+
+
+#: How each task's prediction is drawn.
+_RENDER = {"seg": _render_seg, "pose": _render_pose}
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.nets.export import load_model  # torch and the network only when predicting
 
@@ -66,15 +82,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         net = load_model(args.model)
     except ArchitectureError as e:
         raise PredictError(f"{args.model}: {e}") from None
-    if net.task == "seg":
-        if boxes is not None:
-            raise PredictError("--boxes/--box apply to pose models only")
-        picture = draw_seg(image, predict_seg(net, image), net.num_outputs)
-    else:
-        if boxes is None:
-            boxes = [(0.0, 0.0, float(image.width), float(image.height))]
-        people = predict_pose(net, image, boxes, _model_input_hw(net, args.model))
-        picture = draw_pose(image, people)
+    picture = _RENDER[net.task](net, image, boxes, args.model)
     out = args.output or args.image.with_name(f"{args.image.stem}_pred.png")
     buf = io.BytesIO()
     picture.save(buf, format="PNG")
