@@ -90,7 +90,8 @@ def readme_filters() -> list[str]:
     section = text[text.index("## MLflow: runs and candidates"):]
     section = section[:section.index("\n## ", 5)]
     found = re.findall(r'filter_string="([^"]+)"', section)
-    found += [c for c in re.findall(r"`([^`]+)`", section)
+    inline = re.sub(r"```.*?```", " ", section, flags=re.S)  # a fence would shift the pairs of `
+    found += [c for c in re.findall(r"`([^`]+)`", inline)
               if re.match(r"(tags|params|metrics|attributes)\.", c)]
     return found
 
