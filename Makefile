@@ -26,9 +26,8 @@ data: setup
 	  echo "error: data/ differs from data.dvc (generator or data.* parameters changed?)" >&2; exit 1; fi
 
 run: data
+	# The workflow's onsuccess handler records the lineage (dvc commit), so `dvc status` is up to date.
 	$(BIN)/snakemake --cores $(CORES)
-	# Record the lineage (dvc.lock, DVC cache) so `dvc status` reports the run as up to date.
-	$(BIN)/dvc commit -f -q data.dvc dvc.yaml
 
 # Paper-shape smoke runs (params/smoke_*.yaml: W32, 512x1024 crops, 1024x2048 evaluation, 256x192
 # pose input; a few iterations and candidates), each in its own directory results-smoke/<name>/.

@@ -275,6 +275,7 @@ class TrackingConfig(_Section):
     enabled: bool
     uri: str
     experiment: str
+    required: bool
 
 
 @section

@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,11 @@ from pipeline.errors import InputError
 # Telemetry off before mlflow is ever imported (it reads these at import time).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# A tracking server that is down must not stall a stage for minutes (MLflow's defaults: 7 retries
+# with exponential back-off, 120 s per request).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 PARENT_ENV = "SCALENAS_PARENT_RUN_ID"
 URI_ENV = "MLFLOW_TRACKING_URI"
@@ -53,17 +59,23 @@ TAG_ARCH_ID = "scalenas.arch_id"
 TAG_PHASE = "scalenas.phase"
 TAG_TASK = "scalenas.task"
 TAG_KIND = "scalenas.kind"
+TAG_STAGE = "scalenas.stage"
+TAG_GENERATION = "scalenas.generation"
+#: MLflow 3's UI opens an experiment with this tag on its runs (a model-training experiment),
+#: not on the GenAI overview.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_TAG = "mlflow.parentRunId"
 #: ``host:pid:start`` of the process that opened a run: a RUNNING run whose process is gone was
 #: killed (kill -9, power loss) and is marked KILLED when the next pipeline starts.
 TAG_OWNER = "scalenas.owner"
 
 
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; the message names the URI."""
+class TrackingError(InputError):
+    """The tracking store named by ``tracking.uri`` cannot be used (unreachable, or from another
+    version): the user's to fix, so a stage reports it in one line with exit status 2."""
 
 
-class StoreFileError(TrackingError, InputError):
+class StoreFileError(TrackingError):
     """The store file itself is unusable (empty, not a regular file): the user's to fix, so a
     stage reports it as bad input (one line, exit 2)."""
 
@@ -119,9 +131,13 @@ def _get_or_create_experiment(client: Any, name: str, uri: str) -> str:
 
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if not exp.tags.get("mlflow.experimentKind"):  # created before the tag was set
+            (k, v), = EXPERIMENT_KIND.items()
+            client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri))
+        return client.create_experiment(name, artifact_location=artifact_location(uri),
+                                        tags=EXPERIMENT_KIND)
     except MlflowException:
         # Another process created it between our lookup and create.
         exp = client.get_experiment_by_name(name)
@@ -153,6 +169,7 @@ def init_store(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
     """
     db = sqlite_path(uri)
     check_store_file(uri)
+    _check_reachable(uri)
     try:
         if db is not None and not db.exists():
             with _file_lock(db.with_name(db.name + ".lock")):
@@ -168,12 +185,30 @@ def init_store(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
     except TrackingError:
         raise
     except Exception as e:  # mlflow raises many types; name the store in one line
-        raise TrackingError(f"MLflow store {uri}: {' '.join(str(e).split())[:300]}") from e
+        raise TrackingError(f"tracking.uri {uri}: unusable MLflow store: "
+                            f"{' '.join(str(e).split())[:300]}") from e
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail in seconds, naming the URI, when an HTTP tracking server does not answer."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "localhost", port), timeout=5).close()
+    except OSError as e:
+        raise TrackingError(f"tracking.uri {uri}: cannot reach the MLflow server "
+                            f"({e.strerror or e})") from None
 
 
 def _get_or_create_experiment_at(client: Any, name: str, location: str | None) -> str:
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name, artifact_location=location)
+    return exp.experiment_id if exp else client.create_experiment(name, artifact_location=location,
+                                                                   tags=EXPERIMENT_KIND)
 
 
 def _dispose(client: Any) -> None:
@@ -335,8 +370,8 @@ def log_candidates(client: Any, experiment_id: str, parent_run_id: str,
 
     Each row: ``name`` (run name), optional ``params`` (e.g. fusion/depth group, arch id),
     ``metrics`` (``{name: value}`` or ``{name: [(step, value), ...]}``), ``tags`` and
-    ``artifacts`` (``{artifact_file: text}``, e.g. ``{"arch.json": arch.to_json()}``). Costs a
-    create, one batch, the artifact writes and a terminate per candidate.
+    ``artifacts`` (``{artifact_file: text or bytes}``, e.g. ``{"arch.json": arch.to_json()}``).
+    Costs a create, one batch, one artifact upload and a terminate per candidate.
     """
     ids = []
     for row in rows:
@@ -351,8 +386,17 @@ def log_candidates(client: Any, experiment_id: str, parent_run_id: str,
             else:
                 points.append((k, float(v), 0))
         _log_batch(client, rid, params=row.get("params"), metrics=points)
-        for fname, text in (row.get("artifacts") or {}).items():
-            client.log_text(rid, text, fname)
+        artifacts = row.get("artifacts") or {}
+        if artifacts:
+            with tempfile.TemporaryDirectory(prefix="scalenas-artifacts-") as tmp:
+                for fname, content in artifacts.items():
+                    path = Path(tmp) / fname
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    if isinstance(content, bytes):
+                        path.write_bytes(content)
+                    else:
+                        path.write_text(content, encoding="utf-8")
+                client.log_artifacts(rid, tmp)
         client.set_terminated(rid, status=str(row.get("status", "FINISHED")))
         ids.append(rid)
     return ids

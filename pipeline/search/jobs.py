@@ -8,6 +8,11 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from pipeline.space.arch import Architecture
+from pipeline.space.official import official_bytes
+from pipeline.space.summary import arch_summary
+from pipeline.tracking import TAG_ARCH_ID, TAG_GENERATION, TAG_PHASE, TAG_STAGE, TAG_TASK
+
 from .evolution import Evaluated
 from .pareto import hypervolume, pareto_front
 from .table import Row, architectures
@@ -34,17 +39,27 @@ def front_summary(df: pd.DataFrame, reference: tuple[float, float]) -> dict[str,
             "best_score": float(df["score"].max()) if len(df) else math.nan}
 
 
-def candidate_records(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """Child-run records for :meth:`pipeline.tracking.StageRun.log_candidates`."""
+def candidate_records(rows: Sequence[Row], *, task: str, phase: str) -> list[dict[str, Any]]:
+    """Child-run records for :meth:`pipeline.tracking.StageRun.log_candidates`.
+
+    Self-describing runs: tags say task, phase, stage (sample, random, evolve) and generation, so
+    a filter string separates them without walking parent runs; params hold the grid cell and the
+    architecture summary (per-branch depths, per-module fusion density) for the UI's parallel
+    coordinates; artifacts are the architecture document and its release-format ``.npy``.
+    """
     out = []
     for r in rows:
+        arch = Architecture.from_dict(dict(r.arch), source=f"candidate {r.arch_id}")
         metrics = {"params": float(r.params), "gflops": r.gflops, "score": r.score,
                    **{f"metric_{k}": v for k, v in r.metrics.items()},
                    **{f"time_{k}": v for k, v in r.timing.items()}}
         out.append({"name": f"{r.stage}:g{r.generation}:{r.arch_id}",
-                    "params": {"arch_id": r.arch_id, "group": r.group, "stage": r.stage,
-                               "generation": r.generation, "fusion_prob": r.fusion_prob,
-                               "depth_candidates": r.depth_candidates},
-                    "metrics": metrics, "tags": {"scalenas.arch_id": r.arch_id},
-                    "artifacts": {"arch.json": json.dumps(dict(r.arch), indent=1)}})
+                    "params": {"arch_id": r.arch_id, "group": r.group,
+                               "fusion_prob": r.fusion_prob,
+                               "depth_candidates": r.depth_candidates, **arch_summary(arch)},
+                    "metrics": metrics,
+                    "tags": {TAG_ARCH_ID: r.arch_id, TAG_TASK: task, TAG_PHASE: phase,
+                             TAG_STAGE: r.stage, TAG_GENERATION: r.generation},
+                    "artifacts": {"arch.json": json.dumps(dict(r.arch), indent=1),
+                                  "arch.npy": official_bytes(arch)}})
     return out

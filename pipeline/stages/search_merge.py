@@ -60,7 +60,7 @@ def body(ctx: StageContext) -> dict[str, float]:
                "this": front_summary(res, ref), "cumulative": front_summary(cumulative, ref),
                "overhead_fraction": float(tim["overhead_s"].sum() / tim["wall_s"].sum())}
     atomic_write_text(ctx.out / "summary.json", json.dumps(summary, indent=1) + "\n")
-    ctx.run.log_candidates(candidate_records(rows))
+    ctx.run.log_candidates(candidate_records(rows, task=ctx.task, phase=ctx.phase))
     ctx.run.log_metrics({"hypervolume": summary["cumulative"]["hypervolume"],
                          "hypervolume_this": summary["this"]["hypervolume"]},
                         step=cl.generation)

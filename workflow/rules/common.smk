@@ -148,18 +148,33 @@ onstart:
     recovery.sweep_tree(RESULTS)
     recovery.sweep_stale(Path(DATA_ROOT).parent, Path(DATA_ROOT).name)
     if _TRACK and not workflow.touch:
-        tracking.start_pipeline(
-            PARAMS["run"]["name"],
-            uri=tracking.resolve_uri(PARAMS["tracking"]["uri"]),
-            experiment=os.environ.get(tracking.EXPERIMENT_ENV) or PARAMS["tracking"]["experiment"],
-            params=PARAMS,
-            tags={tracking.TAG_PARAMS_HASH: pconfig.params_hash(PARAMS),
-                  "scalenas.params_file": PARAMS_SOURCE})
+        try:
+            tracking.start_pipeline(
+                PARAMS["run"]["name"],
+                uri=tracking.resolve_uri(PARAMS["tracking"]["uri"]),
+                experiment=os.environ.get(tracking.EXPERIMENT_ENV) or PARAMS["tracking"]["experiment"],
+                params=PARAMS,
+                tags={tracking.TAG_PARAMS_HASH: pconfig.params_hash(PARAMS),
+                      "scalenas.params_file": PARAMS_SOURCE})
+        except tracking.TrackingError as e:
+            if PARAMS["tracking"]["required"]:
+                print(f"error: {e}", file=sys.stderr)
+                sys.exit(2)
+            # Said once here; the jobs inherit the switch and do not try again.
+            print(f"warning: tracking.required is false, running without MLflow: {e}",
+                  file=sys.stderr)
+            os.environ[tracking.DISABLE_ENV] = "1"
 
 
 onsuccess:
     if _TRACK and not workflow.touch:
         tracking.end_pipeline(True)
+    # Lineage stays true: record what this run produced in dvc.lock (never inside `dvc repro`).
+    if not workflow.touch and not workflow.dryrun:
+        from pipeline.lineage import record_after_snakemake
+        _line = record_after_snakemake(".", PARAMS_SOURCE, workflow.dag_settings.targets)
+        if _line:
+            print(_line, file=sys.stderr)
 
 
 onerror:

@@ -1,0 +1,297 @@
+"""MLflow and DVC as their users use them, on one tiny pipeline run in a fresh clone (issue 16):
+the README's filter strings against the real store, the UI in a real browser, `dvc status` after
+`snakemake`, code and parameter changes seen by DVC, `dvc repro` rerunning only what changed."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import lineage
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CHROMIUM = Path("/usr/bin/chromium")
+
+def tiny(doc: dict) -> dict:
+    """The smallest run that goes through every phase of both tasks."""
+    doc["data"].update({"seg_train": 6, "seg_val": 2, "seg_size": [64, 128],
+                        "pose_train": 6, "pose_val": 2, "pose_size": [96, 128]})
+    for t in ("seg", "pose"):
+        doc["teacher"][t].update(iterations=2, batch_size=2)
+        doc["supernet"][t].update(iterations=2, batch_size=2)
+        doc["finetune"][t].update(iterations=2, batch_size=2)
+    doc["calibration"].update(images=1, batch_size=1)
+    doc["search"]["random"].update(fusion_probs=[0.5], depth_candidates=[[2, 3]],
+                                   samples_per_cell=2, shards=1)
+    doc["search"]["evolution"].update(generations=1, population=2, parents=2, shards=1,
+                                      screen_factor=1)
+    return doc
+
+
+def _env(clone: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "SCALENAS_PARENT_RUN_ID",
+                        "DVC_STAGE", "DVC_ROOT")}
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", PYTHONPATH=str(clone),
+               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    return env
+
+
+def sh(clone: Path, *cmd: str, timeout: float = 2400) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=clone, env=_env(clone), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A git clone of the committed branch, tiny parameters committed, run with `snakemake`."""
+    root = tmp_path_factory.mktemp("lineage") / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True, timeout=120)
+    params = root / "params" / "default.yaml"
+    params.write_text(yaml.safe_dump(tiny(yaml.safe_load(params.read_text()))))
+    for c in (["git", "config", "user.email", "t@example.org"], ["git", "config", "user.name", "t"],
+              ["git", "commit", "-qam", "tiny parameters"]):
+        subprocess.run(c, cwd=root, check=True, timeout=60)
+    t0 = time.time()
+    r = sh(root, str(BIN / "snakemake"), "--cores", "2")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    print(f"tiny pipeline: {time.time() - t0:.0f} s")
+    assert "lineage recorded: dvc commit data.dvc prepare train search finetune report" in r.stderr
+    return root
+
+
+def _status(clone: Path) -> str:
+    r = sh(clone, str(BIN / "dvc"), "status", timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.mark.slow
+def test_dvc_status_up_to_date_after_snakemake(clone: Path) -> None:
+    assert "Data and pipelines are up to date" in _status(clone)
+
+
+# -- MLflow --------------------------------------------------------------------------------------
+
+def readme_filters() -> list[str]:
+    """Every filter string the README's MLflow section prints."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## MLflow: runs and candidates"):]
+    section = section[:section.index("\n## ", 5)]
+    found = re.findall(r'filter_string="([^"]+)"', section)
+    inline = re.sub(r"```.*?```", " ", section, flags=re.S)  # a fence would shift the pairs of `
+    found += [c for c in re.findall(r"`([^`]+)`", inline)
+              if re.match(r"(tags|params|metrics|attributes)\.", c)]
+    return found
+
+
+_CLAUSE = re.compile(r"""(tags|params|metrics)\.(`[^`]+`|[\w.]+)\s*(=|!=|>=|<=|>|<)\s*
+                         (?:"([^"]*)"|'([^']*)'|([-\d.eE]+))""", re.X)
+
+
+def _matches(run, clause) -> bool:
+    kind, key, op, s1, s2, num = clause
+    key = key.strip("`")
+    have = getattr(run.data, kind).get(key)
+    if have is None:
+        return False
+    if num:
+        a, b = float(have), float(num)
+    else:
+        a, b = str(have), s1 or s2 or ""
+    return {"=": a == b, "!=": a != b, ">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b}[op]
+
+
+@pytest.mark.slow
+def test_readme_filters_find_the_expected_runs(clone: Path) -> None:
+    import mlflow
+
+    from pipeline import tracking
+    from pipeline.space.arch import Architecture
+    from pipeline.space.official import load_official
+
+    filters = readme_filters()
+    assert len(filters) >= 3, filters
+    uri = tracking.default_uri(clone)
+    mlflow.set_tracking_uri(uri)
+    client = tracking._client(uri)
+    exp = client.get_experiment_by_name("scalenas")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    every = client.search_runs([exp.experiment_id], max_results=5000)
+    for f in filters:
+        clauses = _CLAUSE.findall(f)
+        assert len(clauses) == f.lower().count(" and ") + 1, f"cannot read filter {f!r}"
+        expected = {r.info.run_id for r in every if all(_matches(r, c) for c in clauses)}
+        got = mlflow.search_runs(experiment_names=["scalenas"], filter_string=f,
+                                 output_format="list", max_results=5000)
+        assert expected and {r.info.run_id for r in got} == expected, f
+
+    cands = [r for r in every if r.data.tags.get("scalenas.kind") == "candidate"]
+    # 2 sampled + 2 random baseline + 2 evolved, per task
+    assert len(cands) == 12
+    for r in cands:
+        t = r.data.tags
+        assert t["scalenas.task"] in ("seg", "pose")
+        assert (t["scalenas.stage"], t["scalenas.phase"]) in {
+            ("sample", "search_random"), ("random", "search_random"),
+            ("evolve", "search_evolution")}, t
+        assert t["scalenas.generation"] == ("1" if t["scalenas.stage"] == "evolve" else "0")
+        assert {"params", "gflops", "score"} <= set(r.data.metrics)
+        p = r.data.params
+        assert len(p) <= 36 and {"depth.branch0", "depth.branch3", "fusion.stage4.2"} <= set(p)
+        assert 0 <= float(p["fusion.stage2.0"]) <= 1
+        assert sorted(a.path for a in client.list_artifacts(r.info.run_id)) == ["arch.json",
+                                                                                "arch.npy"]
+    one = cands[0].info.run_id
+    d = Path(client.download_artifacts(one, "", str(clone.parent / "dl")))
+    arch = Architecture.load(d / "arch.json")
+    assert load_official(d / "arch.npy") == arch
+    assert arch.arch_id == cands[0].data.tags["scalenas.arch_id"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_browser_shows_runs_table_with_gflops_and_score(clone: Path, request) -> None:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not installed (Debian package `chromium`; .ci/run installs it)")
+    from pipeline import tracking
+
+    uri = tracking.default_uri(clone)
+    exp_id = tracking._client(uri).get_experiment_by_name("scalenas").experiment_id
+    port = _free_port()
+    # As `make ui` starts it.
+    env = {**_env(clone), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", uri,
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    art = Path(request.config.rootpath) / ".pytest-artifacts"  # not in git (.gitignore)
+    art.mkdir(exist_ok=True)
+    png = art / "mlflow_runs.png"
+    profile = clone.parent / "chromium-profile"
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.time() < deadline, "mlflow server did not start in 120 s"
+                time.sleep(0.5)
+        # The README's candidate filter and a sort by GFLOPs, through the page's URL state.
+        query = urllib.parse.urlencode({"searchFilter": 'tags.scalenas.kind = "candidate"',
+                                        "orderByKey": "metrics.`gflops`", "orderByAsc": "true"},
+                                       quote_via=urllib.parse.quote)
+        url = f"{base}/#/experiments/{exp_id}/runs?{query}"
+        flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 f"--user-data-dir={profile}", "--window-size=1600,1000",
+                 "--virtual-time-budget=30000"]
+        dom = subprocess.run([str(CHROMIUM), *flags, "--dump-dom", url], capture_output=True,
+                             text=True, timeout=240)
+        shot = subprocess.run([str(CHROMIUM), *flags, f"--screenshot={png}", url],
+                              capture_output=True, text=True, timeout=240)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    html = dom.stdout
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<style.*?</style>", " ", html,
+                                                            flags=re.S)))
+    assert 'role="grid"' in html, text[-3000:]  # the runs table
+    # A training experiment: its runs, not the GenAI overview.
+    assert "Training runs" in text, text[-3000:]
+    assert "sample:g0:" in text and "evolve:g1:" in text, text[-3000:]
+    assert "Sort: gflops" in text, text[-3000:]
+    assert shot.returncode == 0 and png.stat().st_size > 10_000, shot.stderr[-2000:]
+    print(f"screenshot: {png}")
+
+
+# -- DVC -----------------------------------------------------------------------------------------
+
+def test_dvc_yaml_deps_cover_every_imported_module() -> None:
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    for name, st in doc["stages"].items():
+        assert lineage.stage_entry_modules(REPO, [d for d in st["deps"] if d.endswith(".smk")]), name
+        assert lineage.missing_code_deps(REPO, st) == [], name
+    r = subprocess.run([sys.executable, "-m", "pipeline.lineage"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
+    search = lineage.module_closure(REPO, ["pipeline.stages.search_shard"])
+    assert Path("pipeline/cost.py") in search and Path("pipeline/nets/supernet.py") in search
+
+
+@pytest.mark.slow
+def test_code_change_marks_search_changed(clone: Path) -> None:
+    cost = clone / "pipeline" / "cost.py"
+    text = cost.read_text()
+    try:
+        cost.write_text(text + "\n# a change of the cost model\n")
+        out = _status(clone)
+        stages = set(re.findall(r"^(\w+):", out, re.M))
+        # Exactly the stages whose entry points import the cost model (train does too, through
+        # the parameter-to-library glue pipeline/stages/build.py).
+        doc = yaml.safe_load((clone / "dvc.yaml").read_text())
+        importers = {n for n, st in doc["stages"].items() if Path("pipeline/cost.py") in
+                     lineage.module_closure(clone, lineage.stage_entry_modules(
+                         clone, [d for d in st["deps"] if str(d).endswith(".smk")]))}
+        assert {"search", "finetune"} <= importers and "prepare" not in importers, importers
+        assert stages == importers, out
+    finally:
+        cost.write_text(text)
+    assert "Data and pipelines are up to date" in _status(clone)
+
+
+@pytest.mark.slow
+def test_param_edit_repro_reruns_only_affected_phases(clone: Path) -> None:
+    params = clone / "params" / "default.yaml"
+    doc = yaml.safe_load(params.read_text())
+    doc["report"]["dpi"] = 100
+    params.write_text(yaml.safe_dump(doc))
+    r = sh(clone, str(BIN / "dvc"), "repro")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    ran = set(re.findall(r"Running stage '(\w+)'", out))
+    assert ran == {"report"}, out[-4000:]
+    assert "Data and pipelines are up to date" in _status(clone)
+    # dvc repro ran snakemake: the onsuccess handler saw DVC_STAGE and did not run dvc itself.
+    assert "lineage recorded" not in out
+
+
+def test_stages_for_targets_include_upstream() -> None:
+    doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert lineage.stages_for(doc, []) == ["prepare", "train", "search", "finetune", "report"]
+    assert lineage.stages_for(doc, ["all"]) == lineage.stages_for(doc, [])
+    assert lineage.stages_for(doc, ["search_evolution_all"]) == ["prepare", "train", "search"]
+    assert lineage.stages_for(doc, ["prepare_all"]) == ["prepare"]
+    assert lineage.stages_for(doc, ["builtin_data"]) == []
+
+
+def test_no_dvc_inside_dvc_and_no_lineage_for_other_params(tmp_path, monkeypatch) -> None:
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / ".dvc").mkdir()
+    monkeypatch.setenv("DVC_STAGE", "search")
+    assert lineage.record_after_snakemake(tmp_path, "params/default.yaml", []) == ""
+    monkeypatch.delenv("DVC_STAGE")
+    line = lineage.record_after_snakemake(tmp_path, tmp_path / "other.yaml", [])
+    assert line.startswith("lineage not recorded: dvc.yaml reads params/default.yaml")
