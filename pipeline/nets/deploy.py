@@ -91,16 +91,31 @@ class _ChannelsLast(nn.Module):
         return self.net(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
-def _trace(net: nn.Module, example: Tensor, optimize: bool) -> torch.jit.ScriptModule:
+def _trace(net: nn.Module, example: Tensor, freeze: bool) -> bytes:
+    """Saved TorchScript of ``net`` traced on ``example``; frozen: weights inlined as constants and
+    every BatchNorm folded into its convolution (``torch.jit.freeze``'s frozen optimisations)."""
     with torch.no_grad(), _quiet():
         ts = torch.jit.trace(net.eval(), example, check_trace=False)
-        if optimize:
-            ts = torch.jit.optimize_for_inference(torch.jit.freeze(ts.eval()))
-    return ts
+        if freeze:
+            ts = torch.jit.freeze(ts.eval())
+        buf = io.BytesIO()
+        torch.jit.save(ts, buf)
+    return buf.getvalue()
+
+
+def torchscript_runtime(data: bytes, optimized: bool) -> torch.jit.ScriptModule:
+    """A saved artifact ready to run. ``optimize_for_inference`` (MKLDNN convolutions, fused
+    activations) is applied here, on load: its graph does not survive ``torch.jit.save``."""
+    with _quiet():
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+        if optimized:
+            module = torch.jit.optimize_for_inference(module)
+    return module
 
 
 @dataclass
 class Built:
+    data: bytes
     module: Any
     info: dict[str, Any]
 
@@ -111,36 +126,33 @@ def optimize_torchscript(net: StandaloneNet, example: Tensor, channels_last: boo
     or as forced (``True``/``False``)."""
     import copy
 
-    plain = _trace(net, example, True)
-    info: dict[str, Any] = {"optimized": True, "bn_folded": True, "frozen": True}
-    if channels_last is False:
-        info["channels_last"] = False
-        return Built(plain, info)
-    cl = _trace(_ChannelsLast(copy.deepcopy(net)), example, True)
-    if channels_last is True:
-        info["channels_last"] = True
-        return Built(cl, info)
-    with torch.no_grad():
-        t_plain = t_cl = float("inf")
-        for _ in range(2):  # interleaved, so a busy machine slows both alike
-            t_plain = min(t_plain, median_time(lambda: plain(example), repeats))
-            t_cl = min(t_cl, median_time(lambda: cl(example), repeats))
-    info.update(channels_last=t_cl < t_plain,
-                measured_s={"contiguous": round(t_plain, 6), "channels_last": round(t_cl, 6)})
-    return Built(cl if t_cl < t_plain else plain, info)
+    info: dict[str, Any] = {"optimized": True, "bn_folded": True, "frozen": True,
+                            "optimize_for_inference_on_load": True}
+    variants = {}
+    if channels_last is not True:
+        variants[False] = _trace(net, example, True)
+    if channels_last is not False:
+        variants[True] = _trace(_ChannelsLast(copy.deepcopy(net)), example, True)
+    modules = {k: torchscript_runtime(v, True) for k, v in variants.items()}
+    if channels_last is None:
+        times = {k: float("inf") for k in modules}
+        with torch.no_grad():
+            for _ in range(2):  # interleaved, so a busy machine slows both alike
+                for k, m in modules.items():
+                    times[k] = min(times[k], median_time(lambda: m(example), repeats))
+        channels_last = times[True] < times[False]
+        info["measured_s"] = {"contiguous": round(times[False], 6),
+                              "channels_last": round(times[True], 6)}
+    info["channels_last"] = channels_last
+    return Built(variants[channels_last], modules[channels_last], info)
 
 
 def build_torchscript(net: StandaloneNet, example: Tensor, optimize: bool,
                       channels_last: bool | None = None) -> Built:
     if optimize:
         return optimize_torchscript(net, example, channels_last)
-    return Built(_trace(net, example, False), {"optimized": False})
-
-
-def torchscript_bytes(module: torch.jit.ScriptModule) -> bytes:
-    buf = io.BytesIO()
-    torch.jit.save(module, buf)
-    return buf.getvalue()
+    data = _trace(net, example, False)
+    return Built(data, torchscript_runtime(data, False), {"optimized": False})
 
 
 # -- ONNX -----------------------------------------------------------------------------------------
@@ -239,7 +251,7 @@ def export_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript", opti
     entry: dict[str, Any] = {"format": fmt}
     if fmt == "torchscript":
         built = build_torchscript(net, example, optimize, channels_last)
-        data = torchscript_bytes(built.module)
+        data = built.data
         entry.update(built.info)
         runner: Callable[[Tensor], Tensor] = built.module
     else:
@@ -260,6 +272,12 @@ def export_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript", opti
                  torch=torch.__version__.split("+")[0])
     _record_entry(d, entry)
     return entry
+
+
+def write_deployable(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """The deployable artifact written next to each fine-tuned model: optimized TorchScript at the
+    model's input size (``meta.input_hw``), in the memory format measured faster."""
+    return export_artifact(model_dir, "torchscript", optimize=True)
 
 
 def _record_entry(d: Path, entry: dict[str, Any]) -> None:
@@ -303,12 +321,10 @@ def load_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript") -> tup
         if why:
             raise DeployError(f"{path}: {why}")
         return OnnxRunner(data), entry
-    with _quiet():
-        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
-    return module.eval(), entry
+    return torchscript_runtime(data, bool(entry.get("optimized"))), entry
 
 
 __all__ = ["FORMATS", "ONNX_OPSET", "TOLERANCE", "DeployError", "export_artifact",
-           "load_artifact", "find_entry", "deploy_entries", "optimize_torchscript", "onnx_bytes",
+           "load_artifact", "write_deployable", "find_entry", "deploy_entries", "optimize_torchscript", "onnx_bytes",
            "onnx_available", "OnnxRunner", "rel_err", "median_time", "build_torchscript",
-           "torchscript_bytes", "ModelFileError"]
+           "torchscript_runtime", "ModelFileError"]

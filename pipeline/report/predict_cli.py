@@ -1,23 +1,38 @@
-"""``scalenas predict --model DIR IMAGE [-o OUT.png] [--boxes JSON | --box x,y,w,h]``.
+"""``scalenas predict --model DIR INPUT... [-o OUT] [--runtime auto|eager|torchscript|onnx]``.
 
-Runs a saved (fine-tuned) model on one image and writes a PNG of the prediction: a colour overlay
-for segmentation, the skeleton drawn on the person boxes for pose (default box: the whole image).
-Everything is read and checked before the output is written (atomically).
+INPUT is an image, a folder (its image files, sorted) or a list file (``.txt``: one image path a
+line, relative to the list file). The model runs in batches (``--batch-size``) with a progress bar.
+Segmentation writes ``<name>_pred.png`` (the image blended with the Cityscapes colours) and
+``<name>_mask.png`` (a palette PNG of the class ids). Pose writes ``<name>_pred.png`` (skeletons
+on the person boxes) and one COCO-format results file (``results.json``); the boxes come from
+``--boxes`` (a list of ``[x, y, w, h]``, or COCO detections with ``image_id``), else the whole
+image. Any image size works: it is padded to a multiple of 32 and the prediction is cropped back.
+
+The default runtime is the optimized TorchScript recorded in ``model.json`` (``scalenas export``),
+else the eager model. A lone image that cannot be read is an error (exit 2); in a folder or list,
+unreadable images are skipped, listed at the end, and the exit status is 1. Outputs are written
+atomically, image by image, so what was finished stays written.
 """
 from __future__ import annotations
 
 import argparse
 import io
+import json
+import sys
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.io import atomic_write_bytes
+from pipeline.io import atomic_write_bytes, atomic_write_text, read_json
 from pipeline.space.arch import ArchitectureError
 
-from .predict import Box, PredictError, draw_pose, draw_seg, parse_box, predict_pose, predict_seg
-from pipeline.io import read_json
+from .predict import Box, PredictError, draw_pose, draw_seg, parse_box
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
+LIST_SUFFIXES = (".txt", ".lst")
+RESULTS_FILE = "results.json"
 
 
 def read_image(path: Path) -> Image.Image:
@@ -28,72 +43,203 @@ def read_image(path: Path) -> Image.Image:
         with Image.open(path) as im:
             im.load()
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as e:
         raise PredictError(f"{path}: not a readable image file ({type(e).__name__})") from None
 
 
-def read_boxes(path: Path) -> list[Box]:
-    """Person boxes from JSON: a list of ``[x, y, w, h]`` or of COCO detections ``{"bbox": [...]}``."""
+def expand_inputs(inputs: list[Path]) -> tuple[list[Path], bool]:
+    """The image paths named by ``inputs`` and whether the input was one lone image."""
+    paths: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            paths += sorted(f for f in p.iterdir()
+                            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file() and p.suffix.lower() in LIST_SUFFIXES:
+            try:
+                lines = p.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as e:
+                raise PredictError(f"{p}: unreadable list file: {e}") from None
+            paths += [p.parent / line.strip() for line in lines
+                      if line.strip() and not line.lstrip().startswith("#")]
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise PredictError(f"{p}: no such image, folder or list file")
+    if not paths:
+        raise PredictError(f"{' '.join(map(str, inputs))}: no image files found")
+    lone = len(inputs) == 1 and len(paths) == 1 and inputs[0] == paths[0]
+    return paths, lone
+
+
+def read_boxes(path: Path) -> dict[int | None, list[Box]]:
+    """Person boxes from JSON, keyed by COCO ``image_id`` (``None``: boxes for every image).
+
+    Accepts a list of ``[x, y, w, h]`` or of COCO detections ``{"bbox": [...], "image_id": ...}``;
+    detections of another category than person (1) are ignored.
+    """
     doc = read_json(path, "boxes file", PredictError)
     if not isinstance(doc, list) or not doc:
         raise PredictError(f"{path}: expected a non-empty JSON list of boxes")
-    boxes = []
+    boxes: dict[int | None, list[Box]] = defaultdict(list)
     for i, item in enumerate(doc):
         raw: Any = item.get("bbox") if isinstance(item, dict) else item
         if not isinstance(raw, list) or len(raw) != 4 or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
             raise PredictError(f"{path}: entry {i}: expected [x, y, w, h] or {{\"bbox\": [x, y, w, h]}}")
-        boxes.append(parse_box(",".join(str(v) for v in raw)))
-    return boxes
+        if isinstance(item, dict) and item.get("category_id", 1) != 1:
+            continue
+        key = item.get("image_id") if isinstance(item, dict) else None
+        if key is not None and (not isinstance(key, int) or isinstance(key, bool)):
+            raise PredictError(f"{path}: entry {i}: image_id must be an integer")
+        boxes[key].append(parse_box(",".join(str(v) for v in raw)))
+    return dict(boxes)
 
 
-def _model_input_hw(net: Any, model_dir: Path) -> tuple[int, int]:
-    hw = (net.meta or {}).get("input_hw")
+def image_id_of(path: Path, index: int) -> int:
+    """COCO image id: the file name's number (``000000397133.jpg`` -> 397133), else the index."""
+    return int(path.stem) if path.stem.isdigit() else index
+
+
+def _model_input_hw(meta: dict[str, Any], model_dir: Path) -> tuple[int, int]:
+    hw = (meta or {}).get("input_hw")
     if not (isinstance(hw, list) and len(hw) == 2 and all(isinstance(v, int) and v > 0 for v in hw)):
         raise PredictError(f"{model_dir}: pose model record lacks meta.input_hw [h, w]")
     return hw[0], hw[1]
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from pipeline.nets.export import load_model  # torch and the network only when predicting
+def load_runtime(model_dir: Path, runtime: str) -> tuple[Any, Any, str]:
+    """(eager net for task/meta, callable runtime, name of the runtime used)."""
+    from pipeline.nets.deploy import find_entry, load_artifact
+    from pipeline.nets.export import load_model
 
-    image = read_image(args.image)
+    try:
+        net = load_model(model_dir)
+    except ArchitectureError as e:
+        raise PredictError(f"{model_dir}: {e}") from None
+    if runtime == "auto":
+        try:
+            find_entry(model_dir, "torchscript")
+            runtime = "torchscript"
+        except ValueError:
+            runtime = "eager"
+    if runtime == "eager":
+        return net, net, "eager"
+    module, entry = load_artifact(model_dir, runtime)
+    return net, module, f"{runtime} ({entry['file']})"
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _out_path(args: argparse.Namespace, path: Path, lone: bool, kind: str) -> Path:
+    if lone and args.output is not None and args.output.suffix.lower() == ".png":
+        return args.output if kind == "pred" else args.output.with_name(
+            f"{args.output.stem}_{kind}.png")
+    folder = args.output if args.output is not None else path.parent
+    return folder / f"{path.stem}_{kind}.png"
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .batch_predict import (coco_result, mask_image, padded_key, pose_crops, pose_people,
+                                seg_labels)
+
     if args.boxes is not None and args.box:
         raise PredictError("give either --boxes or --box, not both")
-    boxes: list[Box] | None = read_boxes(args.boxes) if args.boxes is not None else (
-        [parse_box(b) for b in args.box] if args.box else None)
-    try:
-        net = load_model(args.model)
-    except ArchitectureError as e:
-        raise PredictError(f"{args.model}: {e}") from None
-    if net.task == "seg":
-        if boxes is not None:
-            raise PredictError("--boxes/--box apply to pose models only")
-        picture = draw_seg(image, predict_seg(net, image), net.num_outputs)
-    else:
-        if boxes is None:
-            boxes = [(0.0, 0.0, float(image.width), float(image.height))]
-        people = predict_pose(net, image, boxes, _model_input_hw(net, args.model))
-        picture = draw_pose(image, people)
-    out = args.output or args.image.with_name(f"{args.image.stem}_pred.png")
-    buf = io.BytesIO()
-    picture.save(buf, format="PNG")
-    atomic_write_bytes(out, buf.getvalue())
-    print(f"{args.image} -> {out} ({net.task}, model {net.arch.arch_id})")
+    if args.batch_size < 1:
+        raise PredictError(f"--batch-size {args.batch_size}: must be at least 1")
+    paths, lone = expand_inputs(args.inputs)
+    if lone:
+        read_image(paths[0])  # a lone unreadable image is an input error, before any work
+    given: dict[int | None, list[Box]] | None = read_boxes(args.boxes) if args.boxes else (
+        {None: [parse_box(b) for b in args.box]} if args.box else None)
+    net, run, used = load_runtime(args.model, args.runtime)
+    if net.task == "seg" and given is not None:
+        raise PredictError("--boxes/--box apply to pose models only")
+    input_hw = _model_input_hw(net.meta, args.model) if net.task == "pose" else None
+    skipped: list[str] = []
+    results: list[dict[str, Any]] = []
+    written = 0
+    bar = tqdm(total=len(paths), desc="predict", unit="img", file=sys.stderr,
+               disable=args.quiet, dynamic_ncols=True)
+    with torch.no_grad():
+        # Read ahead one batch of images, then run them.
+        for start in range(0, len(paths), args.batch_size):
+            chunk = []
+            for i in range(start, min(start + args.batch_size, len(paths))):
+                try:
+                    chunk.append((i, paths[i], read_image(paths[i])))
+                except PredictError as e:
+                    skipped.append(str(e))
+                    bar.update(1)
+            if net.task == "seg":
+                groups: dict[tuple[int, int], list] = defaultdict(list)
+                for item in chunk:
+                    groups[padded_key(item[2])].append(item)
+                for items in groups.values():
+                    labels = seg_labels(run, [im for _, _, im in items])
+                    for (_, path, im), lab in zip(items, labels):
+                        atomic_write_bytes(_out_path(args, path, lone, "mask"),
+                                           _png(mask_image(lab, net.num_outputs)))
+                        atomic_write_bytes(_out_path(args, path, lone, "pred"),
+                                           _png(draw_seg(im, lab, net.num_outputs)))
+                        written += 1
+                        bar.update(1)
+            else:
+                crops = []
+                for i, path, im in chunk:
+                    key = image_id_of(path, i)
+                    boxes = ([(0.0, 0.0, float(im.width), float(im.height))] if given is None
+                             else given.get(None, []) + given.get(key, []))
+                    crops += pose_crops(i, im, boxes, input_hw)  # type: ignore[arg-type]
+                people = []
+                for s in range(0, len(crops), args.batch_size):
+                    people += pose_people(run, crops[s:s + args.batch_size])
+                for i, path, im in chunk:
+                    mine = [p for c, p in zip(crops, people) if c.owner == i]
+                    results += [coco_result(image_id_of(path, i), p) for p in mine]
+                    atomic_write_bytes(_out_path(args, path, lone, "pred"), _png(draw_pose(im, mine)))
+                    written += 1
+                    bar.update(1)
+    bar.close()
+    if net.task == "pose":
+        res_path = args.results or ((args.output if args.output is not None and not (
+            lone and args.output.suffix.lower() == ".png") else paths[0].parent) / RESULTS_FILE)
+        atomic_write_text(res_path, json.dumps(results) + "\n")
+        print(f"{len(results)} people -> {res_path}")
+    print(f"{written} image(s) predicted ({net.task}, model {net.arch.arch_id}, runtime {used})")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s):", file=sys.stderr)
+        for line in skipped:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return 0
 
 
 def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     """Add the ``predict`` command to ``scalenas``."""
-    p = subparsers.add_parser("predict", help="run a saved model on one image and draw the prediction",
+    p = subparsers.add_parser("predict", help="run a saved model on images and draw the predictions",
                               description=__doc__)
-    p.add_argument("image", type=Path, help="input image (PNG, JPEG, ...)")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
+                   help="image, folder of images, or list file (.txt, one path a line)")
     p.add_argument("--model", type=Path, required=True,
                    help="saved model directory (model.json, arch.json, weights.pt)")
     p.add_argument("-o", "--output", type=Path, default=None,
-                   help="output PNG (default: IMAGE_pred.png next to the image)")
+                   help="output folder (or, for one image, the output PNG); default: next to "
+                        "each image")
+    p.add_argument("--runtime", choices=("auto", "eager", "torchscript", "onnx"), default="auto",
+                   help="auto: the optimized TorchScript recorded in model.json, else eager")
+    p.add_argument("--batch-size", type=int, default=4, help="images (seg) or people (pose) a batch")
     p.add_argument("--boxes", type=Path, default=None,
                    help="pose: JSON list of person boxes [x,y,w,h] or COCO detections")
     p.add_argument("--box", action="append", default=[], metavar="x,y,w,h",
-                   help="pose: one person box (repeatable)")
+                   help="pose: one person box for every image (repeatable)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="pose: COCO results file (default OUTPUT/results.json)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
