@@ -126,6 +126,8 @@ def test_tampered_artifact_refused(models, tmp_path):
     d.mkdir()
     for name in ("weights.pt", "arch.json", "model.json"):
         (d / name).write_bytes((models["seg"] / name).read_bytes())
+    # An artifact elsewhere, then the default one: the default (inside the model) is the one run.
+    assert main(["export", str(d), "--channels-last", "off", "-o", str(tmp_path / "x.ts")]) == 0
     assert main(["export", str(d), "--channels-last", "off"]) == 0
     (d / "deploy" / "optimized.ts").write_bytes(b"junk")
     with pytest.raises(DeployError, match="optimized.ts: checksum does not match"):

@@ -296,9 +296,11 @@ def deploy_entries(model_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def find_entry(model_dir: str | os.PathLike, fmt: str) -> dict[str, Any]:
-    """The model's recorded artifact of format ``fmt``, optimized ones first."""
-    found = sorted((e for e in deploy_entries(model_dir) if e.get("format") == fmt),
-                   key=lambda e: not e.get("optimized"))
+    """The model's recorded artifact of format ``fmt``: optimized ones first, then those inside
+    the model directory, then the latest."""
+    entries = [e for e in deploy_entries(model_dir) if e.get("format") == fmt]
+    found = sorted(reversed(entries), key=lambda e: (
+        not e.get("optimized"), str(e.get("file", "")).startswith("..")))
     if not found:
         raise DeployError(f"{Path(model_dir) / MODEL_FILE}: no {fmt} artifact recorded "
                           f"(run: scalenas export {model_dir} --format {fmt} --optimize)")
