@@ -20,6 +20,9 @@ from pipeline.nets.export_cli import parse_hw
 from pipeline.search.latency import build_table, check_table, end_to_end, load_table, predict_latency
 from pipeline.space.sample import hrnet, largest, sample_arch, smallest
 
+#: Paper-scale input size of each task (Cityscapes crop, COCO person crop).
+PAPER_HW = {"seg": (512, 1024), "pose": (256, 192)}
+
 
 def spearman(a: list[float], b: list[float]) -> float:
     ra = np.argsort(np.argsort(a)).astype(float)
@@ -39,7 +42,7 @@ def main() -> None:
     ap.add_argument("--table", default=None, help="use this table instead of building one")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    hw = parse_hw(args.input) if args.input else ((512, 1024) if args.task == "seg" else (256, 192))
+    hw = parse_hw(args.input) if args.input else PAPER_HW[args.task]
     rng = np.random.default_rng(0)
     groups = [(p, d) for p in (0.2, 0.5, 0.8) for d in ([2, 3], [3, 4], [4, 5], [2, 5])]
     archs = {f"random{i}": sample_arch(rng, *groups[i % len(groups)], args.task)

@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 from pipeline.cost import profile
-from pipeline.search.evolution import Evaluated, EvolutionConfig, initial_rng_state, next_generation
+from pipeline.config import EvolutionConfig, make_section
+from pipeline.search.evolution import Evaluated, initial_rng_state, next_generation
 from pipeline.search.surrogate import features
 from pipeline.space.sample import sample_group, search_groups
 
@@ -43,7 +44,7 @@ def main() -> None:
     print(f"task {a.task}, W32 {SIZES[a.task]}, pool {len(pool)}, parents 100, population 100")
     times = {}
     for factor in (1, a.factor):
-        cfg = EvolutionConfig(parents=100, population=100, screen_factor=factor)
+        cfg = make_section(EvolutionConfig, parents=100, population=100, screen_factor=factor)
         t0 = time.perf_counter()
         gen = next_generation(pool, initial_rng_state(0), cfg, task=a.task, estimate_cost=cost,
                               generation=1)

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from pipeline import config as pconfig  # noqa: E402
 from pipeline.nets.supernet import SuperNet  # noqa: E402
 from pipeline.search.candidates import grid_candidates  # noqa: E402
-from pipeline.search.jobs import make_evaluator, search_groups  # noqa: E402
+from pipeline.stages.build import make_evaluator, search_groups  # noqa: E402
 from pipeline.search.table import ShardWriter  # noqa: E402
 
 

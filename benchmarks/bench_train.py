@@ -14,6 +14,7 @@ Run: ``python benchmarks/bench_train.py [--widths 8 32] [--repeats 3] [--through
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -82,18 +83,18 @@ def bench_step(task: str, width: int, repeats: int) -> None:
 
 def bench_throughput(task: str, iters: int, data_root: Path) -> None:
     from pipeline.train.loop import train
-    from pipeline.train.setup import task_from_config, train_config
+    from pipeline.stages.build import build_task
+    from pipeline.train.runtime import TrainRun
 
     resolved = pconfig.load_resolved(REPO / "params" / "default.yaml")
     resolved[task]["root"] = str(data_root / ("cityscapes" if task == "seg" else "coco"))
     cfg = pconfig.from_dict(resolved)
-    t = task_from_config(cfg, task)
+    t = build_task(task, cfg)
     section = getattr(cfg.supernet, task)
-    tcfg = train_config(section, cfg, device="cpu", section_name=f"supernet.{task}",
-                        iterations=iters, kd_ratio=0.0, checkpoint_every=10**9, progress=False)
+    tcfg = dataclasses.replace(section, iterations=iters, kd_ratio=0.0, checkpoint_every=10**9)
     model = SuperNet(task, cfg.task(task).width, t.num_outputs, seed=0)
     with tempfile.TemporaryDirectory() as out:
-        s = train(t, model, tcfg, out)
+        s = train(t, model, tcfg, out, run=TrainRun(device="cpu", progress=False))
     print(f"supernet training {task} W{cfg.task(task).width} (default data and groups, batch "
           f"{tcfg.batch_size}, no KD): {s.images_per_s:.2f} images/s over {s.iterations} "
           f"iterations ({s.seconds:.1f} s)", flush=True)

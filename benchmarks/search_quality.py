@@ -26,13 +26,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
+import dataclasses  # noqa: E402
+
 from pipeline.config import load_params  # noqa: E402
 from pipeline.search.candidates import (STREAM_EVOLUTION, Candidate, grid_candidates,  # noqa: E402
                                         random_baseline_candidates)
-from pipeline.search.evolution import (Evaluated, EvolutionConfig, initial_rng_state,  # noqa: E402
-                                       next_generation)
-from pipeline.search.jobs import (evolution_config, make_cost_fn, make_evaluator,  # noqa: E402
-                                  reference_point, search_groups)
+from pipeline.search.evolution import Evaluated, initial_rng_state, next_generation  # noqa: E402
+from pipeline.stages.build import (make_cost_fn, make_evaluator, reference_point,  # noqa: E402
+                                   search_groups)
 from pipeline.search.pareto import hypervolume  # noqa: E402
 from pipeline.space.arch import atomic_write_text  # noqa: E402
 
@@ -100,8 +101,7 @@ def main() -> None:
         sample = [ev(c.arch) for c in grid_candidates(a.task, groups, per_cell, seed, 2)]
         line = f"seed {seed}: sampling {hv(sample):.6f}"
         for name in a.variants:
-            conf = EvolutionConfig.from_mapping({**evolution_config(cfg).to_dict(),
-                                                 **VARIANTS[name]})
+            conf = dataclasses.replace(cfg.search.evolution, **VARIANTS[name])
             extra = gens * conf.population
             rand = [ev(c.arch) for c in random_baseline_candidates(
                 a.task, groups, extra, seed, 2, {e.arch.arch_id for e in sample})]

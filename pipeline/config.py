@@ -23,12 +23,14 @@ from typing import Any, Iterator, Mapping, Union
 
 import yaml
 
+from pipeline.errors import ConfigError  # noqa: F401  (raised here; importers use this name)
 from pipeline.io import content_hash
+from pipeline.space.arch import TASKS as ARCH_TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
 DEFAULT_PARAMS = Path("params") / "default.yaml"
-TASKS: tuple[str, ...] = ("seg", "pose")
+TASKS: tuple[str, ...] = ARCH_TASKS  # the names are defined once, in pipeline.space.arch
 
 #: Keys (dotted paths; ``{task}`` is replaced by the job's task) whose values each phase reads.
 #: A per-rule parameter file holds exactly these values, so changing any other key never reruns
@@ -49,10 +51,6 @@ PHASES: dict[str, tuple[str, ...]] = {
     "finetune": ("run.seed", "{task}", "calibration", "finetune.{task}"),
     "report": ("report",),
 }
-
-
-class ConfigError(ValueError):
-    """A parameter file that cannot be used; the message names the file and the key path."""
 
 
 # -- typed sections ------------------------------------------------------------------------------
@@ -243,6 +241,8 @@ class EvolutionConfig(_Section):
     crossover_prob: float
     mutation_prob: float
     depth_mutation_prob: float
+    #: Depths a branch may take in depth mutation (sorted; "resample" steps to a neighbour).
+    depth_candidates: tuple[int, ...]
     mutation: str
     screen_factor: int
     release_operators: bool
@@ -479,6 +479,50 @@ def resolve_dict(doc: Any, source: str) -> dict[str, Any]:
 def from_dict(resolved: Mapping[str, Any], *, phase: str | None = None) -> Config:
     """The typed view of a resolved mapping; with ``phase``, absent keys read as excluded."""
     return _build(Config, resolved, "", phase)
+
+
+#: Where in the schema each section record is described (records used on their own: tests,
+#: benchmarks, library callers that build one section without a whole parameter file).
+SECTION_SCHEMA: dict[type, tuple[str, ...]] = {}
+
+
+def _register_sections() -> None:
+    SECTION_SCHEMA.update({
+        TrainConfig: ("$defs", "train"), SupernetTrainConfig: ("$defs", "supernet_train"),
+        FinetuneTrainConfig: ("$defs", "finetune_train"),
+        OptimizerConfig: ("$defs", "optimizer"), ScheduleConfig: ("$defs", "schedule"),
+        CalibrationConfig: ("properties", "calibration"),
+        RandomSearchConfig: ("properties", "search", "properties", "random"),
+        EvolutionConfig: ("properties", "search", "properties", "evolution"),
+        SegConfig: ("properties", "seg"), PoseConfig: ("properties", "pose"),
+        ReportConfig: ("properties", "report"), RunConfig: ("properties", "run"),
+    })
+
+
+def make_section(cls: type, values: Mapping[str, Any] | None = None, *, source: str = "parameters",
+                 **kw: Any) -> Any:
+    """One section record from (partial) values, defaults from the schema, validated by it.
+
+    ``make_section(TrainConfig, iterations=5, optimizer={"name": "adam", "lr": 1e-3})`` is the
+    record a parameter file with those values would give; there are no other defaults.
+    """
+    if not SECTION_SCHEMA:
+        _register_sections()
+    if cls not in SECTION_SCHEMA:
+        raise TypeError(f"{cls.__name__} is not a section record with its own schema node")
+    import jsonschema
+
+    root = load_schema()
+    node: Any = root
+    for part in SECTION_SCHEMA[cls]:
+        node = node[part]
+    doc = fill_defaults(_deep_merge(dict(values or {}), kw), node, root)
+    errors = sorted(jsonschema.Draft202012Validator({**node, "$defs": root["$defs"]})
+                    .iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        raise ConfigError(f"{source}: {_key_path(list(e.absolute_path))}: {e.message}")
+    return _build(cls, doc, "", None)
 
 
 def load_params(path: str | Path) -> Config:

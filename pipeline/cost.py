@@ -18,8 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pipeline.nets.heads import HEADS
 from pipeline.nets.supernet import INPUT_MULTIPLE, branch_channels, check_net_args
 from pipeline.space.arch import BRANCHES, MAX_DEPTH, Architecture
+from pipeline.errors import ConfigError
 
 #: Divisor of the paper's "GFLOPs" (it prints MACs / 2^30).
 GIGA = 2 ** 30
@@ -74,12 +76,7 @@ def _tables(task: str, width: int, h: int, w: int, num_outputs: int) -> _Tables:
                          _conv(64, 256, 1, pos[0]), _bn(256)) for _ in range(3)])
     trans = _sum(_conv(256, C[0], 3, pos[0]), _bn(C[0]), _conv(256, C[1], 3, pos[1]), _bn(C[1]),
                  _conv(C[1], C[2], 3, pos[2]), _bn(C[2]), _conv(C[2], C[3], 3, pos[3]), _bn(C[3]))
-    if task == "seg":
-        c = sum(C)
-        head = _sum(_conv(c, c, 1, pos[0], bias=True), _bn(c),
-                    _conv(c, num_outputs, 1, pos[0], bias=True))
-    else:
-        head = _conv(C[0], num_outputs, 1, pos[0], bias=True)
+    head = HEADS[task].cost(C, num_outputs, pos[0], _conv, _bn, _sum)
     block = tuple(_sum(_conv(C[b], C[b], 3, pos[b]), _bn(C[b]),
                        _conv(C[b], C[b], 3, pos[b]), _bn(C[b])) for b in range(4))
     fuse = []
@@ -103,7 +100,7 @@ def _check(task: str, width: int, input_hw: tuple[int, int], num_outputs: int | 
     n = check_net_args(task, width, num_outputs)
     h, w = input_hw
     if h % INPUT_MULTIPLE or w % INPUT_MULTIPLE or h <= 0 or w <= 0:
-        raise ValueError(f"input size {h}x{w} must be positive and divisible by {INPUT_MULTIPLE}")
+        raise ConfigError(f"input size {h}x{w} must be positive and divisible by {INPUT_MULTIPLE}")
     return n
 
 

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from pipeline.cli import main
+from pipeline.errors import InputError
 from pipeline.nets.deploy import (ONNX_OPSET, DeployError, load_artifact, onnx_available,
                                   rel_err)
 from pipeline.nets.export import export_subnet, load_model, save_model
+from pipeline.nets.export_cli import parse_hw
 from pipeline.nets.supernet import SuperNet
 from pipeline.space.sample import sample_arch
 
@@ -130,7 +132,8 @@ def test_tampered_artifact_refused(models, tmp_path):
     assert main(["export", str(d), "--channels-last", "off", "-o", str(tmp_path / "x.ts")]) == 0
     assert main(["export", str(d), "--channels-last", "off"]) == 0
     (d / "deploy" / "optimized.ts").write_bytes(b"junk")
-    with pytest.raises(DeployError, match="optimized.ts: checksum does not match"):
+    # A bad checksum is the user's input to fix (the project's InputError: exit 2, one line).
+    with pytest.raises(InputError, match="optimized.ts: checksum does not match"):
         load_artifact(d, "torchscript")
     with pytest.raises(DeployError, match="no onnx artifact recorded"):
         load_artifact(d, "onnx")
@@ -139,3 +142,5 @@ def test_tampered_artifact_refused(models, tmp_path):
 def test_bad_input_size(models, capsys):
     assert main(["export", str(models["seg"]), "--input", "50x64"]) == 2
     assert "multiples of 32" in capsys.readouterr().err
+    with pytest.raises(InputError, match="expected HxW"):
+        parse_hw("64")

@@ -16,10 +16,10 @@ from pipeline.nets.supernet import SuperNet
 from pipeline.report.finetune import RECORD_FILE, export_selected, finetune_model
 from pipeline.report.records import FinetuneRecord
 from pipeline.report.select import SelectedModel
-from pipeline.search.calibrate import CalibrationSet
+from pipeline.nets.calibrate import CalibrationSet
 from pipeline.space.sample import sample_arch, smallest
 from pipeline.tasks import PoseTaskConfig, SegTaskConfig, build_task
-from pipeline.train.config import TrainConfig
+from pipeline.config import SupernetTrainConfig, TrainConfig, make_section
 
 
 
@@ -38,10 +38,10 @@ def _calibration(task) -> CalibrationSet:
                                       torch.stack([sub[i]["image"] for i in range(len(sub))]))
 
 
-def _cfg(iterations: int) -> TrainConfig:
-    return TrainConfig(epochs=1, iterations=iterations, batch_size=4, lr=1e-3, optimizer="adam",
-                       lr_schedule="constant", device="cpu", progress=False, sync_bn=False,
-                       amp=False, checkpoint_every=1000)
+def _cfg(iterations: int, kind: type = TrainConfig) -> TrainConfig:
+    return make_section(kind, epochs=1, iterations=iterations, batch_size=4,
+                        optimizer={"name": "adam", "lr": 1e-3, "weight_decay": 0.0},
+                        schedule={"name": "constant"}, checkpoint_every=1000)
 
 
 def _run(task, hw, arch, out, work, iterations, split="trainfull"):
@@ -97,6 +97,6 @@ def test_groups_are_refused(tmp_path):
     task, hw = _task("seg", tmp_path)
     sel = SelectedModel("m", "seg", smallest("seg"), "test")
     with pytest.raises(ValueError, match="fixed architecture"):
-        finetune_model(task, SuperNet("seg", width=8), sel, _cfg(1).replace(groups="paper"),
+        finetune_model(task, SuperNet("seg", width=8), sel, _cfg(1, SupernetTrainConfig),
                        lambda m: None, tmp_path / "o", tmp_path / "w", cost=None, input_hw=hw,
                        device="cpu", eval_batch_size=4)

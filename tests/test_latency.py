@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.search.latency import (LatencyError, check_table, load_table, predict_latency,
+from pipeline.errors import InputError
+from pipeline.search.latency import (check_table, load_table, predict_latency,
                                      variable_parts)
 from pipeline.space.sample import hrnet, largest, sample_arch, smallest
 
@@ -55,5 +56,5 @@ def test_predict_command_and_refusals(table_path, tmp_path, capsys):
     assert main(["latency", "predict", "hrnet", "--table", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Some Other CPU" in err[0] and "this device is" in err[0]
-    with pytest.raises(LatencyError, match="pose W8"):
+    with pytest.raises(InputError, match="pose W8"):
         check_table(load_table(table_path), "pose", 8, (64, 64))

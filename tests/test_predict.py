@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.errors import InputError
 from pipeline.nets.export import export_subnet, save_model
 from pipeline.nets.supernet import SuperNet
+from pipeline.report.predict_cli import read_image
 from pipeline.space.sample import smallest
 
 
@@ -64,6 +66,8 @@ def test_non_image_file_is_one_clear_error(models, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "notes.png" in err[0] and "not a readable image" in err[0]
     assert not out.exists()
+    with pytest.raises(InputError, match="not a readable image"):
+        read_image(txt)
 
 
 @pytest.mark.parametrize("extra, msg", [

@@ -5,7 +5,7 @@ import torch
 
 from pipeline.nets.export import export_subnet
 from pipeline.nets.supernet import SuperNet
-from pipeline.search.calibrate import (CalibrationError, CalibrationSet, bn_layers,
+from pipeline.nets.calibrate import (CalibrationError, CalibrationSet, bn_layers,
                                        calibration_indices)
 from pipeline.space.sample import sample_arch
 

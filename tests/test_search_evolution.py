@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from pipeline.cost import profile
-from pipeline.search.evolution import (Evaluated, EvolutionConfig, EvolutionError, Generation,
-                                       initial_rng_state, next_generation, run_evolution)
+from pipeline.config import ConfigError, EvolutionConfig, make_section
+from pipeline.search.evolution import (Evaluated, EvolutionError, Generation, initial_rng_state,
+                                       next_generation, operators, run_evolution)
 from pipeline.search.pareto import hypervolume
 from pipeline.space.sample import largest, sample_arch
 
@@ -27,7 +28,12 @@ def initial_pool(n=12, seed=0):
     return [Evaluated(a, cost(a), accuracy(a)) for a in archs]
 
 
-CFG = EvolutionConfig(parents=6, population=5)
+def evo(**kw) -> EvolutionConfig:
+    """The search.evolution section a parameter file with these values gives."""
+    return make_section(EvolutionConfig, kw, source="search.evolution")
+
+
+CFG = evo(parents=6, population=5)
 
 
 def test_same_seed_same_children_and_resume(tmp_path):
@@ -53,7 +59,7 @@ def test_same_seed_same_children_and_resume(tmp_path):
 
 def test_release_operators_keep_depths_and_last_module():
     pool = initial_pool()
-    cfg = EvolutionConfig.from_mapping({"parents": 6, "population": 8, "release_operators": True})
+    cfg = evo(**{"parents": 6, "population": 8, "release_operators": True})
     gen = next_generation(pool, initial_rng_state(0), cfg, task=TASK, estimate_cost=cost,
                           generation=1)
     parents = {e.arch.arch_id: e.arch for e in pool}
@@ -67,7 +73,7 @@ def test_release_operators_keep_depths_and_last_module():
 def test_flops_bounds_respected():
     pool = initial_pool()
     gf = sorted(e.gflops for e in pool)
-    cfg = EvolutionConfig(parents=6, population=4, flops_max=gf[len(gf) // 2])
+    cfg = evo(parents=6, population=4, flops_max=gf[len(gf) // 2])
     gen = next_generation(pool, initial_rng_state(1), cfg, task=TASK, estimate_cost=cost,
                           generation=1)
     assert all(cost(a) <= cfg.flops_max for a in gen.children)
@@ -76,27 +82,31 @@ def test_flops_bounds_respected():
 def test_bad_inputs_one_clear_error_each():
     pool = initial_pool(6)
     with pytest.raises(EvolutionError, match=r"parents \(the parent population\) = 7 is larger than the evaluated pool \(6"):
-        next_generation(pool, initial_rng_state(0), EvolutionConfig(parents=7, population=2),
+        next_generation(pool, initial_rng_state(0), evo(parents=7, population=2),
                         task=TASK, estimate_cost=cost, generation=1)
     with pytest.raises(EvolutionError, match="flops_max = 0.001 is below the smallest seg subnet"):
         next_generation(pool, initial_rng_state(0),
-                        EvolutionConfig(parents=3, population=2, flops_max=0.001),
+                        evo(parents=3, population=2, flops_max=0.001),
                         task=TASK, estimate_cost=cost, generation=1)
     with pytest.raises(EvolutionError, match="flops_min = 1000.0 is above the largest"):
         next_generation(pool, initial_rng_state(0),
-                        EvolutionConfig(parents=3, population=2, flops_min=1000.0),
+                        evo(parents=3, population=2, flops_min=1000.0),
                         task=TASK, estimate_cost=cost, generation=1)
-    with pytest.raises(EvolutionError, match="evolution: unknown key"):
-        EvolutionConfig.from_mapping({"parens": 3})
-    with pytest.raises(EvolutionError, match="population must be a positive integer"):
-        EvolutionConfig(population=0)
+    with pytest.raises(ConfigError, match="search.evolution: .*'parens' was unexpected"):
+        evo(**{"parens": 3})
+    with pytest.raises(ConfigError, match="search.evolution: population: 0 is less than"):
+        evo(population=0)
+    with pytest.raises(EvolutionError, match=r"flops_min \(2.0\) exceeds evolution.flops_max"):
+        next_generation(pool, initial_rng_state(0), evo(parents=3, population=2, flops_min=2.0,
+                                                        flops_max=1.0),
+                        task=TASK, estimate_cost=cost, generation=1)
 
 
 def test_evolution_beats_random_in_memory():
     """With a stand-in accuracy, evolution's front dominates more than the same budget of
     random samples from the same groups (sanity check of the operators and selection)."""
     pool = initial_pool(12)
-    cfg = EvolutionConfig(parents=8, population=8)
+    cfg = evo(parents=8, population=8)
     _, evolved = run_evolution(pool, cfg, 4, seed=0, task=TASK, estimate_cost=cost,
                                estimate_accuracy=accuracy)
     rng = np.random.default_rng(99)
@@ -122,14 +132,14 @@ def test_screening_adds_more_hypervolume_than_unscreened_children():
     """The surrogate learns the stand-in accuracy from the pool, so the children it keeps add
     more hypervolume than as many children drawn without screening (every seed)."""
     for seed in range(3):
-        screened = _hv_gain(EvolutionConfig(parents=8, population=4, screen_factor=10), seed)
-        plain = _hv_gain(EvolutionConfig(parents=8, population=4, screen_factor=1), seed)
+        screened = _hv_gain(evo(parents=8, population=4, screen_factor=10), seed)
+        plain = _hv_gain(evo(parents=8, population=4, screen_factor=1), seed)
         assert screened > plain, seed
 
 
 def test_screening_record_round_trips_and_is_deterministic(tmp_path):
     pool = initial_pool()
-    cfg = EvolutionConfig(parents=6, population=4, screen_factor=5)
+    cfg = evo(parents=6, population=4, screen_factor=5)
     gen = next_generation(pool, initial_rng_state(7), cfg, task=TASK, estimate_cost=cost,
                           generation=1)
     again = next_generation(pool, initial_rng_state(7), cfg, task=TASK, estimate_cost=cost,
@@ -141,19 +151,20 @@ def test_screening_record_round_trips_and_is_deterministic(tmp_path):
     assert scr["loo_r2"] > 0.5  # the stand-in accuracy is smooth in the features
     gen.save(tmp_path / "g.json")
     assert Generation.load(tmp_path / "g.json") == gen
-    plain = next_generation(pool, initial_rng_state(7), EvolutionConfig(parents=6, population=4,
+    plain = next_generation(pool, initial_rng_state(7), evo(parents=6, population=4,
                             screen_factor=1), task=TASK, estimate_cost=cost, generation=1)
     assert plain.screening is None and "screening" not in plain.to_dict()
 
 
 def test_release_search_is_unscreened_bit_flip():
-    cfg = EvolutionConfig.from_mapping({"release_operators": True, "screen_factor": 10})
-    assert (cfg.mutation, cfg.screen_factor, cfg.mutate_depth, cfg.mutate_last_module) == \
+    cfg = evo(**{"release_operators": True, "screen_factor": 10})
+    ops = operators(cfg)
+    assert (ops.mutation, ops.screen_factor, ops.mutate_depth, ops.mutate_last_module) == \
         ("flip", 1, False, False)
-    with pytest.raises(EvolutionError, match="mutation must be one of"):
-        EvolutionConfig(mutation="shuffle")
-    with pytest.raises(EvolutionError, match="screen_factor must be a positive integer"):
-        EvolutionConfig(screen_factor=0)
+    with pytest.raises(ConfigError, match="mutation: 'shuffle' is not one of"):
+        evo(mutation="shuffle")
+    with pytest.raises(ConfigError, match="screen_factor: 0 is less than the minimum"):
+        evo(screen_factor=0)
 
 
 def test_surrogate_without_skill_is_not_used():
@@ -161,12 +172,12 @@ def test_surrogate_without_skill_is_not_used():
     children are kept in draw order (not silently ranked by cost)."""
     rng = np.random.default_rng(5)
     pool = [Evaluated(e.arch, e.gflops, float(rng.random())) for e in initial_pool(12)]
-    cfg = EvolutionConfig(parents=6, population=4, screen_factor=5)
+    cfg = evo(parents=6, population=4, screen_factor=5)
     gen = next_generation(pool, initial_rng_state(2), cfg, task=TASK, estimate_cost=cost,
                           generation=1)
     assert gen.screening["skipped"] == "surrogate has no skill" and gen.screening["loo_r2"] <= 0
     assert "predicted" not in gen.screening
-    first = next_generation(pool, initial_rng_state(2), EvolutionConfig(parents=6, population=20),
+    first = next_generation(pool, initial_rng_state(2), evo(parents=6, population=20),
                             task=TASK, estimate_cost=cost, generation=1)
     # Same draws (the unscreened generation of 20 draws the same stream): the first 4 are kept.
     assert gen.children == first.children[:4]

@@ -20,12 +20,12 @@ DRIVER = textwrap.dedent('''
     torch.set_num_threads(1)
     from pipeline.cost import profile
     from pipeline.nets.supernet import SuperNet
-    from pipeline.search.calibrate import CalibrationSet
+    from pipeline.nets.calibrate import CalibrationSet
     from pipeline.search.candidates import (children_candidates, grid_candidates, grid_groups,
                                             read_candidates, write_candidates)
     from pipeline.search.evaluate import CandidateEvaluator
-    from pipeline.search.evolution import (EvolutionConfig, Generation, initial_rng_state,
-                                           next_generation)
+    from pipeline.config import EvolutionConfig, make_section
+    from pipeline.search.evolution import Generation, initial_rng_state, next_generation
     from pipeline.search.shards import merge_outputs, run_shard
     from pipeline.search.table import load_table, architectures
     from pipeline.search.evolution import Evaluated
@@ -55,7 +55,7 @@ DRIVER = textwrap.dedent('''
             pool_df = load_table(out / "results.csv")
             pool = [Evaluated(a, float(f), float(s)) for a, f, s in
                     zip(architectures(pool_df), pool_df["gflops"], pool_df["score"])]
-            cfg = EvolutionConfig(parents=4, population=6)
+            cfg = make_section(EvolutionConfig, parents=4, population=6)
             state = next_generation(pool, initial_rng_state(5), cfg, task="seg",
                                     estimate_cost=lambda a: cost(a).gflops, generation=1)
             state.save(state_path)

@@ -40,3 +40,36 @@ def test_output_folder_made_by_snakemake_is_replaceable(tmp_path: Path) -> None:
         assert "refusing to replace" in str(e)
     else:
         raise AssertionError("a folder holding files that no stage wrote was replaced")
+
+
+def _run(tmp_path: Path, body, capsys) -> tuple[int, str]:
+    from pipeline.stages.common import run_stage
+
+    params = tmp_path / "params.yaml"
+    params.write_text("tracking: {enabled: false}\ndata: {builtin: true}\n")
+    rc = run_stage("report", body, ["--params", str(params), "--out", str(tmp_path / "out")],
+                   needs_task=False)
+    return rc, capsys.readouterr().err
+
+
+def test_input_errors_exit_2_in_one_line_and_bugs_exit_1_with_traceback(tmp_path: Path,
+                                                                         capsys) -> None:
+    from pipeline.errors import ConfigError
+
+    def bad_input(ctx):
+        raise ConfigError("params.yaml: report.dpi: too small")
+
+    def bug(ctx):
+        return {}["missing"]  # a KeyError inside a stage is the pipeline's fault, not the user's
+
+    def value_bug(ctx):
+        raise ValueError("plain ValueError from library code")
+
+    rc, err = _run(tmp_path, bad_input, capsys)
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == ["error: report: params.yaml: report.dpi: too small"]
+    for fn, kind in ((bug, "KeyError"), (value_bug, "ValueError")):
+        rc, err = _run(tmp_path, fn, capsys)
+        assert rc == 1 and "Traceback" in err
+        assert err.strip().splitlines()[-1].startswith(f"error: report: {kind}: ")
+    assert not (tmp_path / "out").exists()  # nothing half-written

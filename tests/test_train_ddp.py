@@ -22,7 +22,8 @@ import torch
 from pipeline.data.synth import generate_all
 from pipeline.nets.supernet import SuperNet
 from pipeline.tasks import PoseTaskConfig, build_task
-from pipeline.train.config import TrainConfig
+from pipeline.config import SupernetTrainConfig, make_section
+from pipeline.train.runtime import TrainRun
 from pipeline.train.distributed import init_distributed, shutdown_distributed
 from pipeline.train.loop import train
 
@@ -44,10 +45,11 @@ def run_training(root: Path, out: Path, batch_size: int) -> None:
     task = build_task("pose", PoseTaskConfig.for_synthetic(root / "coco", input_hw=(64, 64)))
     model = RecordingSuperNet("pose", 8, task.num_outputs, seed=0)
     model.history = []
-    cfg = TrainConfig(iterations=ITERATIONS, epochs=1, batch_size=batch_size, lr=1.0,
-                      optimizer="sgd", momentum=0.9, groups=GROUPS, freeze_bn=True,
-                      progress=False, device="cpu", seed=11)
-    summary = train(task, model, cfg, out / "work", info=info)
+    cfg = make_section(SupernetTrainConfig, iterations=ITERATIONS, epochs=1,
+                       batch_size=batch_size, groups=list(GROUPS), kd_ratio=0.0,
+                       optimizer={"name": "sgd", "lr": 1.0, "momentum": 0.9, "weight_decay": 0.0})
+    run = TrainRun(seed=11, device="cpu", freeze_bn=True, progress=False)
+    summary = train(task, model, cfg, out / "work", info=info, run=run)
     (out / f"archs_rank{info.rank}.json").write_text(json.dumps(model.history))
     if info.is_main:
         torch.save(model.state_dict(), out / "weights.pt")

@@ -14,7 +14,8 @@ from pipeline.stages.supernet import load_teacher
 from pipeline.tasks import PoseTaskConfig, SegTaskConfig, build_task
 from pipeline.train.artifacts import save_trained
 from pipeline.train.checkpoint import CheckpointError, read_checkpoint
-from pipeline.train.config import TrainConfig
+from pipeline.config import SupernetTrainConfig, TrainConfig, make_section
+from pipeline.train.runtime import TrainRun
 from pipeline.train.loop import TrainingError, train
 from pipeline.train.schedule import parse_groups, subnet_at
 
@@ -40,10 +41,21 @@ def pose_task(root: Path):
     return build_task("pose", PoseTaskConfig.for_synthetic(root / "coco", input_hw=(64, 64)))
 
 
-def cfg(**kw) -> TrainConfig:
-    base = dict(epochs=1, batch_size=2, lr=0.01, optimizer="sgd", progress=False,
-                checkpoint_every=100, log_every=1, device="cpu")
-    return TrainConfig(**{**base, **kw})
+#: One group that always draws the smallest pose subnet (distillation on a fixed architecture).
+SMALLEST_ONLY = [{"name": "smallest", "fusion_prob": 0.0, "depths": [2]}]
+RUN = TrainRun(device="cpu", progress=False)
+
+
+def cfg(*, lr: float = 0.01, optimizer: str = "sgd", lr_schedule: str = "poly",
+        groups=None, kd_ratio=None, **kw) -> TrainConfig:
+    """A training section as a parameter file would give it (a supernet section with groups)."""
+    values = {"epochs": 1, "batch_size": 2, "checkpoint_every": 100, "log_every": 1, **kw,
+              "optimizer": {"name": optimizer, "lr": lr, "weight_decay": 0.0},
+              "schedule": {"name": lr_schedule}}
+    if groups is None and kd_ratio is None:
+        return make_section(TrainConfig, values)
+    return make_section(SupernetTrainConfig, values, groups=list(groups or SMALLEST_ONLY),
+                        kd_ratio=kd_ratio or 0.0)
 
 
 class Recorder:
@@ -81,7 +93,8 @@ def test_training_lowers_the_loss(data, tmp_path):
             return float(task.loss(model(batch["image"]), batch))
 
     before = probe()
-    summary = train(task, model, cfg(iterations=12, lr=0.05, lr_schedule="constant"), tmp_path)
+    summary = train(task, model, cfg(iterations=12, lr=0.05, lr_schedule="constant"), tmp_path,
+                    run=RUN)
     after = probe()
     assert summary.iterations == 12 and summary.kd is False
     assert after < 0.9 * before, (before, after)
@@ -92,8 +105,9 @@ def test_group_schedule_over_an_epoch(data, tmp_path):
     task = pose_task(data)
     model = RecordingSuperNet("pose", 8, task.num_outputs, seed=0)
     rec = Recorder()
-    c = cfg(groups=CHEAP_GROUPS, optimizer="adam", lr=1e-3, seed=7)
-    summary = train(task, model, c, tmp_path, tracker=rec)
+    c = cfg(groups=CHEAP_GROUPS, optimizer="adam", lr=1e-3)
+    summary = train(task, model, c, tmp_path, tracker=rec, run=TrainRun(seed=7, device="cpu",
+                                                                         progress=False))
     n = summary.iters_per_epoch
     assert n >= 3 and summary.iterations == n
     groups = parse_groups(list(CHEAP_GROUPS), "pose")
@@ -120,7 +134,7 @@ def test_kd_term_only_with_a_teacher(data, tmp_path):
         model.set_arch(arch)
         rec = Recorder()
         s = train(task, model, cfg(iterations=2, kd_ratio=ratio, optimizer="adam", lr=1e-3),
-                  out, teacher=teacher, tracker=rec)
+                  out, teacher=teacher, tracker=rec, run=RUN)
         return s, [m for _, m in rec.points if "loss" in m]
 
     s, pts = run(tmp_path / "kd", teacher, 0.5)
@@ -155,7 +169,8 @@ def test_nan_loss_stops_with_the_checkpoint_kept(data, tmp_path):
     with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at iteration 3 .*last good "
                                             r"checkpoint kept: .*last.pt"):
         train(NaNAfter(pose_task(data), 3), model,
-              cfg(iterations=6, checkpoint_every=2, optimizer="adam", lr=1e-3), tmp_path)
+              cfg(iterations=6, checkpoint_every=2, optimizer="adam", lr=1e-3), tmp_path,
+              run=RUN)
     doc = read_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert doc["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in doc["model"].values() if v.is_floating_point())
@@ -165,13 +180,14 @@ def test_resume_refuses_another_configuration_and_a_corrupt_file(data, tmp_path)
     task = pose_task(data)
     model = SuperNet("pose", 8, task.num_outputs, seed=0)
     model.set_arch(smallest("pose"))
-    train(task, model, cfg(iterations=2, checkpoint_every=1, optimizer="adam", lr=1e-3), tmp_path)
+    train(task, model, cfg(iterations=2, checkpoint_every=1, optimizer="adam", lr=1e-3), tmp_path,
+          run=RUN)
     with pytest.raises(CheckpointError, match="another configuration"):
-        train(task, model, cfg(iterations=2, optimizer="adam", lr=2e-3), tmp_path)
+        train(task, model, cfg(iterations=2, optimizer="adam", lr=2e-3), tmp_path, run=RUN)
     last = tmp_path / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match=r"last.pt: corrupt.*prev.pt"):
-        train(task, model, cfg(iterations=2, optimizer="adam", lr=1e-3), tmp_path)
+        train(task, model, cfg(iterations=2, optimizer="adam", lr=1e-3), tmp_path, run=RUN)
     assert read_checkpoint(tmp_path / "checkpoints" / "prev.pt")["iteration"] == 1
 
 

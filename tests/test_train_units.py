@@ -1,16 +1,18 @@
 """Pure parts of training: group schedule, learning rates, checkpoint files, configuration."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
 import pytest
 import torch
 
+from pipeline.config import ConfigError, SupernetTrainConfig, TrainConfig, make_section
 from pipeline.space.sample import paper_groups, sample_group
 from pipeline.train.checkpoint import (CheckpointError, fingerprint, load_resume, read_checkpoint,
                                        rng_state, save_checkpoint, set_rng_state)
-from pipeline.train.config import TrainConfig, TrainConfigError
+from pipeline.train.runtime import TrainRun, fingerprint_settings
 from pipeline.train.schedule import (LRSchedule, ScheduleError, group_index, parse_groups,
                                      subnet_at)
 
@@ -129,7 +131,7 @@ def test_unsafe_pickle_is_rejected(tmp_path):
 
 # -- configuration -----------------------------------------------------------------------------
 
-def test_train_config_from_params_and_errors():
+def test_training_section_is_passed_as_it_is_and_fingerprinted():
     section = {"epochs": 2, "iterations": None, "batch_size": 4,
                "optimizer": {"name": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0,
                              "nesterov": False},
@@ -137,13 +139,25 @@ def test_train_config_from_params_and_errors():
                             "warmup_iters": 0},
                "checkpoint_every": 50, "log_every": 10, "sync_bn": False, "amp": "bf16",
                "num_workers": 0, "kd_ratio": 1.0, "init_from_teacher": True, "groups": "paper"}
-    cfg = TrainConfig.from_params(section, seed=5, section_name="supernet.pose")
-    assert (cfg.optimizer, cfg.lr_schedule, cfg.lr_steps, cfg.amp, cfg.seed, cfg.groups) == \
-        ("adam", "step", (170, 200), True, 5, "paper")
+    cfg = make_section(SupernetTrainConfig, section, source="supernet.pose")
+    run = TrainRun(seed=5)
+    assert (cfg.optimizer.name, cfg.schedule.name, cfg.schedule.milestones, cfg.amp, cfg.groups) \
+        == ("adam", "step", (170, 200), "bf16", "paper")
+    fp = fingerprint_settings(cfg, run)
+    assert (fp["optimizer"], fp["lr_steps"], fp["amp"], fp["seed"], fp["groups"]) == \
+        ("adam", [170, 200], True, 5, "paper")
     # settings that do not change the computation stay out of the fingerprint
-    assert cfg.fingerprint_dict() == cfg.replace(checkpoint_every=7, num_workers=2).fingerprint_dict()
-    assert cfg.fingerprint_dict() != cfg.replace(lr=0.1).fingerprint_dict()
-    with pytest.raises(TrainConfigError, match=r"supernet.pose.batch_size"):
-        TrainConfig.from_params({**section, "batch_size": 0}, seed=0, section_name="supernet.pose")
-    with pytest.raises(TrainConfigError, match=r"unknown key\(s\) \['bogus'\]"):
-        TrainConfig.from_mapping({"epochs": 1, "batch_size": 1, "lr": 0.1, "bogus": 1})
+    assert fp == fingerprint_settings(dataclasses.replace(cfg, checkpoint_every=7, num_workers=2),
+                                      TrainRun(seed=5, device="cpu", progress=False))
+    assert fp != fingerprint_settings(make_section(SupernetTrainConfig, section,
+                                                   optimizer={"lr": 0.1}), run)
+    assert fp != fingerprint_settings(cfg, TrainRun(seed=6))
+    # a teacher/fine-tuning section has no groups and no distillation
+    plain = make_section(TrainConfig, {k: v for k, v in section.items()
+                                       if k not in ("kd_ratio", "init_from_teacher", "groups")})
+    assert fingerprint_settings(plain, run)["groups"] is None
+    assert fingerprint_settings(plain, run)["kd_ratio"] == 0.0
+    with pytest.raises(ConfigError, match=r"supernet.pose: batch_size: 0 is less than"):
+        make_section(SupernetTrainConfig, {**section, "batch_size": 0}, source="supernet.pose")
+    with pytest.raises(ConfigError, match=r"'bogus' was unexpected"):
+        make_section(TrainConfig, bogus=1)

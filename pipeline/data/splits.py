@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from typing import Hashable, Sequence
+from pipeline.errors import ConfigError
 
 SPLITS = ("train", "search", "val", "trainfull")
 
@@ -24,7 +25,7 @@ def search_keys(keys: Sequence[Hashable], fraction: float) -> set:
     one and at most n - 1 when 0 < fraction < 1 and n >= 2 (so tiny sets still get both sides).
     Depends only on the set of keys, not on their order."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"search fraction must be in [0, 1), got {fraction}")
+        raise ConfigError(f"search fraction must be in [0, 1), got {fraction}")
     uniq = sorted(set(keys), key=lambda k: (stable_hash(str(k)), str(k)))
     n = len(uniq)
     count = int(round(fraction * n))
@@ -36,7 +37,7 @@ def search_keys(keys: Sequence[Hashable], fraction: float) -> set:
 def check_split(split: str) -> str:
     """Validate a split name."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     return split
 
 

@@ -28,6 +28,8 @@ from pipeline.io import atomic_write_bytes
 from pipeline.data.keypoints import COCO_KEYPOINT_NAMES, COCO_SKELETON, NUM_JOINTS
 
 GENERATOR = "scalenas-synth"
+#: The record every generated dataset (and the built-in data root) carries.
+RECORD_FILE = "SYNTH.json"
 VERSION = 1
 _SEG, _POSE = 1, 2
 _SPLIT_CODES = {"train": 1, "val": 2}
@@ -491,3 +493,19 @@ def generate_all(out_root: Path, seed: int, tasks: tuple[str, ...] = ("seg", "po
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return record
+
+
+def read_record(root: Path) -> dict | None:
+    """The generator's record of a built-in dataset at ``root``; None for other data."""
+    import json
+
+    from pipeline.data.errors import DataError
+
+    p = Path(root) / RECORD_FILE
+    if not p.is_file():
+        return None
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{p}: unreadable built-in data record: {e}") from None
+    return doc if isinstance(doc, dict) else None

@@ -16,9 +16,10 @@ from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
+from pipeline.errors import InputError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be read or does not fit the network; the message names the file."""
 
 
@@ -59,9 +60,12 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Tensor]
 
 def describe(state: Mapping[str, Tensor]) -> str:
     """'seg network of width 8 with 19 outputs' as far as the keys and shapes tell."""
-    task = "seg" if "last_layer.3.weight" in state else "pose" if "final_layer.weight" in state \
-        else "unknown-task"
-    head = state.get("last_layer.3.weight", state.get("final_layer.weight"))
+    from .heads import HEADS
+
+    found = [(t, k) for t, h in HEADS.items() for k in state
+             if k.startswith(h.attribute + ".") and k.endswith("weight")]
+    task = found[0][0] if found else "unknown-task"
+    head = state[max((k for t, k in found if t == task), default="")] if found else None
     t = state.get("transition1.0.0.weight")
     width = f"width {t.shape[0]}" if t is not None and t.dim() == 4 else "unknown width"
     outs = f"{head.shape[0]} outputs" if head is not None else "unknown outputs"

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from pipeline.errors import InputError
 from pipeline.io import atomic_write_bytes, atomic_write_text
 
 from .export import MODEL_FILE, ModelFileError, StandaloneNet, _read_record, load_model
@@ -46,7 +47,7 @@ TOLERANCE = {"torchscript": 1e-5, "onnx": 1e-4}
 DEFAULT_HW = {"seg": (64, 128), "pose": (256, 192)}
 
 
-class DeployError(ValueError):
+class DeployError(InputError):
     """An artifact that cannot be built, checked or loaded; the message names the file."""
 
 

@@ -29,12 +29,13 @@ from pipeline.space.arch import Architecture, ArchitectureError, check_task
 from .checkpoint import CheckpointError, load_into, load_state_dict_file
 from .module import ScaleModule
 from .supernet import ScaleNet, SuperNet
+from pipeline.errors import InputError
 
 MODEL_SCHEMA = "scalenas-model/1"
 WEIGHTS_FILE, ARCH_FILE, MODEL_FILE = "weights.pt", "arch.json", "model.json"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(InputError):
     """A saved model directory that is missing a file or whose files do not agree."""
 
 

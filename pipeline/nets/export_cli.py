@@ -10,12 +10,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import InputError
+
 
 def parse_hw(text: str) -> tuple[int, int]:
     """``"512x1024"`` -> (512, 1024)."""
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"input size {text!r}: expected HxW, e.g. 512x1024")
+        raise InputError(f"input size {text!r}: expected HxW, e.g. 512x1024")
     return int(parts[0]), int(parts[1])
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.space.arch import TASKS, Architecture, check_task
@@ -18,10 +17,11 @@ from pipeline.space.sample import largest
 
 from .blocks import (BN_MOMENTUM, conv3x3, conv_bn_relu, init_weights, make_layer1,
                      new_branch_transition)
+from .heads import HEADS
 from .module import ScaleModule
 
 #: Default number of outputs: Cityscapes classes / COCO joints.
-DEFAULT_OUTPUTS = {"seg": 19, "pose": 17}
+DEFAULT_OUTPUTS = {task: head.default_outputs for task, head in HEADS.items()}
 #: Modules per stage (stage2, stage3, stage4); their branch counts are 2, 3, 4.
 STAGE_MODULES = (1, 4, 3)
 #: Inputs must be divisible by this so that every branch's 2^k upsampling lines up.
@@ -77,13 +77,8 @@ class ScaleNet(nn.Module):
                 self.add_module(f"transition{stage}", nn.ModuleList(
                     [None] * nb + [new_branch_transition(C[nb - 1], C[nb], mom)]))
 
-        if task == "seg":
-            c = sum(C)
-            self.last_layer = nn.Sequential(
-                nn.Conv2d(c, c, kernel_size=1, bias=True), nn.BatchNorm2d(c, momentum=mom),
-                nn.ReLU(inplace=True), nn.Conv2d(c, num_outputs, kernel_size=1, bias=True))
-        else:
-            self.final_layer = nn.Conv2d(C[0], num_outputs, kernel_size=1, bias=True)
+        self._head = HEADS[task]
+        self.add_module(self._head.attribute, self._head.build(C, num_outputs, mom))
 
     def scale_modules(self) -> list[ScaleModule]:
         """The 8 searchable modules in architecture order (stage2.0, stage3.0-3, stage4.0-2)."""
@@ -107,12 +102,7 @@ class ScaleNet(nn.Module):
         xs = self.stage3(xs)
         xs = xs + [self.transition3[3](xs[-1])]  # type: ignore[index]
         xs = self.stage4(xs)
-        if self.task == "pose":
-            return self.final_layer(xs[0])
-        size = xs[0].shape[-2:]
-        ups = [xs[0]] + [F.interpolate(t, size=size, mode="bilinear", align_corners=False)
-                         for t in xs[1:]]
-        return self.last_layer(torch.cat(ups, 1))
+        return self._head.forward(getattr(self, self._head.attribute), xs)
 
 
 class SuperNet(ScaleNet):

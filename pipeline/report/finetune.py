@@ -3,7 +3,7 @@
 The steps, in order, each a call into the library that owns it:
 
 1. the supernet runs the selected architecture, its BN statistics are re-calibrated (the search's
-   calibration, :mod:`pipeline.search.calibrate`), and the subnet is exported as a standalone
+   calibration, :mod:`pipeline.nets.calibrate`), and the subnet is exported as a standalone
    network with those weights (:func:`pipeline.nets.export.export_subnet`);
 2. its val metric with the inherited weights is measured (the "before" figure);
 3. it is trained with the one training loop (:func:`pipeline.train.loop.train`, fixed
@@ -22,7 +22,10 @@ import torch
 from torch import nn
 
 from pipeline.nets.export import export_subnet, load_model, save_model
+from pipeline.config import TrainConfig
+from pipeline.errors import ConfigError
 from pipeline.nets.supernet import SuperNet
+from pipeline.train.runtime import TrainRun, groups_of
 
 from .records import FinetuneRecord
 from .select import SelectedModel
@@ -30,8 +33,6 @@ from .select import SelectedModel
 MODEL_DIR = "model"
 TRAIN_DIR = "train"
 RECORD_FILE = "finetune.json"
-#: Name of each task's headline val metric (the ``score`` of its evaluation).
-METRIC_NAMES = {"seg": "mIoU", "pose": "AP"}
 
 
 def _scores(result: Mapping[str, Any]) -> tuple[float, dict[str, float]]:
@@ -50,21 +51,23 @@ def export_selected(supernet: SuperNet, selected: SelectedModel,
     return export_subnet(supernet).eval()
 
 
-def finetune_model(task: Any, supernet: SuperNet, selected: SelectedModel, train_cfg: Any,
+def finetune_model(task: Any, supernet: SuperNet, selected: SelectedModel,
+                   train_cfg: TrainConfig,
                    calibrate: Callable[[nn.Module], Any], out_dir: str | Path,
                    work_dir: str | Path, *, cost: Any, input_hw: tuple[int, int], device: torch.device | str,
                    eval_batch_size: int, split: str = "trainfull",
-                   tracker: Any = None) -> FinetuneRecord:
+                   tracker: Any = None, run: TrainRun | None = None) -> FinetuneRecord:
     """Run steps 1-4 for one selected model; write ``out_dir/model/`` and ``out_dir/finetune.json``.
 
-    ``train_cfg`` is a :class:`pipeline.train.config.TrainConfig` (fixed architecture: no groups);
+    ``train_cfg`` is a training section (:class:`pipeline.config.TrainConfig`; a fixed
+    architecture: not a supernet section with sampling groups), ``run`` the loop's runtime record;
     ``cost`` is the model's analytic :class:`pipeline.cost.Cost` at ``input_hw``. The training
     loop's checkpoints live in ``work_dir/train/`` (kept across failures) so a killed job resumes.
     """
     from pipeline.train.loop import train  # the loop pulls in tqdm and the distributed helpers
 
-    if getattr(train_cfg, "groups", None) is not None:
-        raise ValueError("fine-tuning trains one fixed architecture: the training config must "
+    if groups_of(train_cfg) is not None:
+        raise ConfigError("fine-tuning trains one fixed architecture: the training config must "
                          "not have sampling groups")
     out = Path(out_dir)
     t0 = time.perf_counter()
@@ -73,11 +76,12 @@ def finetune_model(task: Any, supernet: SuperNet, selected: SelectedModel, train
     if tracker is not None:
         tracker.log_metrics({"val_inherited": inherited}, step=0)
 
-    summary = train(task, net, train_cfg, Path(work_dir) / TRAIN_DIR, tracker=tracker, split=split)
+    summary = train(task, net, train_cfg, Path(work_dir) / TRAIN_DIR, tracker=tracker, split=split,
+                    run=run or TrainRun(device=str(device)))
     net.eval()
     finetuned, d_after = _scores(task.evaluate(net, "val", device, eval_batch_size))
 
-    metric = METRIC_NAMES.get(task.name, "score")
+    metric = getattr(task, "metric", "score")
     meta = {"name": selected.name, "input_hw": list(input_hw), "metric": metric,
             "val_inherited": inherited, "val_finetuned": finetuned,
             "selection_rule": selected.rule, "iterations": summary.iterations}

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pipeline.data.keypoints import COCO_SKELETON
+from pipeline.errors import InputError
 
 #: Colours of the 19 Cityscapes train ids (the benchmark's official palette).
 CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -26,7 +27,7 @@ CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
 Box = tuple[float, float, float, float]  # COCO x, y, w, h in image pixels
 
 
-class PredictError(ValueError):
+class PredictError(InputError):
     """A model or input that ``predict`` cannot use; the message names it."""
 
 

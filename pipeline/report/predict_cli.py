@@ -20,8 +20,9 @@ import io
 import json
 import sys
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -109,7 +110,7 @@ def _model_input_hw(meta: dict[str, Any], model_dir: Path) -> tuple[int, int]:
 
 def load_runtime(model_dir: Path, runtime: str) -> tuple[Any, Any, str]:
     """(eager net for task/meta, callable runtime, name of the runtime used)."""
-    from pipeline.nets.deploy import find_entry, load_artifact
+    from pipeline.nets.deploy import DeployError, find_entry, load_artifact
     from pipeline.nets.export import load_model
 
     try:
@@ -120,7 +121,7 @@ def load_runtime(model_dir: Path, runtime: str) -> tuple[Any, Any, str]:
         try:
             find_entry(model_dir, "torchscript")
             runtime = "torchscript"
-        except ValueError:
+        except DeployError:  # no artifact recorded
             runtime = "eager"
     if runtime == "eager":
         return net, net, "eager"
@@ -142,12 +143,99 @@ def _out_path(args: argparse.Namespace, path: Path, lone: bool, kind: str) -> Pa
     return folder / f"{path.stem}_{kind}.png"
 
 
+@dataclass
+class _Job:
+    """What one ``predict`` call writes, shared by the task writers."""
+
+    args: argparse.Namespace
+    lone: bool
+    net: Any
+    run: Any
+    given: dict[int | None, list[Box]] | None
+    input_hw: tuple[int, int] = (0, 0)  # pose: the model's crop size
+    written: int = 0
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def out(self, path: Path, kind: str) -> Path:
+        return _out_path(self.args, path, self.lone, kind)
+
+
+Chunk = list[tuple[int, Path, Image.Image]]
+
+
+class _SegWriter:
+    """Class-id palette masks and blended pictures; images of one padded size share a batch."""
+
+    @staticmethod
+    def check(job: _Job) -> None:
+        if job.given is not None:
+            raise PredictError("--boxes/--box apply to pose models only")
+
+    @staticmethod
+    def write(job: _Job, chunk: Chunk, step: Callable[[], Any]) -> None:
+        from .batch_predict import mask_image, padded_key, seg_labels
+
+        groups: dict[tuple[int, int], Chunk] = defaultdict(list)
+        for item in chunk:
+            groups[padded_key(item[2])].append(item)
+        for items in groups.values():
+            labels = seg_labels(job.run, [im for _, _, im in items])
+            for (_, path, im), lab in zip(items, labels):
+                atomic_write_bytes(job.out(path, "mask"), _png(mask_image(lab, job.net.num_outputs)))
+                atomic_write_bytes(job.out(path, "pred"),
+                                   _png(draw_seg(im, lab, job.net.num_outputs)))
+                job.written += 1
+                step()
+
+    @staticmethod
+    def finish(job: _Job, paths: list[Path]) -> None:
+        pass
+
+
+class _PoseWriter:
+    """Skeleton pictures and one COCO results file; people from every image share batches."""
+
+    @staticmethod
+    def check(job: _Job) -> None:
+        job.input_hw = _model_input_hw(job.net.meta, job.args.model)
+
+    @staticmethod
+    def write(job: _Job, chunk: Chunk, step: Callable[[], Any]) -> None:
+        from .batch_predict import coco_result, pose_crops, pose_people
+
+        crops = []
+        for i, path, im in chunk:
+            given = job.given
+            boxes = ([(0.0, 0.0, float(im.width), float(im.height))] if given is None
+                     else given.get(None, []) + given.get(image_id_of(path, i), []))
+            crops += pose_crops(i, im, boxes, job.input_hw)
+        people = []
+        size = job.args.batch_size
+        for s in range(0, len(crops), size):
+            people += pose_people(job.run, crops[s:s + size])
+        for i, path, im in chunk:
+            mine = [p for c, p in zip(crops, people) if c.owner == i]
+            job.results += [coco_result(image_id_of(path, i), p) for p in mine]
+            atomic_write_bytes(job.out(path, "pred"), _png(draw_pose(im, mine)))
+            job.written += 1
+            step()
+
+    @staticmethod
+    def finish(job: _Job, paths: list[Path]) -> None:
+        args = job.args
+        res_path = args.results or ((args.output if args.output is not None and not (
+            job.lone and args.output.suffix.lower() == ".png") else paths[0].parent) / RESULTS_FILE)
+        atomic_write_text(res_path, json.dumps(job.results) + "\n")
+        print(f"{len(job.results)} people -> {res_path}")
+
+
+#: What each task writes for its predictions.
+_WRITERS = {"seg": _SegWriter, "pose": _PoseWriter}
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
-
-    from .batch_predict import (coco_result, mask_image, padded_key, pose_crops, pose_people,
-                                seg_labels)
 
     if args.boxes is not None and args.box:
         raise PredictError("give either --boxes or --box, not both")
@@ -159,60 +247,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     given: dict[int | None, list[Box]] | None = read_boxes(args.boxes) if args.boxes else (
         {None: [parse_box(b) for b in args.box]} if args.box else None)
     net, run, used = load_runtime(args.model, args.runtime)
-    if net.task == "seg" and given is not None:
-        raise PredictError("--boxes/--box apply to pose models only")
-    input_hw = _model_input_hw(net.meta, args.model) if net.task == "pose" else None
+    writer = _WRITERS[net.task]
+    job = _Job(args, lone, net, run, given)
+    writer.check(job)
     skipped: list[str] = []
-    results: list[dict[str, Any]] = []
-    written = 0
     bar = tqdm(total=len(paths), desc="predict", unit="img", file=sys.stderr,
                disable=args.quiet, dynamic_ncols=True)
     with torch.no_grad():
         # Read ahead one batch of images, then run them.
         for start in range(0, len(paths), args.batch_size):
-            chunk = []
+            chunk: Chunk = []
             for i in range(start, min(start + args.batch_size, len(paths))):
                 try:
                     chunk.append((i, paths[i], read_image(paths[i])))
                 except PredictError as e:
                     skipped.append(str(e))
                     bar.update(1)
-            if net.task == "seg":
-                groups: dict[tuple[int, int], list] = defaultdict(list)
-                for item in chunk:
-                    groups[padded_key(item[2])].append(item)
-                for items in groups.values():
-                    labels = seg_labels(run, [im for _, _, im in items])
-                    for (_, path, im), lab in zip(items, labels):
-                        atomic_write_bytes(_out_path(args, path, lone, "mask"),
-                                           _png(mask_image(lab, net.num_outputs)))
-                        atomic_write_bytes(_out_path(args, path, lone, "pred"),
-                                           _png(draw_seg(im, lab, net.num_outputs)))
-                        written += 1
-                        bar.update(1)
-            else:
-                crops = []
-                for i, path, im in chunk:
-                    key = image_id_of(path, i)
-                    boxes = ([(0.0, 0.0, float(im.width), float(im.height))] if given is None
-                             else given.get(None, []) + given.get(key, []))
-                    crops += pose_crops(i, im, boxes, input_hw)  # type: ignore[arg-type]
-                people = []
-                for s in range(0, len(crops), args.batch_size):
-                    people += pose_people(run, crops[s:s + args.batch_size])
-                for i, path, im in chunk:
-                    mine = [p for c, p in zip(crops, people) if c.owner == i]
-                    results += [coco_result(image_id_of(path, i), p) for p in mine]
-                    atomic_write_bytes(_out_path(args, path, lone, "pred"), _png(draw_pose(im, mine)))
-                    written += 1
-                    bar.update(1)
+            writer.write(job, chunk, lambda: bar.update(1))
     bar.close()
-    if net.task == "pose":
-        res_path = args.results or ((args.output if args.output is not None and not (
-            lone and args.output.suffix.lower() == ".png") else paths[0].parent) / RESULTS_FILE)
-        atomic_write_text(res_path, json.dumps(results) + "\n")
-        print(f"{len(results)} people -> {res_path}")
-    print(f"{written} image(s) predicted ({net.task}, model {net.arch.arch_id}, runtime {used})")
+    writer.finish(job, paths)
+    print(f"{job.written} image(s) predicted ({net.task}, model {net.arch.arch_id}, runtime {used})")
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s):", file=sys.stderr)
         for line in skipped:

@@ -10,9 +10,10 @@ from typing import Any, Mapping
 
 from pipeline.space.arch import atomic_write_text
 from pipeline.io import read_json
+from pipeline.errors import InputError
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A fine-tuning record that is missing, malformed or incomplete; the message names the file."""
 
 

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from pipeline.space.arch import Architecture, ArchitectureError
+from pipeline.errors import InputError
 
 #: Columns the front table must hold (names shared with the search results table).
 GFLOPS, SCORE, ARCH, ARCH_ID, PARAMS = "gflops", "score", "arch", "arch_id", "params"
@@ -35,7 +36,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RESERVED_NAMES = frozenset({"select"})
 
 
-class SelectionError(ValueError):
+class SelectionError(InputError):
     """A selection entry that cannot be honoured; the message names the entry and the problem."""
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
 from pipeline.space.sample import SamplingGroup, sample_group
 from pipeline.io import read_json
+from pipeline.errors import InputError
 
 SCHEMA = "scalenas-candidates/1"
 #: Sub-streams of the run seed, so the stages never share random numbers.
@@ -26,7 +27,7 @@ STREAM_SAMPLE, STREAM_RANDOM_BASELINE, STREAM_EVOLUTION, STREAM_CALIBRATION = 1,
 MAX_DRAWS_PER_CANDIDATE = 100
 
 
-class CandidatesError(ValueError):
+class CandidatesError(InputError):
     """A candidate list that cannot be made or read; the message names the file or parameter."""
 
 

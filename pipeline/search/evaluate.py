@@ -21,15 +21,16 @@ from torch import nn
 from pipeline.cost import Cost
 from pipeline.nets.supernet import SuperNet
 
-from .calibrate import CalibrationSet, HookTimer
+from pipeline.nets.calibrate import CalibrationSet, HookTimer
 from .candidates import Candidate
 from .table import Row
+from pipeline.errors import InputError
 
 EvaluateFn = Callable[[nn.Module], Mapping[str, Any]]
 CostFn = Callable[[Any], Cost]
 
 
-class EvaluationError(ValueError):
+class EvaluationError(InputError):
     """A task evaluation that returned something unusable."""
 
 

@@ -27,12 +27,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from pipeline.config import EvolutionConfig
 from pipeline.io import read_json
 from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
 from pipeline.space.ops import MUTATION_MODES, crossover, mutate
@@ -40,6 +41,7 @@ from pipeline.space.sample import largest, smallest
 
 from .pareto import select_by_rank
 from .surrogate import features, fit_ridge, select_by_predicted_gain
+from pipeline.errors import InputError
 
 STATE_SCHEMA = "scalenas-evolution/1"
 
@@ -47,7 +49,7 @@ CostFn = Callable[[Architecture], float]
 AccuracyFn = Callable[[Architecture], float]
 
 
-class EvolutionError(ValueError):
+class EvolutionError(InputError):
     """Bad evolution parameters or an impossible request; the message says which."""
 
 
@@ -59,84 +61,46 @@ class Evaluated(NamedTuple):
     score: float
 
 
+#: Draws allowed per evaluated child before giving up (duplicates, bounds); screening draws
+#: within the same budget. Not a parameter: a guard against impossible requests.
+MAX_ATTEMPTS_PER_CHILD = 200
+
+
 @dataclass(frozen=True)
-class EvolutionConfig:
-    """Parameters of one generation (the ``search.evolution`` section of the parameters)."""
+class Operators:
+    """How children are made, derived from the ``search.evolution`` section."""
 
-    #: Parents taken from successive Pareto layers of the pool (the paper's 100).
-    parents: int = 100
-    #: New children evaluated per generation.
-    population: int = 100
-    crossover_prob: float = 0.25
-    mutation_prob: float = 0.2
-    depth_mutation_prob: float = 0.1
-    depth_candidates: tuple[int, ...] = (2, 3, 4, 5)
-    #: "resample" (density-preserving, neighbouring depths) or "flip" (the release's bit flip).
-    mutation: str = "resample"
-    #: Children drawn per child evaluated; the surrogate keeps the most promising (1 = no screening).
-    screen_factor: int = 10
-    #: False, False with mutation "flip" and screen_factor 1 reproduce the release's search.
-    mutate_depth: bool = True
-    mutate_last_module: bool = True
-    flops_min: float | None = None
-    flops_max: float | None = None
-    #: Draws allowed per evaluated child before giving up (duplicates, bounds); screening draws
-    #: within the same budget.
-    max_attempts_per_child: int = 200
+    mutation: str
+    screen_factor: int
+    mutate_depth: bool
+    mutate_last_module: bool
 
-    def __post_init__(self) -> None:
-        if self.mutation not in MUTATION_MODES:
-            raise EvolutionError(f"evolution.mutation must be one of {list(MUTATION_MODES)}, "
-                                 f"got {self.mutation!r}")
-        for name in ("parents", "population", "max_attempts_per_child", "screen_factor"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise EvolutionError(f"evolution.{name} must be a positive integer, got {v!r}")
-        for name in ("crossover_prob", "mutation_prob", "depth_mutation_prob"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise EvolutionError(f"evolution.{name} must be a number in [0, 1], got {v!r}")
-        object.__setattr__(self, "depth_candidates", tuple(self.depth_candidates))
-        for name in ("flops_min", "flops_max"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                  or not math.isfinite(v) or v < 0):
-                raise EvolutionError(f"evolution.{name} must be a non-negative number or null, got {v!r}")
-        if (self.flops_min is not None and self.flops_max is not None
-                and self.flops_min > self.flops_max):
-            raise EvolutionError(f"evolution.flops_min ({self.flops_min}) exceeds "
-                                 f"evolution.flops_max ({self.flops_max}): no architecture satisfies "
-                                 f"the FLOPs bounds")
 
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any], source: str = "evolution") -> "EvolutionConfig":
-        known = {f.name for f in fields(cls)} | {"release_operators"}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise EvolutionError(f"{source}: unknown key(s) {unknown}")
-        kw = {k: v for k, v in d.items() if k != "release_operators"}
-        if "depth_candidates" in kw:
-            kw["depth_candidates"] = tuple(kw["depth_candidates"])
-        try:
-            cfg = cls(**kw)
-        except EvolutionError as e:
-            raise EvolutionError(f"{source}: {e}") from None
-        return cfg.release() if d.get("release_operators") else cfg
+def operators(config: EvolutionConfig) -> Operators:
+    """The section's operators; ``release_operators`` gives the release's search (bit-flip
+    mutation, no depth mutation, last module never touched, every child drawn evaluated)."""
+    if config.release_operators:
+        return Operators(mutation="flip", screen_factor=1, mutate_depth=False,
+                         mutate_last_module=False)
+    return Operators(mutation=config.mutation, screen_factor=config.screen_factor,
+                     mutate_depth=True, mutate_last_module=True)
 
-    def release(self) -> "EvolutionConfig":
-        """The release's search: bit-flip mutation, no depth mutation, last module never touched,
-        every child drawn evaluated."""
-        return replace(self, mutate_depth=False, mutate_last_module=False, mutation="flip",
-                       screen_factor=1)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["depth_candidates"] = list(self.depth_candidates)
-        return d
+def config_record(config: EvolutionConfig) -> dict[str, Any]:
+    """What a generation file records of the settings that made it (a stable layout)."""
+    ops = operators(config)
+    return {"parents": config.parents, "population": config.population,
+            "crossover_prob": config.crossover_prob, "mutation_prob": config.mutation_prob,
+            "depth_mutation_prob": config.depth_mutation_prob,
+            "depth_candidates": list(config.depth_candidates), "mutation": ops.mutation,
+            "screen_factor": ops.screen_factor, "mutate_depth": ops.mutate_depth,
+            "mutate_last_module": ops.mutate_last_module, "flops_min": config.flops_min,
+            "flops_max": config.flops_max, "max_attempts_per_child": MAX_ATTEMPTS_PER_CHILD}
 
-    def in_bounds(self, gflops: float) -> bool:
-        return ((self.flops_min is None or gflops >= self.flops_min)
-                and (self.flops_max is None or gflops <= self.flops_max))
+
+def in_bounds(config: EvolutionConfig, gflops: float) -> bool:
+    return ((config.flops_min is None or gflops >= config.flops_min)
+            and (config.flops_max is None or gflops <= config.flops_max))
 
 
 @dataclass(frozen=True)
@@ -212,6 +176,11 @@ def default_reference(task: str, estimate_cost: CostFn) -> tuple[float, float]:
 
 def check_bounds_feasible(config: EvolutionConfig, task: str, estimate_cost: CostFn) -> None:
     """Fail early when the GFLOPs bounds exclude the whole space (smallest .. largest subnet)."""
+    if (config.flops_min is not None and config.flops_max is not None
+            and config.flops_min > config.flops_max):
+        raise EvolutionError(f"evolution.flops_min ({config.flops_min}) exceeds "
+                             f"evolution.flops_max ({config.flops_max}): no architecture "
+                             f"satisfies the FLOPs bounds")
     if config.flops_max is not None:
         lo = estimate_cost(smallest(task))
         if lo > config.flops_max:
@@ -251,8 +220,9 @@ def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
     rng = rng_from_state(rng_state)
     seen = {e.arch.arch_id for e in pool}
     drawn: list[Architecture] = []
-    wanted = config.population * config.screen_factor
-    attempts, budget = 0, config.population * config.max_attempts_per_child
+    ops = operators(config)
+    wanted = config.population * ops.screen_factor
+    attempts, budget = 0, config.population * MAX_ATTEMPTS_PER_CHILD
     out_of_bounds = 0
     while len(drawn) < wanted and attempts < budget:
         attempts += 1
@@ -260,12 +230,12 @@ def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
         child = crossover([parent_archs[base], *parent_archs], rng, config.crossover_prob, task=task)
         child = mutate(child, rng, config.mutation_prob, config.depth_mutation_prob,
                        config.depth_candidates, task=task,
-                       mutate_last_module=config.mutate_last_module,
-                       mutate_depth=config.mutate_depth, mode=config.mutation)
+                       mutate_last_module=ops.mutate_last_module,
+                       mutate_depth=ops.mutate_depth, mode=ops.mutation)
         if child.arch_id in seen:
             continue
         if (config.flops_min is not None or config.flops_max is not None) and \
-                not config.in_bounds(estimate_cost(child)):
+                not in_bounds(config, estimate_cost(child)):
             out_of_bounds += 1
             continue
         seen.add(child.arch_id)
@@ -278,7 +248,7 @@ def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
             f"the rest duplicates): the FLOPs bounds are too tight or the space is exhausted")
     children, screening = _screen(drawn, pool, config, task, estimate_cost, reference)
     return Generation(generation, tuple(p.arch.arch_id for p in parents), tuple(children),
-                      dict(rng_state), rng.bit_generator.state, len(pool), config.to_dict(),
+                      dict(rng_state), rng.bit_generator.state, len(pool), config_record(config),
                       screening)
 
 
@@ -286,9 +256,10 @@ def _screen(drawn: list[Architecture], pool: Sequence[Evaluated], config: Evolut
             task: str, estimate_cost: CostFn, reference: tuple[float, float] | None
             ) -> tuple[list[Architecture], dict[str, Any] | None]:
     """Keep ``population`` of the drawn children, by the surrogate's predicted hypervolume gain."""
-    if config.screen_factor == 1:
+    factor = operators(config).screen_factor
+    if factor == 1:
         return drawn[:config.population], None
-    record: dict[str, Any] = {"factor": config.screen_factor, "candidates": len(drawn)}
+    record: dict[str, Any] = {"factor": factor, "candidates": len(drawn)}
     if len(drawn) <= config.population:
         return drawn, {**record, "skipped": "nothing to choose from"}
     if len(pool) < 3:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from pipeline.errors import InputError
 from pipeline.io import atomic_write_text
 from pipeline.nets.blocks import BN_MOMENTUM, BasicBlock, fuse_layer
 from pipeline.nets.supernet import INPUT_MULTIPLE, branch_channels
@@ -34,7 +35,7 @@ from pipeline.space.arch import Architecture
 SCHEMA = "scalenas-latency/1"
 
 
-class LatencyError(ValueError):
+class LatencyError(InputError):
     """A latency table that does not fit the device, task or input; the message names both."""
 
 

@@ -12,16 +12,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.space.arch import TASKS
+
 
 def cmd_build(args: argparse.Namespace) -> int:
     import torch
 
     from pipeline.nets.export_cli import parse_hw
 
-    from .latency import build_table, save_table
+    from .latency import LatencyError, build_table, save_table
 
     if args.device != "cpu":
-        raise ValueError(f"--device {args.device}: only cpu tables are measured so far")
+        raise LatencyError(f"--device {args.device}: only cpu tables are measured so far")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -61,7 +63,7 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     sub = g.add_subparsers(dest="command", metavar="COMMAND")
     g.set_defaults(group_parser=g)
     b = sub.add_parser("build", help="measure the table on this machine")
-    b.add_argument("--task", choices=("seg", "pose"), required=True)
+    b.add_argument("--task", choices=TASKS, required=True)
     b.add_argument("--width", type=int, default=32)
     b.add_argument("--input", required=True, metavar="HxW")
     b.add_argument("--device", default="cpu")
@@ -72,7 +74,7 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     p = sub.add_parser("predict", help="sum the table for an architecture")
     p.add_argument("arch", help="hrnet, largest, smallest, a .json or a release .npy")
     p.add_argument("--table", type=Path, default=Path("latency.json"))
-    p.add_argument("--task", choices=("seg", "pose"), default=None)
+    p.add_argument("--task", choices=TASKS, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--input", default=None, metavar="HxW", help="default: the table's")
     p.add_argument("--threads", type=int, default=0)

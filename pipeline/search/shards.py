@@ -15,6 +15,7 @@ import pandas as pd
 
 from .candidates import Candidate
 from .table import Row, ShardWriter, merge_shards, write_shard, write_table
+from pipeline.errors import InputError
 
 
 def partial_path(shard_output: str | os.PathLike) -> Path:
@@ -34,7 +35,7 @@ def run_shard(candidates: Sequence[Candidate], shard_output: str | os.PathLike,
     with ShardWriter(partial if partial is not None else partial_path(shard_output)) as w:
         stray = w.done - wanted
         if stray:
-            raise ValueError(f"{w.path}: holds {len(stray)} architecture(s) that are not in this "
+            raise InputError(f"{w.path}: holds {len(stray)} architecture(s) that are not in this "
                              f"shard's candidate list (a changed candidate list?); delete it to start over")
         new = 0
         for c in candidates:

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
+from pipeline.errors import InputError
 
 #: Deterministic columns of ``results.csv``, in order (metric_* columns follow, sorted by name).
 RESULT_COLUMNS: tuple[str, ...] = (
@@ -42,7 +43,7 @@ _ROW_TYPES: dict[str, tuple[type, ...]] = {
 _TIMING_KEYS = ("wall_s", "calib_s", "eval_s", "forward_s", "overhead_s")
 
 
-class ResultsError(ValueError):
+class ResultsError(InputError):
     """A results file or row that is not valid; the message names the file and line."""
 
 

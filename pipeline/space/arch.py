@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from pipeline.io import atomic_write_text, content_hash
+from pipeline.errors import InputError
 
 SCHEMA = "scalenas-arch/1"
 #: Branch count of each searchable module: stage2.0, stage3.0-3, stage4.0-2.
@@ -34,10 +35,14 @@ MODULE_NAMES: tuple[str, ...] = (
     "stage2.0", "stage3.0", "stage3.1", "stage3.2", "stage3.3", "stage4.0", "stage4.1", "stage4.2")
 MAX_DEPTH = 5
 MIN_DEPTH = 1
+#: The task names, defined once (pipeline.config and the task plug-ins use these).
 TASKS = ("seg", "pose")
+#: Whether a task's head reads branch 0 only (pose's heatmaps; segmentation concatenates every
+#: branch): then the last module must fuse every branch into branch 0 (see check_task).
+SINGLE_SCALE_OUTPUT = {"seg": False, "pose": True}
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(InputError):
     """An architecture document or file that is not valid; the message names where."""
 
 
@@ -229,7 +234,7 @@ def check_task(arch: Architecture, task: str) -> None:
     """
     if task not in TASKS:
         raise ArchitectureError(f"unknown task {task!r} (expected one of {TASKS})")
-    if task != "pose":
+    if not SINGLE_SCALE_OUTPUT[task]:
         return
     last = arch.modules[-1]
     d0 = last.depths[0]

@@ -17,8 +17,9 @@ holds no logic of its own: it defines ``body(ctx) -> metrics | None`` and calls
    success writes ``resolved_params.json`` into it and renames it to ``--out`` (replacing a
    previous output of the stage, so no stale file survives); on failure
    removes the temporary directory (the final directory is never half-written), prints one line
-   ``error: <phase>[<task>]: <message>`` on stderr and exits non-zero (2 for bad input, 1 for a
-   bug, with its traceback above the line).
+   ``error: <phase>[<task>]: <message>`` on stderr and exits non-zero: 2 for the project's input
+   errors (:class:`pipeline.errors.InputError`), 1 for anything else (a bug), with its traceback
+   above the line.
 
 ``ctx.work`` is a persistent scratch directory (``<out>/../.<out name>.work``) for checkpoints
 and other resume state: it survives failures and kills, so a rerun can resume.
@@ -39,10 +40,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from pipeline import config as pconfig
 from pipeline import tracking
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_BUG, InputError, StageInputError
 from pipeline.io import atomic_write_text
 
-EXIT_BAD_INPUT = 2
-EXIT_BUG = 1
 RESOLVED_NAME = "resolved_params.json"
 
 
@@ -74,10 +74,6 @@ class StageContext:
 
 
 Body = Callable[[StageContext], "Mapping[str, float] | None"]
-
-
-class StageInputError(ValueError):
-    """Bad stage input (arguments, files): reported as one line, exit status 2."""
 
 
 def build_parser(phase: str, add_args: Callable[[argparse.ArgumentParser], None] | None = None,
@@ -177,13 +173,14 @@ def _open_run(phase: str, task: str | None, label: str, settings: Mapping[str, A
     return tracking.start_run(name, uri=uri, experiment=experiment, tags=tags, params=params)
 
 
-def _check_replaceable(final: Path) -> None:
-    """Refuse to replace a directory that is not a previous output of a stage."""
+def _check_replaceable(final: Path, marker: str | None = None) -> None:
+    """Refuse to replace a directory that is not a previous output of a stage (one holding
+    ``resolved_params.json``, or the stage's own ``marker`` file)."""
     # Snakemake creates the parent folders of declared outputs before the job starts, so a tree
     # of empty folders is not somebody's data.
     if final.exists() and (not final.is_dir() or (
             any(p.is_file() for p in final.rglob("*")) and not (final / RESOLVED_NAME).is_file()
-            and not (final / "SYNTH.json").is_file())):
+            and not (marker is not None and (final / marker).is_file()))):
         raise StageInputError(f"--out {final}: exists and is not the output of a previous run of "
                               "a stage; refusing to replace it")
 
@@ -243,22 +240,39 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def run_phased_stage(phases: Sequence[str], body: Body, argv: Sequence[str] | None = None, *,
-                     add_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
-    """``run_stage`` for an entry point shared by several phases, chosen by ``--phase``."""
+def run_phased_stage(phases: Sequence[str], body: Body | Mapping[str, Body],
+                     argv: Sequence[str] | None = None, *,
+                     add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+                     default: str | None = None,
+                     options: Mapping[str, Mapping[str, Any]] | None = None) -> int:
+    """``run_stage`` for an entry point shared by several phases, chosen by ``--phase``.
+
+    ``body`` is one body for every phase or one per phase; ``options`` gives a phase's extra
+    :func:`run_stage` keywords; without ``default`` the ``--phase`` argument is required."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--phase", choices=phases, required=True)
+    pre.add_argument("--phase", choices=phases, required=default is None, default=default)
     known, rest = pre.parse_known_args(argv)
-    return run_stage(known.phase, body, rest, add_args=add_args)
+    phase = known.phase
+
+    def with_phase(p: argparse.ArgumentParser) -> None:  # listed in --help, parsed above
+        p.add_argument("--phase", choices=phases, default=phase, help="the phase to run")
+        if add_args is not None:
+            add_args(p)
+
+    chosen = body[phase] if isinstance(body, Mapping) else body
+    return run_stage(phase, chosen, ["--phase", phase, *rest], add_args=with_phase,
+                     **dict((options or {}).get(phase, {})))
 
 
 def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
               add_args: Callable[[argparse.ArgumentParser], None] | None = None,
-              needs_task: bool = True, write_resolved: bool = True) -> int:
+              needs_task: bool = True, write_resolved: bool = True,
+              output_marker: str | None = None) -> int:
     """Run ``body`` inside the frame; returns the exit status (see the module docstring).
 
     ``write_resolved=False`` skips ``resolved_params.json`` (for outputs whose bytes must not
-    depend on how the stage was called, such as the DVC-tracked built-in data)."""
+    depend on how the stage was called, such as the DVC-tracked built-in data); such a stage
+    names the ``output_marker`` file its outputs always hold, so that a rerun may replace them."""
     args = build_parser(phase, add_args, needs_task).parse_args(argv)
     where = f"{phase}[{args.task}]" if args.task else phase
     run: tracking.StageRun | None = None
@@ -280,7 +294,7 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
             device = "cuda" if torch.cuda.is_available() else "cpu"
         data_hash = _data_hash(args.manifest)
         final = args.out
-        _check_replaceable(final)
+        _check_replaceable(final, output_marker)
         tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -304,7 +318,7 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
     except KeyboardInterrupt:
         _abort(run, tmp, "KILLED")
         raise
-    except (pconfig.ConfigError, StageInputError, ValueError, OSError, KeyError) as e:
+    except InputError as e:  # the user's to fix: one line, no traceback
         _abort(run, tmp, "FAILED")
         print(f"error: {where}: {_one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT

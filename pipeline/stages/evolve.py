@@ -16,7 +16,8 @@ from typing import Sequence
 from pipeline.search.candidates import STREAM_EVOLUTION, children_candidates, write_candidates
 from pipeline.search.evolution import (EvolutionError, Generation, initial_rng_state,
                                        next_generation)
-from pipeline.search.jobs import evolution_config, make_cost_fn, pool_from_table, reference_point
+from pipeline.search.jobs import pool_from_table
+from pipeline.stages.build import make_cost_fn, reference_point
 from pipeline.search.table import load_tables
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 
@@ -52,7 +53,7 @@ def body(ctx: StageContext) -> dict[str, float]:
                                  f"tables: pass its merged results.csv in --pool")
         rng_state = prev.rng_out
     cost = make_cost_fn(ctx.task, ctx.cfg)
-    gen = next_generation(pool_from_table(pool_df), rng_state, evolution_config(ctx.cfg),
+    gen = next_generation(pool_from_table(pool_df), rng_state, ctx.cfg.search.evolution,
                           task=ctx.task, estimate_cost=lambda a: cost(a).gflops, generation=g,
                           reference=reference_point(ctx.task, ctx.cfg))
     gen.save(ctx.out / "state.json")

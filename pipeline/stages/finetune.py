@@ -56,8 +56,8 @@ def _section(ctx: StageContext) -> dict[str, Any]:
 # -- selection ------------------------------------------------------------------------------------
 def _reference(ctx: StageContext) -> dict[str, Any]:
     """HRNet at the search's width and input: analytic cost, inherited-weight search-split score."""
-    from pipeline.search.jobs import (build_task, cost_input_hw, load_calibration, load_supernet,
-                                      make_cost_fn)
+    from pipeline.stages.build import (build_task, cost_input_hw, load_calibration, load_supernet,
+                                       make_cost_fn)
     from pipeline.space.sample import hrnet
 
     arch = hrnet(ctx.task)
@@ -125,20 +125,20 @@ def read_selection(path: Path, name: str, task: str) -> Any:
 def model_body(ctx: StageContext) -> dict[str, float]:
     from pipeline.nets.deploy import write_deployable
     from pipeline.report.finetune import MODEL_DIR, RECORD_FILE, finetune_model
-    from pipeline.search.jobs import cost_input_hw, load_calibration, load_supernet, make_cost_fn
-    from pipeline.train.setup import task_from_config, train_config
+    from pipeline.stages.build import (build_task, cost_input_hw, load_calibration, load_supernet,
+                                       make_cost_fn, train_run)
 
     if ctx.args.selection is None:
         raise StageInputError("--model needs --selection (selection.json of the selection job)")
     selected = read_selection(ctx.args.selection, ctx.args.model, ctx.task)
-    task_obj = task_from_config(ctx.cfg, ctx.task)
+    task_obj = build_task(ctx.task, ctx.cfg)
     supernet = load_supernet(ctx.task, ctx.cfg, ctx.args.checkpoint, ctx.device)
     calib = load_calibration(task_obj, ctx.cfg, ctx.device)
     section = getattr(ctx.cfg.finetune, ctx.task)
-    cfg = train_config(section, ctx.cfg, device=ctx.device, section_name=f"finetune.{ctx.task}")
     ctx.run.set_tags({"scalenas.arch_id": selected.arch.arch_id, "scalenas.model": selected.name})
     record = finetune_model(
-        task_obj, supernet, selected, cfg, calib.calibrate, ctx.out, ctx.work,
+        task_obj, supernet, selected, section, calib.calibrate, ctx.out, ctx.work,
+        run=train_run(ctx.cfg, ctx.device),
         cost=make_cost_fn(ctx.task, ctx.cfg)(selected.arch),
         input_hw=cost_input_hw(ctx.task, ctx.cfg), device=ctx.device,
         eval_batch_size=int(section.batch_size), tracker=ctx.run)

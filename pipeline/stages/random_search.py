@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pipeline.search.candidates import random_baseline_candidates, write_candidates
-from pipeline.search.jobs import search_groups
+from pipeline.stages.build import search_groups
 from pipeline.search.table import load_tables
 from pipeline.stages.common import StageContext, run_stage
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.io import atomic_write_text, read_json
+from pipeline.space.arch import TASKS
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 
 PHASE = "report"
@@ -30,7 +31,7 @@ PLOT_COLUMNS = ["arch_id", "stage", "generation", "params", "gflops", "score"]
 
 def _task_path(text: str) -> tuple[str, Path]:
     task, sep, path = text.partition("=")
-    if not sep or task not in ("seg", "pose") or not path:
+    if not sep or task not in TASKS or not path:
         raise argparse.ArgumentTypeError(f"expected TASK=PATH with TASK seg or pose, got {text!r}")
     return task, Path(path)
 
@@ -70,7 +71,7 @@ def body(ctx: StageContext) -> dict[str, float]:
     fronts = _by_task(ctx.args.front, "front")
     summaries = _by_task(ctx.args.summary, "summary")
     selections = _by_task(ctx.args.selection, "selection")
-    tasks = [t for t in ("seg", "pose") if t in cands]
+    tasks = [t for t in TASKS if t in cands]
     for t in tasks:
         if t not in fronts:
             raise StageInputError(f"--front missing for task {t}")
@@ -79,6 +80,8 @@ def body(ctx: StageContext) -> dict[str, float]:
     dpi = int(ctx.cfg.report.dpi)
     draw_reference = bool(ctx.cfg.report.hrnet_reference)
     out, final = ctx.out, ctx.final_out
+
+    from pipeline.tasks import task_class  # torch: only when the report is built
 
     search_metrics: dict[str, dict[str, Any]] = {}
     sections: list[str] = []
@@ -92,7 +95,7 @@ def body(ctx: StageContext) -> dict[str, float]:
             ref = sel["reference"]
             reference = ReferencePoint(ref["label"], float(ref["gflops"]), ref.get("search_score"),
                                        note="(inherited weights, search split)")
-        metric = recs[0].metric if recs else ("mIoU" if task == "seg" else "AP")
+        metric = recs[0].metric if recs else task_class(task).metric
         fig = f"{task}_pareto.png"
         pareto_figure(table, front, recs, reference, task, metric, out / fig,
                       subtitle=f"{len(table)} candidates, front of {len(front)}", dpi=dpi)

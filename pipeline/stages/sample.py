@@ -9,7 +9,7 @@ import sys
 from typing import Sequence
 
 from pipeline.search.candidates import grid_candidates, write_candidates
-from pipeline.search.jobs import search_groups
+from pipeline.stages.build import search_groups
 from pipeline.stages.common import StageContext, run_stage
 
 PHASE = "search_random"

@@ -19,7 +19,8 @@ from typing import Sequence
 import pandas as pd
 
 from pipeline.search.candidates import read_candidates
-from pipeline.search.jobs import candidate_records, front_summary, front_table, reference_point
+from pipeline.search.jobs import candidate_records, front_summary, front_table
+from pipeline.stages.build import reference_point
 from pipeline.search.plots import plot_fronts
 from pipeline.search.table import load_tables, read_shard, rows_to_frames, write_table
 from pipeline.space.arch import atomic_write_text

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pipeline.search.candidates import read_candidates
-from pipeline.search.jobs import make_evaluator
+from pipeline.stages.build import make_evaluator
 from pipeline.search.shards import run_shard
 from pipeline.io import atomic_write_text
 from pipeline.stages.common import StageContext, run_phased_stage

@@ -1,6 +1,6 @@
 """Stage: the search's final tables and the acceptance comparison.
 
-Fronts compared at the same fixed reference point (``pipeline.search.jobs.reference_point``):
+Fronts compared at the same fixed reference point (``pipeline.stages.build.reference_point``):
 - ``sample``: the random-sampling stage alone;
 - ``random``: sampling + the random-search baseline (as many extra evaluations as the evolution);
 - ``evolution``: sampling + every generation (the evolution's final front), and per generation.
@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.search.evolution import Generation
-from pipeline.search.jobs import front_summary, front_table, reference_point
+from pipeline.search.jobs import front_summary, front_table
+from pipeline.stages.build import reference_point
 from pipeline.search.plots import plot_fronts
 from pipeline.search.table import concat_tables, load_table, write_table
 from pipeline.io import atomic_write_text

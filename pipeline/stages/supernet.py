@@ -20,15 +20,14 @@ from typing import Mapping, Sequence
 from pipeline.nets.supernet import SuperNet
 from pipeline.space.arch import Architecture
 from pipeline.space.sample import largest, smallest
+from pipeline.stages.build import build_task, train_run
 from pipeline.stages.common import StageContext, StageInputError, run_stage
-from pipeline.train.artifacts import load_state, read_trained, save_trained
+from pipeline.stages.training import (MODEL_FILE, base_metrics, disable_tracking_off_main,
+                                      finish_training, training_dir, write_json)
+from pipeline.train.artifacts import load_state, read_trained
 from pipeline.train.distributed import init_distributed, shutdown_distributed
 from pipeline.train.evaluate import CHECK_CALIBRATION_IMAGES, calibration_set, evaluate_subnet
 from pipeline.train.loop import train
-from pipeline.train.setup import task_from_config, train_config
-from pipeline.train.stage_util import disable_tracking_off_main, training_dir, write_json
-
-MODEL_FILE = "model.pt"
 
 
 def load_teacher(path: Path, task: str, width: int, num_outputs: int, seed: int) -> SuperNet:
@@ -46,34 +45,33 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
     assert name is not None
     cfg = ctx.cfg
     section = getattr(cfg.supernet, name)
-    task = task_from_config(cfg, name)
+    task = build_task(name, cfg)
     width = ctx.task_cfg.width
-    tcfg = train_config(section, cfg, device=ctx.device, section_name=f"supernet.{name}")
+    run = train_run(cfg, ctx.device)
     needs_teacher = section.init_from_teacher or section.kd_ratio > 0
     if needs_teacher and ctx.args.teacher is None:
         raise StageInputError(f"supernet.{name}: init_from_teacher / kd_ratio need a teacher: "
                               f"pass --teacher results/{name}/teacher/{MODEL_FILE}")
-    info = init_distributed(tcfg.device)
+    info = init_distributed(run.device)
     model = SuperNet(name, width, task.num_outputs, seed=cfg.run.seed)
     teacher = None
     if needs_teacher:
         teacher = load_teacher(ctx.args.teacher, name, width, task.num_outputs, cfg.run.seed)
         if section.init_from_teacher:
             model.load_state_dict(teacher.state_dict())
-    summary = train(task, model, tcfg, training_dir(ctx),
-                    teacher=teacher if section.kd_ratio > 0 else None, tracker=ctx.run, info=info)
+    summary = train(task, model, section, training_dir(ctx),
+                    teacher=teacher if section.kd_ratio > 0 else None, tracker=ctx.run, run=run,
+                    info=info)
     if not info.is_main:
         return None
     meta = {"kind": "supernet", "task": name, "width": width, "num_outputs": task.num_outputs,
             "fingerprint": summary.fingerprint, "iterations": summary.iterations,
             "seed": cfg.run.seed, "teacher": str(ctx.args.teacher) if needs_teacher else None}
-    sha = save_trained(ctx.out / MODEL_FILE, model, meta)
-    write_json(ctx.out / "train_summary.json", summary.to_dict())
+    finish_training(ctx, model, meta, summary)
 
     # The checks overwrite BN buffers of the subnets they calibrate: the weights are saved above.
     calib = calibration_set(task, info.device, CHECK_CALIBRATION_IMAGES, cfg.run.seed)
-    metrics = {"first_loss": summary.first_loss, "final_loss": summary.final_loss,
-               "images_per_s": summary.images_per_s, "iterations": float(summary.iterations)}
+    metrics = base_metrics(summary)
     for label, arch in (("largest", largest(name)), ("smallest", smallest(name))):
         ev = evaluate_subnet(task, model, arch, "search", info.device, calib)
         metrics[f"{label}_search_score"] = float(ev["score"])
@@ -81,8 +79,6 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
     for g, n in summary.group_counts.items():
         metrics[f"group_count/{g}"] = float(n)
     write_json(ctx.out / "metrics.json", metrics)
-    ctx.run.set_tags({"scalenas.model_sha256": sha,
-                      "scalenas.checkpoint_sha256": summary.checkpoint_sha256})
     return metrics
 
 

@@ -13,30 +13,28 @@ from typing import Mapping, Sequence
 
 from pipeline.nets.supernet import SuperNet
 from pipeline.space.sample import largest
+from pipeline.stages.build import build_task, train_run
 from pipeline.stages.common import StageContext, run_stage
-from pipeline.train.artifacts import save_trained
+from pipeline.stages.training import (base_metrics, disable_tracking_off_main, finish_training,
+                                      training_dir, write_json)
 from pipeline.train.distributed import init_distributed, shutdown_distributed
 from pipeline.train.evaluate import CHECK_CALIBRATION_IMAGES, calibration_set
 from pipeline.train.loop import train
-from pipeline.train.setup import task_from_config, train_config
-from pipeline.train.stage_util import disable_tracking_off_main, training_dir, write_json
-
-MODEL_FILE = "model.pt"
 
 
 def body(ctx: StageContext) -> Mapping[str, float] | None:
     name = ctx.task
     assert name is not None
     cfg = ctx.cfg
-    task = task_from_config(cfg, name)
+    task = build_task(name, cfg)
     width = ctx.task_cfg.width
-    tcfg = train_config(getattr(cfg.teacher, name), cfg, device=ctx.device,
-                        section_name=f"teacher.{name}")
-    info = init_distributed(tcfg.device)
+    run = train_run(cfg, ctx.device)
+    info = init_distributed(run.device)
     arch = largest(name)
     model = SuperNet(name, width, task.num_outputs, seed=cfg.run.seed)
     model.set_arch(arch)
-    summary = train(task, model, tcfg, training_dir(ctx), tracker=ctx.run, info=info)
+    summary = train(task, model, getattr(cfg.teacher, name), training_dir(ctx), tracker=ctx.run,
+                    run=run, info=info)
     if not info.is_main:
         return None
     # Precise BN: the running averages of a short run (momentum 0.01 for seg) are far from the
@@ -48,17 +46,13 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
             "arch": arch.to_dict(), "fingerprint": summary.fingerprint,
             "iterations": summary.iterations, "seed": cfg.run.seed,
             "bn_calibration_images": calib.indices}
-    sha = save_trained(ctx.out / MODEL_FILE, model, meta)
+    finish_training(ctx, model, meta, summary)
     arch.save(ctx.out / "arch.json")
     ev = task.evaluate(model, "search", info.device, 4)
     base = task.baseline("search", info.device)
     metrics = {"search_score": float(ev["score"]), "baseline_search_score": float(base["score"]),
-               "first_loss": summary.first_loss, "final_loss": summary.final_loss,
-               "images_per_s": summary.images_per_s, "iterations": float(summary.iterations)}
-    write_json(ctx.out / "train_summary.json", summary.to_dict())
+               **base_metrics(summary)}
     write_json(ctx.out / "metrics.json", metrics)
-    ctx.run.set_tags({"scalenas.model_sha256": sha, "scalenas.checkpoint_sha256":
-                      summary.checkpoint_sha256})
     return metrics
 
 

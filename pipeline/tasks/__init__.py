@@ -1,42 +1,56 @@
-"""Task plug-ins: segmentation ("seg") and top-down pose ("pose")."""
+"""Task plug-ins: segmentation ("seg") and top-down pose ("pose"), registered by name.
+
+A task owns what differs between the tasks: its datasets and split maker, loss, metric (name and
+evaluation), trivial baseline, the input size its cost is counted at, and its construction from
+its parameter section (``TASKS[name].from_params(section, seed=...)``). The network's head lives
+with the network (pipeline.nets.supernet). Code outside this package asks the plug-in instead of
+testing the task's name.
+"""
 from __future__ import annotations
 
 from typing import Any
 
+from pipeline.errors import ConfigError
 from pipeline.tasks.base import Task, collate
 from pipeline.tasks.pose import PoseTask, PoseTaskConfig
 from pipeline.tasks.seg import SegTask, SegTaskConfig
 
-TASKS = ("seg", "pose")
+#: The plug-ins by task name (the names are pipeline.space.arch.TASKS, in the same order).
+TASKS: dict[str, Any] = {"seg": SegTask, "pose": PoseTask}
+
+
+def task_class(task_name: str) -> Any:
+    try:
+        return TASKS[task_name]
+    except KeyError:
+        raise ConfigError(f"unknown task {task_name!r}; expected one of {', '.join(TASKS)}") from None
 
 
 def make_config(task_name: str, **kwargs: Any) -> SegTaskConfig | PoseTaskConfig:
     """Build a task config from keyword values (e.g. a params YAML section); unknown keys raise."""
-    cls = {"seg": SegTaskConfig, "pose": PoseTaskConfig}.get(task_name)
-    if cls is None:
-        raise ValueError(f"unknown task {task_name!r}; expected one of {', '.join(TASKS)}")
+    cls = task_class(task_name).config_cls
     fields = set(cls.__dataclass_fields__)
     unknown = sorted(set(kwargs) - fields)
     if unknown:
-        raise ValueError(f"unknown {task_name} task option(s): {', '.join(unknown)}")
+        raise ConfigError(f"unknown {task_name} task option(s): {', '.join(unknown)}")
     tupled = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     return cls(**tupled)
 
 
 def build_task(task_name: str, config: SegTaskConfig | PoseTaskConfig | dict) -> Task:
-    """The task plug-in for "seg" or "pose"."""
+    """The task plug-in ``task_name`` with its settings."""
+    cls = task_class(task_name)
     if isinstance(config, dict):
         config = make_config(task_name, **config)
-    if task_name == "seg":
-        if not isinstance(config, SegTaskConfig):
-            raise TypeError("the seg task needs a SegTaskConfig")
-        return SegTask(config)
-    if task_name == "pose":
-        if not isinstance(config, PoseTaskConfig):
-            raise TypeError("the pose task needs a PoseTaskConfig")
-        return PoseTask(config)
-    raise ValueError(f"unknown task {task_name!r}; expected one of {', '.join(TASKS)}")
+    if not isinstance(config, cls.config_cls):
+        raise TypeError(f"the {task_name} task needs a {cls.config_cls.__name__}")
+    return cls(config)
+
+
+def from_params(task_name: str, section: Any, *, seed: int) -> Task:
+    """The task plug-in built from its parameter section (pipeline.config.SegConfig/PoseConfig)."""
+    return task_class(task_name).from_params(section, seed=seed)
 
 
 __all__ = ["TASKS", "Task", "SegTask", "SegTaskConfig", "PoseTask", "PoseTaskConfig",
-           "build_task", "make_config", "collate"]
+           "build_task", "from_params", "make_config", "task_class", "collate"]

@@ -11,9 +11,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from pipeline.data import splits
+from pipeline.data.manifest import pose_splits
 from pipeline.data.coco import (CocoKeypoints, PersonRecord, annotation_path,
                                 detection_person_records, gt_person_records, image_dir,
                                 load_keypoint_json)
+from pipeline.errors import ConfigError
 from pipeline.data.errors import DataError
 from pipeline.data.heatmaps import generate_heatmaps
 from pipeline.data.keypoints import NUM_JOINTS
@@ -59,7 +61,7 @@ class PoseTaskConfig:
 
     def __post_init__(self) -> None:
         if any(int(v) % 32 for v in self.input_hw):
-            raise ValueError(f"input_hw {self.input_hw} must be divisible by 32 (network strides)")
+            raise ConfigError(f"input_hw {self.input_hw} must be divisible by 32 (network strides)")
 
 
 class _ConstantHeatmaps(nn.Module):
@@ -77,6 +79,35 @@ class PoseTask:
     """Top-down pose plug-in; see pipeline.tasks.base.Task."""
     name = "pose"
     num_outputs = NUM_JOINTS
+    #: Name of the score ``evaluate`` returns (search tables, fine-tuning records, the report).
+    metric = "AP"
+    config_cls = PoseTaskConfig
+    #: The split maker of the dataset layout (pipeline.data.manifest).
+    make_splits = staticmethod(pose_splits)
+
+    @staticmethod
+    def cost_input_hw(section: Any) -> tuple[int, int]:
+        """Input size at which params/GFLOPs are counted: the network input."""
+        return int(section.input_size[0]), int(section.input_size[1])
+
+    @classmethod
+    def from_params(cls, section: Any, *, seed: int) -> "PoseTask":
+        """The task of a ``pose`` parameter section (pipeline.config.PoseConfig); a null
+        ``det_file`` evaluates val with ground-truth boxes."""
+        if section.num_joints != NUM_JOINTS:
+            raise ConfigError(f"pose.num_joints: the COCO task has {NUM_JOINTS} keypoints, got "
+                              f"{section.num_joints}")
+        root = Path(section.root)
+        kw: dict[str, Any] = dict(
+            root=str(root), train_split=section.train_set, val_split=section.val_set,
+            input_hw=(int(section.input_size[0]), int(section.input_size[1])),
+            search_fraction=section.search_fraction, use_gt_boxes=section.det_file is None,
+            seed=seed)
+        if section.det_file is not None:
+            det = Path(section.det_file)
+            kw["detection_file"] = (str(det.relative_to(root)) if det.is_relative_to(root)
+                                    else str(det.resolve()))
+        return cls(PoseTaskConfig(**kw))
 
     def __init__(self, config: PoseTaskConfig) -> None:
         self.config = config

@@ -13,8 +13,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from pipeline.data import splits
+from pipeline.data.manifest import seg_splits
+from pipeline.data.synth import read_record
 from pipeline.data.cityscapes import (CLASS_NAMES, CLASS_WEIGHTS, IGNORE_INDEX, NUM_CLASSES,
                                       CityscapesSegmentation, SegSample, list_cityscapes)
+from pipeline.errors import ConfigError
 from pipeline.metrics.segmentation import ConfusionMeter
 from pipeline.tasks.base import ModeGuard, calibration_subset, collate
 
@@ -48,7 +51,7 @@ class SegTaskConfig:
 
     def __post_init__(self) -> None:
         if any(int(v) % 32 for v in self.crop_hw):
-            raise ValueError(f"crop_hw {self.crop_hw} must be divisible by 32 (network strides)")
+            raise ConfigError(f"crop_hw {self.crop_hw} must be divisible by 32 (network strides)")
 
 
 def ohem_cross_entropy(logits: torch.Tensor, label: torch.Tensor, *, thresh: float = 0.9,
@@ -89,11 +92,51 @@ class _ConstantLogits(nn.Module):
         return self.logits.view(1, -1, 1, 1).expand(n, -1, h // 4, w // 4)
 
 
+#: Paper crop and OHEM minimum: min_kept scales with the crop area.
+PAPER_CROP_AREA = 512 * 1024
+PAPER_OHEM_MIN_KEPT = 131072
+CITYSCAPES_BASE_SIZE = 2048
+
+
 class SegTask:
     """Segmentation plug-in; see pipeline.tasks.base.Task."""
     name = "seg"
     num_outputs = NUM_CLASSES
     class_names = CLASS_NAMES
+    #: Name of the score ``evaluate`` returns (search tables, fine-tuning records, the report).
+    metric = "mIoU"
+    config_cls = SegTaskConfig
+    #: The split maker of the dataset layout (pipeline.data.manifest).
+    make_splits = staticmethod(seg_splits)
+
+    @staticmethod
+    def cost_input_hw(section: Any) -> tuple[int, int]:
+        """Input size at which params/GFLOPs are counted: ``flops_size`` (the paper counts at the
+        1024x2048 evaluation size), by default the training crop."""
+        hw = section.flops_size or section.crop_size
+        return int(hw[0]), int(hw[1])
+
+    @classmethod
+    def from_params(cls, section: Any, *, seed: int) -> "SegTask":
+        """The task of a ``seg`` parameter section (pipeline.config.SegConfig).
+
+        Settings the parameters do not carry follow the data: the built-in data records its
+        image size (the random-scale base is its long side); the OHEM minimum of kept pixels
+        follows the crop area (131072 at the paper's 512x1024 crop).
+        """
+        if (section.num_classes, section.ignore_label) != (NUM_CLASSES, IGNORE_INDEX):
+            raise ConfigError(f"seg.num_classes / seg.ignore_label: the Cityscapes task has "
+                              f"{NUM_CLASSES} train ids and ignores {IGNORE_INDEX}, got "
+                              f"{section.num_classes} / {section.ignore_label}")
+        root = Path(section.root)
+        record = read_record(root)
+        crop = (int(section.crop_size[0]), int(section.crop_size[1]))
+        base = max(record["size_hw"]) if record and "size_hw" in record else CITYSCAPES_BASE_SIZE
+        min_kept = max(1, PAPER_OHEM_MIN_KEPT * crop[0] * crop[1] // PAPER_CROP_AREA)
+        return cls(SegTaskConfig(
+            root=str(root), train_split=section.train_set, val_split=section.val_set,
+            crop_hw=crop, base_size=int(base), search_fraction=section.search_fraction,
+            ohem_min_kept=min_kept, seed=seed))
 
     def __init__(self, config: SegTaskConfig) -> None:
         self.config = config

@@ -19,13 +19,14 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from pipeline.errors import InputError
 
 FORMAT = "scalenas-train-ckpt/1"
 LAST = "last.pt"
 PREV = "prev.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be used: corrupt, of another format, or of another configuration."""
 
 

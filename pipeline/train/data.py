@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .distributed import DistInfo
+from pipeline.errors import ConfigError
 
 
 class ResumableSampler(DistributedSampler):
@@ -87,7 +88,7 @@ def make_loader(dataset: Dataset, info: DistInfo, *, batch_size: int, seed: int,
     """A training loader (per-rank ``batch_size``, last partial batch dropped) and its sampler."""
     sampler = ResumableSampler(dataset, info, shuffle=shuffle, seed=seed)
     if sampler.num_samples < batch_size:
-        raise ValueError(f"batch_size {batch_size} is larger than the {sampler.num_samples} training "
+        raise ConfigError(f"batch_size {batch_size} is larger than the {sampler.num_samples} training "
                          f"items each of the {info.world_size} rank(s) gets from a dataset of "
                          f"{len(dataset)}")  # type: ignore[arg-type]
     loader = DataLoader(SeededSamples(dataset, seed), batch_size=batch_size, sampler=sampler,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from pipeline.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     backend on GPUs, gloo on CPU. Calling it twice is harmless.
     """
     if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
+        raise ConfigError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if use_cuda and not torch.cuda.is_available():
         raise RuntimeError("device: 'cuda' requested but no CUDA device is available")

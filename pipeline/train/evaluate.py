@@ -1,7 +1,7 @@
 """Quick checks of trained networks that the training stages record in their metrics.
 
 A supernet's BN statistics are a blend over every subnet trained, so a subnet is evaluated after
-BN calibration (pipeline.search.calibrate) on a fixed list of un-augmented training images.
+BN calibration (pipeline.nets.calibrate) on a fixed list of un-augmented training images.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.search.calibrate import CalibrationSet
+from pipeline.nets.calibrate import CalibrationSet
 from pipeline.space.arch import Architecture
 
 from .loop import TaskLike

@@ -28,8 +28,10 @@ from tqdm import tqdm
 
 from .checkpoint import (LAST, CheckpointError, file_sha256, fingerprint, load_resume, rng_state,
                          save_checkpoint, set_rng_state)
-from .config import TrainConfig
+from pipeline.config import TrainConfig
+
 from .data import make_loader
+from .runtime import TrainRun, fingerprint_settings, groups_of, kd_ratio_of
 from .distributed import (DistInfo, all_reduce_mean, autocast, barrier, convert_sync_bn,
                           init_distributed, unwrap, wrap_ddp)
 from .schedule import LRSchedule, parse_groups, subnet_at
@@ -85,12 +87,13 @@ class TrainSummary:
 
 def build_optimizer(cfg: TrainConfig, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
     """SGD (segmentation recipe) or Adam/AdamW (pose recipe) from the configuration."""
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = cfg.optimizer
+    if opt.name == "sgd":
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum,
+                               weight_decay=opt.weight_decay, nesterov=opt.nesterov)
+    if opt.name == "adam":
+        return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -160,7 +163,8 @@ class _MetricBuffer:
 
 def train(task: TaskLike, model: nn.Module, cfg: TrainConfig, out_dir: str | Path,
           teacher: nn.Module | None = None, tracker: Tracker | None = None, *,
-          info: DistInfo | None = None, split: str = "train") -> TrainSummary:
+          run: TrainRun = TrainRun(), info: DistInfo | None = None,
+          split: str = "train") -> TrainSummary:
     """Train ``model`` on ``task``'s ``split`` with ``cfg``; resume from ``out_dir``/checkpoints.
 
     ``model`` is any module mapping images to the task's output; with ``cfg.groups`` it must have
@@ -175,33 +179,36 @@ def train(task: TaskLike, model: nn.Module, cfg: TrainConfig, out_dir: str | Pat
     :class:`TrainingError` on a non-finite loss and
     :class:`~pipeline.train.checkpoint.CheckpointError` for an unusable resume checkpoint.
     """
-    info = info or init_distributed(cfg.device)
-    _deterministic(cfg.deterministic, info.device)
+    info = info or init_distributed(run.device)
+    _deterministic(run.deterministic, info.device)
     out = Path(out_dir)
     ckpt_dir = out / CHECKPOINT_DIR
     model = model.to(info.device)
 
-    groups = parse_groups(cfg.groups, task.name) if cfg.groups is not None else None
+    spec = groups_of(cfg)
+    groups = parse_groups(spec, task.name) if spec is not None else None
     if groups is not None and not callable(getattr(model, "set_arch", None)):
         raise TrainingError(f"sampling groups are configured but {type(model).__name__} has no "
                             f"set_arch: a supernet is needed")
     names = [g.name for g in groups] if groups else []
-    use_kd = teacher is not None and cfg.kd_ratio > 0
+    kd_ratio = kd_ratio_of(cfg)
+    use_kd = teacher is not None and kd_ratio > 0
     if use_kd:
         teacher = teacher.to(info.device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
 
     dataset = task.dataset(split, train=True)
-    loader, sampler = make_loader(dataset, info, batch_size=cfg.batch_size, seed=cfg.seed,
+    loader, sampler = make_loader(dataset, info, batch_size=cfg.batch_size, seed=run.seed,
                                   num_workers=cfg.num_workers,
                                   collate=getattr(task, "collate", None))
     ipe = sampler.num_samples // cfg.batch_size
     total = cfg.iterations if cfg.iterations is not None else cfg.epochs * ipe
-    sched = LRSchedule(cfg.lr_schedule, cfg.lr, total, ipe, cfg.poly_power, cfg.lr_steps,
-                       cfg.lr_gamma, cfg.warmup_iters)
+    sch = cfg.schedule
+    sched = LRSchedule(sch.name, cfg.optimizer.lr, total, ipe, sch.power, sch.milestones,
+                       sch.gamma, sch.warmup_iters)
 
-    fp = fingerprint({**cfg.fingerprint_dict(), "world_size": info.world_size,
+    fp = fingerprint({**fingerprint_settings(cfg, run), "world_size": info.world_size,
                       "kd": use_kd, "split": split}, task.name, getattr(model, "width", None))
     ddp = wrap_ddp(convert_sync_bn(model, info) if cfg.sync_bn else model, info)
     net = unwrap(ddp)
@@ -233,11 +240,11 @@ def train(task: TaskLike, model: nn.Module, cfg: TrainConfig, out_dir: str | Pat
 
     metrics = _MetricBuffer(tracker if info.is_main else None, cfg.log_every)
     bar = tqdm(total=total, initial=it, file=sys.stderr, unit="it", dynamic_ncols=True,
-               disable=not (cfg.progress and info.is_main), desc=f"train {task.name}",
+               disable=not (run.progress and info.is_main), desc=f"train {task.name}",
                mininterval=0.1 if sys.stderr.isatty() else 10.0)  # logs: a line per 10 s
     last_saved: Path | None = ckpt_dir / LAST if state is not None else None
     ddp.train()
-    if cfg.freeze_bn:
+    if run.freeze_bn:
         set_bn_eval(ddp)
     t_window, n_window = time.perf_counter(), 0
     t_last = t_window
@@ -253,11 +260,11 @@ def train(task: TaskLike, model: nn.Module, cfg: TrainConfig, out_dir: str | Pat
                 g["lr"] = lr
             gi = None
             if groups is not None:
-                gi, arch = subnet_at(groups, it, cfg.seed, task.name)
+                gi, arch = subnet_at(groups, it, run.seed, task.name)
                 net.set_arch(arch)  # type: ignore[operator]
             batch = to_device(batch, info.device)
             images = batch_images(batch)
-            with autocast(info, cfg.amp):
+            with autocast(info, cfg.amp == "bf16"):
                 output = ddp(images)
                 task_loss = task.loss(output, batch)
                 loss = task_loss
@@ -266,7 +273,7 @@ def train(task: TaskLike, model: nn.Module, cfg: TrainConfig, out_dir: str | Pat
                     with torch.no_grad():
                         target = teacher(images)  # type: ignore[misc]
                     kd = kd_loss(output, target)
-                    loss = task_loss + cfg.kd_ratio * kd
+                    loss = task_loss + kd_ratio * kd
             mean_loss = all_reduce_mean(loss.float(), info)
             if not torch.isfinite(mean_loss):
                 bar.close()

@@ -13,9 +13,10 @@ import numpy as np
 
 from pipeline.space.arch import Architecture, ArchitectureError
 from pipeline.space.sample import SamplingGroup, paper_groups, sample_group
+from pipeline.errors import InputError
 
 
-class ScheduleError(ValueError):
+class ScheduleError(InputError):
     """A sampling-group or learning-rate setting that cannot be used; the message names the key."""
 
 

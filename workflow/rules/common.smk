@@ -15,7 +15,10 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from pipeline import config as pconfig
+from pipeline import paths
 from pipeline import tracking
+from pipeline.paths import (RESULTS, RUN_SETTINGS, log_file, manifest, merged, param_file,
+                            supernet_model, teacher_model)
 
 envvars:
     "PATH",
@@ -24,10 +27,6 @@ envvars:
 # Jobs run `python` from the interpreter that runs Snakemake (the project's venv), found on PATH.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 CONDA_ENV = "../envs/scalenas.yaml"
-RESULTS = "results"
-PARAMS_DIR = f"{RESULTS}/params"
-LOGS = f"{RESULTS}/logs"
-RUN_SETTINGS = f"{PARAMS_DIR}/run.json"
 ALL_TARGETS = []
 
 
@@ -69,13 +68,6 @@ def write_if_changed(path, text):
 def _phase_doc(phase, task):
     return {"phase": phase, "task": task,
             "params": pconfig.phase_params(PARAMS, phase, task)}
-
-
-def param_file(phase, task="{task}"):
-    """Path of the per-rule parameter file of `phase` (a pattern with {task} by default)."""
-    if task is None:
-        return f"{PARAMS_DIR}/{phase}.json"
-    return f"{PARAMS_DIR}/{task}/{phase}.json"
 
 
 # Per-rule parameter files, written at parse time (content-compared, so mtimes move only when a
@@ -127,12 +119,8 @@ _JOB_NAMES = {"input", "output", "params", "wildcards", "threads", "log", "resou
 def data_marker(task):
     """An input that changes when the task's dataset changes."""
     if BUILTIN:
-        return f"{DATA_ROOT}/SYNTH.json"
+        return paths.synth_record(DATA_ROOT)
     return PARAMS[task]["root"]
-
-
-def manifest(task="{task}"):
-    return f"{RESULTS}/{task}/data/manifest.json"
 
 
 # -- MLflow: one parent run per invocation that runs jobs -----------------------------------------
@@ -164,14 +152,6 @@ onerror:
 
 # --- helpers of train.smk (here because `snakemake --lint` wants rule files without functions)
 TRAIN_THREADS = int(PARAMS["run"]["train_threads"])
-def teacher_model(task="{task}"):
-    return f"{RESULTS}/{task}/teacher/model.pt"
-
-
-def supernet_model(task="{task}"):
-    return f"{RESULTS}/{task}/supernet/model.pt"
-
-
 def _needs_teacher(task):
     s = PARAMS["supernet"][task]
     return bool(s["init_from_teacher"]) or float(s["kd_ratio"]) > 0
@@ -186,8 +166,6 @@ def _teacher_arg(wc, input):
 
 
 # --- helpers of search.smk (here because `snakemake --lint` wants rule files without functions)
-SEARCH = f"{RESULTS}/{{task}}/search"
-SUPERNET_CKPT = f"{RESULTS}/{{task}}/supernet/model.pt"
 SEARCH_THREADS = int(PARAMS["run"]["threads"])
 _RANDOM = PARAMS["search"]["random"]
 _EVO = PARAMS["search"]["evolution"]
@@ -200,17 +178,13 @@ def search_shards(step):
     return int(_RANDOM["shards"] if step == "sample" else _EVO["shards"])
 
 
-def merged(step, task="{task}"):
-    return f"{RESULTS}/{task}/search/{step}/merged/results.csv"
-
-
 def pool_before(gen, task="{task}"):
     """Results tables evaluated before generation `gen`: sampling + generations 1..gen-1."""
-    return [merged("sample", task)] + [merged(f"evolve/gen_{g}", task) for g in range(1, gen)]
+    return [merged("sample", task)] + [merged(paths.evolve_step(g), task) for g in range(1, gen)]
 
 
 def _shard_dirs(wc):
-    return [f"{RESULTS}/{wc.task}/search/{wc.step}/shard_{k}/rows.jsonl"
+    return [f"{paths.shard_dir(wc.step, k, wc.task)}/rows.jsonl"
             for k in range(search_shards(wc.step))]
 
 
@@ -222,9 +196,6 @@ def _merge_pool(wc):
 
 # --- helpers of finetune.smk (here because `snakemake --lint` wants rule files without functions)
 from pipeline.report.select import SelectionError, specs_from_params
-FINETUNE = f"{RESULTS}/{{task}}/finetune"
-FINETUNE_CKPT = f"{RESULTS}/{{task}}/supernet/model.pt"
-FINAL_FRONT = f"{RESULTS}/{{task}}/search/final/front.csv"
 def _finetune_specs(task):
     try:
         return specs_from_params(PARAMS["finetune"][task], f"{PARAMS_SOURCE}: finetune.{task}")
@@ -239,17 +210,10 @@ def _arch_inputs(wc):
             if s.arch is not None and os.path.isfile(s.arch)]
 
 
-def finetune_record(task="{task}", model="{model}"):
-    return f"{RESULTS}/{task}/finetune/{model}/finetune.json"
-
-
 def finetune_records(task):
-    return [finetune_record(task, m) for m in FINETUNE_MODELS[task]]
+    return [paths.finetune_record(task, m) for m in FINETUNE_MODELS[task]]
 
 
 # --- helpers of report.smk (here because `snakemake --lint` wants rule files without functions)
-REPORT = f"{RESULTS}/report"
-REPORT_OUTPUTS = [f"{REPORT}/REPORT.md", f"{REPORT}/metrics.json", f"{REPORT}/final_models.md",
-                  f"{REPORT}/plots/finetune.csv"]
-def _final(task, name):
-    return f"{RESULTS}/{task}/search/final/{name}"
+REPORT_OUTPUTS = [paths.report_file(n) for n in
+                  ("REPORT.md", "metrics.json", "final_models.md", "plots/finetune.csv")]

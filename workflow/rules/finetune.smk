@@ -13,14 +13,14 @@ wildcard_constraints:
 rule finetune_select:
     input:
         params=param_file("finetune"),
-        checkpoint=FINETUNE_CKPT,
-        front=FINAL_FRONT,
+        checkpoint=supernet_model(),
+        front=paths.final("front.csv"),
         manifest=manifest(),
         archs=_arch_inputs,
     output:
-        f"{FINETUNE}/select/selection.json",
+        paths.selection(),
     log:
-        f"{LOGS}/{{task}}/finetune/select.log",
+        log_file("finetune/select"),
     threads: int(PARAMS["run"]["threads"])
     conda:
         CONDA_ENV
@@ -28,20 +28,20 @@ rule finetune_select:
         stage_cmd("finetune", "--select", "--params {input.params}", "--task {wildcards.task}",
                   "--checkpoint {input.checkpoint}", "--front {input.front}",
                   "--manifest {input.manifest}", "--label select",
-                  f"--out {FINETUNE}/select")
+                  f"--out {paths.selection_dir()}")
 
 
 rule finetune:
     input:
         params=param_file("finetune"),
-        checkpoint=FINETUNE_CKPT,
-        selection=f"{FINETUNE}/select/selection.json",
+        checkpoint=supernet_model(),
+        selection=paths.selection(),
         manifest=manifest(),
     output:
-        record=f"{FINETUNE}/{{model}}/finetune.json",
-        model=f"{FINETUNE}/{{model}}/model/model.json",
+        record=paths.finetune_record(),
+        model=f"{paths.finetune_model_dir()}/model/model.json",
     log:
-        f"{LOGS}/{{task}}/finetune/{{model}}.log",
+        log_file("finetune/{model}"),
     threads: int(PARAMS["run"]["train_threads"])
     conda:
         CONDA_ENV
@@ -49,7 +49,7 @@ rule finetune:
         stage_cmd("finetune", "--model {wildcards.model}", "--params {input.params}",
                   "--task {wildcards.task}", "--checkpoint {input.checkpoint}",
                   "--selection {input.selection}", "--manifest {input.manifest}",
-                  "--label {wildcards.model}", f"--out {FINETUNE}/{{wildcards.model}}")
+                  "--label {wildcards.model}", f"--out {paths.finetune_model_dir()}")
 
 
 rule finetune_all:

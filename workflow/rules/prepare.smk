@@ -7,11 +7,11 @@ if BUILTIN:
         input:
             params=param_file("data", None),
         output:
-            marker=f"{DATA_ROOT}/SYNTH.json",
+            marker=paths.synth_record(DATA_ROOT),
             seg=directory(f"{DATA_ROOT}/cityscapes"),
             pose=directory(f"{DATA_ROOT}/coco"),
         log:
-            f"{LOGS}/builtin_data.log",
+            log_file("builtin_data", None),
         threads: 1
         conda:
             CONDA_ENV
@@ -26,13 +26,13 @@ rule prepare:
     output:
         manifest=manifest(),
     log:
-        f"{LOGS}/{{task}}/prepare.log",
+        log_file("prepare"),
     threads: 1
     conda:
         CONDA_ENV
     shell:
         stage_cmd("prepare", "--params {input.params}", "--task {wildcards.task}",
-                  f"--out {RESULTS}/{{wildcards.task}}/data")
+                  f"--out {paths.data_dir()}")
 
 
 rule prepare_all:

@@ -6,34 +6,34 @@
 rule report:
     input:
         params=param_file("report", None),
-        candidates=[_final(t, "all.csv") for t in TASKS],
-        fronts=[_final(t, "front.csv") for t in TASKS],
-        summaries=[_final(t, "summary.json") for t in TASKS],
-        selections=[f"{RESULTS}/{t}/finetune/select/selection.json" for t in TASKS],
+        candidates=[paths.final("all.csv", t) for t in TASKS],
+        fronts=[paths.final("front.csv", t) for t in TASKS],
+        summaries=[paths.final("summary.json", t) for t in TASKS],
+        selections=[paths.selection(t) for t in TASKS],
         records=[rec for t in TASKS for rec in finetune_records(t)],
     output:
         REPORT_OUTPUTS,
-        [f"{REPORT}/{t}_pareto.png" for t in TASKS],
-        [f"{REPORT}/plots/{t}_candidates.csv" for t in TASKS],
-        [f"{REPORT}/plots/{t}_front.csv" for t in TASKS],
+        [paths.report_file(f"{t}_pareto.png") for t in TASKS],
+        [paths.report_file(f"plots/{t}_candidates.csv") for t in TASKS],
+        [paths.report_file(f"plots/{t}_front.csv") for t in TASKS],
     log:
-        f"{LOGS}/report.log",
+        log_file("report", None),
     params:
         pairs=" ".join(
-            f"--candidates {t}={_final(t, 'all.csv')} --front {t}={_final(t, 'front.csv')} "
-            f"--summary {t}={_final(t, 'summary.json')} "
-            f"--selection {t}={RESULTS}/{t}/finetune/select/selection.json" for t in TASKS),
+            f"--candidates {t}={paths.final('all.csv', t)} --front {t}={paths.final('front.csv', t)} "
+            f"--summary {t}={paths.final('summary.json', t)} "
+            f"--selection {t}={paths.selection(t)}" for t in TASKS),
     threads: 1
     conda:
         CONDA_ENV
     shell:
         stage_cmd("report", "--params {input.params}", "{params.pairs}",
-                  "--records {input.records}", f"--out {REPORT}")
+                  "--records {input.records}", f"--out {paths.REPORT}")
 
 
 rule report_all:
     input:
-        f"{REPORT}/REPORT.md",
+        paths.report_file("REPORT.md"),
 
 
-ALL_TARGETS += [f"{REPORT}/REPORT.md"]
+ALL_TARGETS += [paths.report_file("REPORT.md")]

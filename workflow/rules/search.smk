@@ -23,15 +23,15 @@ rule search_sample:
     input:
         params=param_file("search_random"),
     output:
-        f"{SEARCH}/sample/candidates/candidates.json",
+        paths.candidates("sample"),
     log:
-        f"{LOGS}/{{task}}/search/sample_candidates.log",
+        log_file("search/sample_candidates"),
     threads: 1
     conda:
         CONDA_ENV
     shell:
         stage_cmd("sample", "--params {input.params}", "--task {wildcards.task}",
-                  f"--out {SEARCH}/sample/candidates")
+                  f"--out {paths.candidates_dir('sample')}")
 
 
 rule search_random_baseline:
@@ -39,28 +39,28 @@ rule search_random_baseline:
         params=param_file("search_evolution"),
         pool=merged("sample"),
     output:
-        f"{SEARCH}/random/candidates/candidates.json",
+        paths.candidates("random"),
     log:
-        f"{LOGS}/{{task}}/search/random_candidates.log",
+        log_file("search/random_candidates"),
     threads: 1
     conda:
         CONDA_ENV
     shell:
         stage_cmd("random_search", "--params {input.params}", "--task {wildcards.task}",
-                  "--pool {input.pool}", f"--out {SEARCH}/random/candidates")
+                  "--pool {input.pool}", f"--out {paths.candidates_dir('random')}")
 
 
 rule search_evolve:
     input:
         params=param_file("search_evolution"),
         pool=lambda wc: pool_before(int(wc.gen), wc.task),
-        prev=lambda wc: ([f"{RESULTS}/{wc.task}/search/evolve/gen_{int(wc.gen) - 1}/candidates/state.json"]
+        prev=lambda wc: ([paths.evolve_state(int(wc.gen) - 1, wc.task)]
                          if int(wc.gen) > 1 else []),
     output:
-        candidates=f"{SEARCH}/evolve/gen_{{gen}}/candidates/candidates.json",
-        state=f"{SEARCH}/evolve/gen_{{gen}}/candidates/state.json",
+        candidates=paths.candidates(paths.evolve_step()),
+        state=paths.evolve_state(),
     log:
-        f"{LOGS}/{{task}}/search/evolve_gen_{{gen}}.log",
+        log_file("search/evolve_gen_{gen}"),
     params:
         prev=lambda wc, input: f"--prev-state {input.prev[0]}" if input.prev else "",
     threads: 1
@@ -69,20 +69,20 @@ rule search_evolve:
     shell:
         stage_cmd("evolve", "--params {input.params}", "--task {wildcards.task}",
                   "--generation {wildcards.gen}", "--pool {input.pool}", "{params.prev}",
-                  f"--out {SEARCH}/evolve/gen_{{wildcards.gen}}/candidates")
+                  f"--out {paths.candidates_dir(paths.evolve_step())}")
 
 
 rule search_shard:
     input:
         params=lambda wc: param_file(search_phase(wc.step), wc.task),
-        candidates=f"{SEARCH}/{{step}}/candidates/candidates.json",
-        checkpoint=SUPERNET_CKPT,
+        candidates=paths.candidates(),
+        checkpoint=supernet_model(),
         manifest=manifest(),
     output:
-        f"{SEARCH}/{{step}}/shard_{{shard}}/rows.jsonl",
-        f"{SEARCH}/{{step}}/shard_{{shard}}/calibration.json",
+        f"{paths.shard_dir()}/rows.jsonl",
+        f"{paths.shard_dir()}/calibration.json",
     log:
-        f"{LOGS}/{{task}}/search/{{step}}/shard_{{shard}}.log",
+        log_file("search/{step}/shard_{shard}"),
     params:
         phase=lambda wc: search_phase(wc.step),
     threads: SEARCH_THREADS
@@ -93,23 +93,23 @@ rule search_shard:
                   "--task {wildcards.task}", "--candidates {input.candidates}",
                   "--shard {wildcards.shard}", "--checkpoint {input.checkpoint}",
                   "--manifest {input.manifest}", "--label {wildcards.step}/shard{wildcards.shard}",
-                  f"--out {SEARCH}/{{wildcards.step}}/shard_{{wildcards.shard}}")
+                  f"--out {paths.shard_dir()}")
 
 
 rule search_merge:
     input:
         params=lambda wc: param_file(search_phase(wc.step), wc.task),
-        candidates=f"{SEARCH}/{{step}}/candidates/candidates.json",
+        candidates=paths.candidates(),
         shards=_shard_dirs,
         pool=_merge_pool,
     output:
-        results=f"{SEARCH}/{{step}}/merged/results.csv",
-        timings=f"{SEARCH}/{{step}}/merged/timings.csv",
-        front=f"{SEARCH}/{{step}}/merged/front.csv",
-        plot=f"{SEARCH}/{{step}}/merged/front.png",
-        summary=f"{SEARCH}/{{step}}/merged/summary.json",
+        results=merged(),
+        timings=f"{paths.merged_dir()}/timings.csv",
+        front=f"{paths.merged_dir()}/front.csv",
+        plot=f"{paths.merged_dir()}/front.png",
+        summary=f"{paths.merged_dir()}/summary.json",
     log:
-        f"{LOGS}/{{task}}/search/{{step}}/merge.log",
+        log_file("search/{step}/merge"),
     params:
         phase=lambda wc: search_phase(wc.step),
         shard_dirs=lambda wc, input: " ".join(os.path.dirname(p) for p in input.shards),
@@ -121,7 +121,7 @@ rule search_merge:
         stage_cmd("search_merge", "--phase {params.phase}", "--params {input.params}",
                   "--task {wildcards.task}", "--candidates {input.candidates}",
                   "--shards {params.shard_dirs}", "{params.pool}",
-                  "--label {wildcards.step}", f"--out {SEARCH}/{{wildcards.step}}/merged")
+                  "--label {wildcards.step}", f"--out {paths.merged_dir()}")
 
 
 rule search_summary:
@@ -129,16 +129,15 @@ rule search_summary:
         params=param_file("search_evolution"),
         sample=merged("sample"),
         random=merged("random") if GENERATIONS > 0 else [],
-        gens=[merged(f"evolve/gen_{g}") for g in range(1, GENERATIONS + 1)],
-        states=[f"{SEARCH}/evolve/gen_{g}/candidates/state.json"
-                for g in range(1, GENERATIONS + 1)],
+        gens=[merged(paths.evolve_step(g)) for g in range(1, GENERATIONS + 1)],
+        states=[paths.evolve_state(g) for g in range(1, GENERATIONS + 1)],
     output:
-        all=f"{SEARCH}/final/all.csv",
-        front=f"{SEARCH}/final/front.csv",
-        plot=f"{SEARCH}/final/front.png",
-        summary=f"{SEARCH}/final/summary.json",
+        all=paths.final("all.csv"),
+        front=paths.final("front.csv"),
+        plot=paths.final("front.png"),
+        summary=paths.final("summary.json"),
     log:
-        f"{LOGS}/{{task}}/search/summary.log",
+        log_file("search/summary"),
     params:
         random=lambda wc, input: f"--random {input.random}" if input.random else "",
         gens=lambda wc, input: f"--generations {' '.join(input.gens)}" if input.gens else "",
@@ -149,7 +148,7 @@ rule search_summary:
     shell:
         stage_cmd("search_summary", "--params {input.params}", "--task {wildcards.task}",
                   "--sample {input.sample}", "{params.random}", "{params.gens}", "{params.states}",
-                  f"--out {SEARCH}/final")
+                  f"--out {paths.final_dir()}")
 
 
 rule search_random_all:
@@ -159,7 +158,7 @@ rule search_random_all:
 
 rule search_evolution_all:
     input:
-        expand(f"{RESULTS}/{{task}}/search/final/summary.json", task=TASKS),
+        [paths.final("summary.json", t) for t in TASKS],
 
 
-ALL_TARGETS += expand(f"{RESULTS}/{{task}}/search/final/summary.json", task=TASKS)
+ALL_TARGETS += [paths.final("summary.json", t) for t in TASKS]

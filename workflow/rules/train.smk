@@ -16,16 +16,16 @@ rule teacher:
         manifest=manifest(),
     output:
         model=teacher_model(),
-        metrics=f"{RESULTS}/{{task}}/teacher/metrics.json",
-        summary=f"{RESULTS}/{{task}}/teacher/train_summary.json",
+        metrics=f"{paths.teacher_dir()}/metrics.json",
+        summary=f"{paths.teacher_dir()}/train_summary.json",
     log:
-        f"{LOGS}/{{task}}/teacher.log",
+        log_file("teacher"),
     threads: TRAIN_THREADS
     conda:
         CONDA_ENV
     shell:
         stage_cmd("teacher", "--params {input.params}", "--task {wildcards.task}",
-                  "--manifest {input.manifest}", f"--out {RESULTS}/{{wildcards.task}}/teacher")
+                  "--manifest {input.manifest}", f"--out {paths.teacher_dir()}")
 
 
 rule supernet:
@@ -35,19 +35,19 @@ rule supernet:
         teacher=_teacher_input,
     output:
         model=supernet_model(),
-        metrics=f"{RESULTS}/{{task}}/supernet/metrics.json",
-        summary=f"{RESULTS}/{{task}}/supernet/train_summary.json",
+        metrics=f"{paths.supernet_dir()}/metrics.json",
+        summary=f"{paths.supernet_dir()}/train_summary.json",
     params:
         teacher=_teacher_arg,
     log:
-        f"{LOGS}/{{task}}/supernet.log",
+        log_file("supernet"),
     threads: TRAIN_THREADS
     conda:
         CONDA_ENV
     shell:
         stage_cmd("supernet", "--params {input.params}", "--task {wildcards.task}",
                   "--manifest {input.manifest}", "{params.teacher}",
-                  f"--out {RESULTS}/{{wildcards.task}}/supernet")
+                  f"--out {paths.supernet_dir()}")
 
 
 rule teacher_all:

@@ -1,14 +1,20 @@
-"""Small helpers shared by the training stage entry points."""
+"""What the training stage entry points (teacher, supernet) share: the checkpoint directory, the
+tracking switch under ``torchrun`` and the finishing code (model file, summary, metrics, tags)."""
 from __future__ import annotations
 
 import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from pipeline import tracking
-from pipeline.space.arch import atomic_write_text
+from pipeline.io import atomic_write_text
+from pipeline.stages.common import StageContext
+from pipeline.train.artifacts import save_trained
+from pipeline.train.loop import TrainSummary
+
+MODEL_FILE = "model.pt"
 
 
 def disable_tracking_off_main() -> None:
@@ -17,7 +23,7 @@ def disable_tracking_off_main() -> None:
         os.environ[tracking.DISABLE_ENV] = "1"
 
 
-def training_dir(ctx: Any) -> Path:
+def training_dir(ctx: StageContext) -> Path:
     """Where a training stage keeps its checkpoints: ``<work>/train-<params hash>``.
 
     The work directory survives kills, so the same command resumes; keyed by the hash of the
@@ -41,3 +47,20 @@ def _clean(obj: Any) -> Any:
 
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_clean(obj), indent=1, sort_keys=True) + "\n")
+
+
+def finish_training(ctx: StageContext, model: Any, meta: Mapping[str, Any],
+                    summary: TrainSummary) -> str:
+    """Write the trained model (``model.pt``: weights + meta) and ``train_summary.json`` into the
+    stage's output, tag the MLflow run with both hashes; returns the model file's hash."""
+    sha = save_trained(ctx.out / MODEL_FILE, model, dict(meta))
+    write_json(ctx.out / "train_summary.json", summary.to_dict())
+    ctx.run.set_tags({"scalenas.model_sha256": sha,
+                      "scalenas.checkpoint_sha256": summary.checkpoint_sha256})
+    return sha
+
+
+def base_metrics(summary: TrainSummary) -> dict[str, float]:
+    """The metrics every training stage reports of its run."""
+    return {"first_loss": summary.first_loss, "final_loss": summary.final_loss,
+            "images_per_s": summary.images_per_s, "iterations": float(summary.iterations)}

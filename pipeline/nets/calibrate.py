@@ -31,9 +31,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from pipeline.errors import InputError
 
 
-class CalibrationError(ValueError):
+class CalibrationError(InputError):
     """A calibration request that cannot be honoured (too few images, nothing executed...)."""
 
 
