@@ -126,8 +126,12 @@ def test_mismatched_weights_refused_in_one_line(tmp_path, capsys):
 def test_tampered_artifact_refused(models, tmp_path):
     d = tmp_path / "copy"
     d.mkdir()
-    for name in ("weights.pt", "arch.json", "model.json"):
+    for name in ("weights.pt", "arch.json"):
         (d / name).write_bytes((models["seg"] / name).read_bytes())
+    # The record without the artifacts other tests exported into the shared model directory.
+    rec = json.loads((models["seg"] / "model.json").read_text())
+    rec.pop("deploy", None)
+    (d / "model.json").write_text(json.dumps(rec))
     # An artifact elsewhere, then the default one: the default (inside the model) is the one run.
     assert main(["export", str(d), "--channels-last", "off", "-o", str(tmp_path / "x.ts")]) == 0
     assert main(["export", str(d), "--channels-last", "off"]) == 0
