@@ -1,10 +1,9 @@
-"""Run a saved model on one image and draw its prediction.
+"""Drawing predictions: the Cityscapes palette, segmentation overlays, pose skeletons, boxes.
 
-Segmentation: the image is padded to a multiple of 32, the logits are upsampled to the padded size
-(bilinear, as in evaluation), cropped back and arg-maxed; the picture is the image blended with the
-Cityscapes colours of the predicted classes. Pose: each person box is cropped to the model's input
-with the top-down affine transform (the evaluation's), the heatmaps are decoded to image
-coordinates, and the skeleton is drawn on the image with the box.
+The model runs in :mod:`pipeline.report.batch_predict`: segmentation images are padded to a
+multiple of 32, the logits upsampled to the padded size (bilinear, as in evaluation), cropped back
+and arg-maxed; pose boxes are cropped with the evaluation's top-down affine transform and the
+heatmaps decoded to image coordinates.
 """
 from __future__ import annotations
 
@@ -13,14 +12,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from pipeline.data.keypoints import COCO_SKELETON, box_to_center_scale
-from pipeline.data.transforms import get_affine_transform, to_normalized_tensor, warp_affine
-from pipeline.metrics.pose import get_final_preds
-from pipeline.nets.supernet import INPUT_MULTIPLE
+from pipeline.data.keypoints import COCO_SKELETON
 from pipeline.errors import InputError
 
 #: Colours of the 19 Cityscapes train ids (the benchmark's official palette).
@@ -54,19 +48,6 @@ def palette(num_classes: int) -> np.ndarray:
     return np.concatenate([base, extra])
 
 
-@torch.no_grad()
-def predict_seg(net: torch.nn.Module, image: Image.Image) -> np.ndarray:
-    """Per-pixel class ids (H, W) of ``image`` (any size; padded to a multiple of 32)."""
-    x = to_normalized_tensor(image).unsqueeze(0)
-    h, w = x.shape[-2:]
-    ph, pw = -h % INPUT_MULTIPLE, -w % INPUT_MULTIPLE
-    # Zero after normalisation = the dataset mean colour: the least surprising padding.
-    x = F.pad(x, (0, pw, 0, ph))
-    logits = net.eval()(x)
-    logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    return logits[0, :, :h, :w].argmax(0).to(torch.uint8 if logits.shape[1] <= 256 else torch.int64).numpy()
-
-
 def draw_seg(image: Image.Image, labels: np.ndarray, num_classes: int, alpha: float = 0.5) -> Image.Image:
     """The image blended with the class colours."""
     colours = palette(num_classes)[labels.astype(np.int64)]
@@ -76,27 +57,6 @@ def draw_seg(image: Image.Image, labels: np.ndarray, num_classes: int, alpha: fl
 
 
 # -- pose -----------------------------------------------------------------------------------------
-@torch.no_grad()
-def predict_pose(net: torch.nn.Module, image: Image.Image, boxes: Sequence[Box],
-                 input_hw: tuple[int, int]) -> list[PosePrediction]:
-    """Joints of the person in each box: the evaluation's top-down crop, then its decoding
-    (arg-max, quarter-pixel shift, inverse affine; :func:`pipeline.metrics.pose.get_final_preds`)."""
-    ih, iw = input_hw
-    crops, centers, scales = [], [], []
-    for box in boxes:
-        center, scale = box_to_center_scale(box, iw / ih)
-        mat = get_affine_transform(center, scale, 0.0, (iw, ih))
-        crops.append(to_normalized_tensor(warp_affine(image, mat, (iw, ih))))
-        centers.append(center)
-        scales.append(scale)
-    if not crops:
-        return []
-    heat = net.eval()(torch.stack(crops)).float().numpy()
-    joints, maxvals = get_final_preds(heat, np.stack(centers), np.stack(scales))
-    return [PosePrediction(tuple(float(v) for v in box), j.astype(np.float64), m[:, 0])
-            for box, j, m in zip(boxes, joints, maxvals)]
-
-
 def draw_pose(image: Image.Image, people: Sequence[PosePrediction]) -> Image.Image:
     """The image with each person's box, skeleton (COCO limbs) and joints."""
     out = image.convert("RGB").copy()

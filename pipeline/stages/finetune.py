@@ -16,7 +16,8 @@ Fine-tuning one model (:func:`pipeline.report.finetune.finetune_model`)::
     python -m pipeline.stages.finetune --model S1 --selection .../select/selection.json \\
         --params ... --task seg --checkpoint ... --out results/seg/finetune/S1
 
-writes ``model/`` (weights.pt, arch.json, model.json: rebuilds the network alone) and
+writes ``model/`` (weights.pt, arch.json, model.json: rebuilds the network alone; deploy/optimized.ts:
+the optimized TorchScript, recorded in model.json) and
 ``finetune.json`` (val metric with inherited weights, after fine-tuning, after reloading), and
 logs both to MLflow. Training checkpoints live in the stage's work directory, so a killed job
 resumes where it stopped.
@@ -119,6 +120,7 @@ def read_selection(path: Path, name: str, task: str) -> Any:
 
 def model_body(ctx: StageContext) -> dict[str, float]:
     from pipeline.nets.init import file_sha256
+    from pipeline.nets.deploy import write_deployable
     from pipeline.report.finetune import MODEL_DIR, RECORD_FILE, finetune_model
     from pipeline.stages.build import (build_task, cost_input_hw, load_calibration, load_supernet,
                                        make_cost_fn, train_run)
@@ -142,6 +144,7 @@ def model_body(ctx: StageContext) -> dict[str, float]:
         cost=make_cost_fn(ctx.task, ctx.cfg)(selected.arch),
         input_hw=cost_input_hw(ctx.task, ctx.cfg), device=ctx.device,
         eval_batch_size=int(section.batch_size), tracker=ctx.run)
+    write_deployable(ctx.out / MODEL_DIR)
     # The model files themselves (torch.save + log_artifact; mlflow.pytorch.log_model is slow).
     ctx.run.log_artifact(ctx.out / MODEL_DIR, "model")
     ctx.run.log_artifact(ctx.out / RECORD_FILE)

@@ -1,0 +1,333 @@
+"""Deployable artifacts of a saved model: optimized TorchScript and ONNX, recorded in ``model.json``.
+
+``--optimize`` (the default for what the fine-tune stage writes) traces the eval-mode network,
+freezes it and runs ``torch.jit.optimize_for_inference``, which folds every BatchNorm into the
+convolution before it. Memory format: on this kind of CPU channels_last is sometimes faster and
+sometimes not, depending on widths and sizes, so both variants are built and timed on the traced
+input and the faster one is kept (the measured times are recorded).
+
+Every artifact is checked before it is written: its output must match the eager model's to a
+relative error below :data:`TOLERANCE` at the traced input size, and it is run at a second size
+(another batch and spatial size) to record whether it accepts other sizes. The artifact is written
+atomically, then ``model.json`` is rewritten (atomically) with an entry under ``deploy``: file,
+sha256, format, traced input shape, ``other_sizes``, error, and for ONNX the opset. Loading an
+artifact (:func:`load_artifact`) checks its checksum first.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from pipeline.errors import InputError
+from pipeline.io import atomic_write_bytes, atomic_write_text
+
+from .export import MODEL_FILE, ModelFileError, StandaloneNet, _read_record, load_model
+from .supernet import INPUT_MULTIPLE
+
+FORMATS = ("torchscript", "onnx")
+SUFFIX = {"torchscript": ".ts", "onnx": ".onnx"}
+DEPLOY_DIR = "deploy"
+#: Opset of the ONNX export: supported by onnxruntime >= 1.12 and every current deployment stack.
+ONNX_OPSET = 17
+#: Largest relative error (max |a-b| / max |b|) accepted against the eager model, per format.
+TOLERANCE = {"torchscript": 1e-5, "onnx": 1e-4}
+#: Traced input size where the record gives none (a multiple of 32, small enough to be quick).
+DEFAULT_HW = {"seg": (64, 128), "pose": (256, 192)}
+
+
+class DeployError(InputError):
+    """An artifact that cannot be built, checked or loaded; the message names the file."""
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        # torch >= 2.11 flags torch.jit and the TorchScript-based ONNX exporter as deprecated;
+        # both still work and are what deployment stacks take.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
+def rel_err(a: Tensor, b: Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def median_time(fn: Callable[[], Any], repeats: int = 3) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+class _ChannelsLast(nn.Module):
+    """The network fed channels_last input, so the traced graph carries the format itself."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
+def _trace(net: nn.Module, example: Tensor, freeze: bool) -> bytes:
+    """Saved TorchScript of ``net`` traced on ``example``; frozen: weights inlined as constants and
+    every BatchNorm folded into its convolution (``torch.jit.freeze``'s frozen optimisations)."""
+    with torch.no_grad(), _quiet():
+        ts = torch.jit.trace(net.eval(), example, check_trace=False)
+        if freeze:
+            ts = torch.jit.freeze(ts.eval())
+        buf = io.BytesIO()
+        torch.jit.save(ts, buf)
+    return buf.getvalue()
+
+
+def torchscript_runtime(data: bytes, optimized: bool) -> torch.jit.ScriptModule:
+    """A saved artifact ready to run. ``optimize_for_inference`` (MKLDNN convolutions, fused
+    activations) is applied here, on load: its graph does not survive ``torch.jit.save``."""
+    with _quiet():
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+        if optimized:
+            module = torch.jit.optimize_for_inference(module)
+    return module
+
+
+@dataclass
+class Built:
+    data: bytes
+    module: Any
+    info: dict[str, Any]
+
+
+def optimize_torchscript(net: StandaloneNet, example: Tensor, channels_last: bool | None = None,
+                         repeats: int = 3) -> Built:
+    """Frozen, BN-folded TorchScript of ``net``; channels_last if measured faster (``None``),
+    or as forced (``True``/``False``)."""
+    import copy
+
+    info: dict[str, Any] = {"optimized": True, "bn_folded": True, "frozen": True,
+                            "optimize_for_inference_on_load": True}
+    variants = {}
+    if channels_last is not True:
+        variants[False] = _trace(net, example, True)
+    if channels_last is not False:
+        variants[True] = _trace(_ChannelsLast(copy.deepcopy(net)), example, True)
+    modules = {k: torchscript_runtime(v, True) for k, v in variants.items()}
+    if channels_last is None:
+        times = {k: float("inf") for k in modules}
+        with torch.no_grad():
+            for _ in range(2):  # interleaved, so a busy machine slows both alike
+                for k, m in modules.items():
+                    times[k] = min(times[k], median_time(lambda: m(example), repeats))
+        channels_last = times[True] < times[False]
+        info["measured_s"] = {"contiguous": round(times[False], 6),
+                              "channels_last": round(times[True], 6)}
+    info["channels_last"] = channels_last
+    return Built(variants[channels_last], modules[channels_last], info)
+
+
+def build_torchscript(net: StandaloneNet, example: Tensor, optimize: bool,
+                      channels_last: bool | None = None) -> Built:
+    if optimize:
+        return optimize_torchscript(net, example, channels_last)
+    data = _trace(net, example, False)
+    return Built(data, torchscript_runtime(data, False), {"optimized": False})
+
+
+# -- ONNX -----------------------------------------------------------------------------------------
+def onnx_available() -> str | None:
+    """``None`` when onnx and onnxruntime import, else why not (install the ``deploy`` extra)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        return f"{e.name} is not installed (pip install -e '.[deploy]')"
+    return None
+
+
+def onnx_bytes(net: StandaloneNet, example: Tensor, opset: int = ONNX_OPSET) -> bytes:
+    """ONNX of ``net`` with dynamic batch and spatial axes, checked by ``onnx.checker``.
+
+    The TorchScript-based exporter (``dynamo=False``): it keeps the bilinear upsampling sizes
+    symbolic, so one file serves every input size divisible by 32.
+    """
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), _quiet():
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(net.eval(), (example,), str(path), opset_version=opset, dynamo=False,
+                          input_names=["image"], output_names=["output"],
+                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                        "output": {0: "batch", 2: "out_height", 3: "out_width"}})
+        data = path.read_bytes()
+    onnx.checker.check_model(onnx.load_from_string(data))
+    return data
+
+
+class OnnxRunner:
+    """An onnxruntime session called like a module: ``runner(x: Tensor) -> Tensor``."""
+
+    def __init__(self, data: bytes, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: Tensor) -> Tensor:
+        out = self.session.run(None, {"image": x.detach().cpu().contiguous().numpy()})[0]
+        return torch.from_numpy(out)
+
+
+# -- artifacts recorded in model.json ---------------------------------------------------------------
+def _other_input(example: Tensor) -> Tensor:
+    n, c, h, w = example.shape
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n + 1, c, h + INPUT_MULTIPLE, w + 2 * INPUT_MULTIPLE, generator=g)
+
+
+def check_artifact(run: Callable[[Tensor], Tensor], net: nn.Module, example: Tensor,
+                   fmt: str) -> tuple[float, bool]:
+    """(relative error at the traced input, whether another batch and size gives the eager output)."""
+    with torch.no_grad():
+        err = rel_err(run(example), net(example))
+        other = _other_input(example)
+        try:
+            other_ok = rel_err(run(other), net(other)) < TOLERANCE[fmt]
+        except Exception:  # noqa: BLE001 - a runtime that rejects the size is the answer "no"
+            other_ok = False
+    return err, other_ok
+
+
+def default_output(model_dir: Path, fmt: str, optimize: bool) -> Path:
+    return model_dir / DEPLOY_DIR / (("optimized" if optimize else "model") + SUFFIX[fmt])
+
+
+def export_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript", optimize: bool = True,
+                    output: str | os.PathLike | None = None,
+                    input_hw: tuple[int, int] | None = None,
+                    channels_last: bool | None = None) -> dict[str, Any]:
+    """Build, check and write one artifact of the saved model in ``model_dir``; return its record.
+
+    The weights' checksum is verified first (:func:`load_model`): a model whose weights do not
+    match is refused with one :class:`ModelFileError`. ``input_hw`` defaults to the record's
+    ``meta.input_hw``, else :data:`DEFAULT_HW`. ``channels_last``: ``None`` measures which
+    memory format is faster, a bool forces one.
+    """
+    if fmt not in FORMATS:
+        raise DeployError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    d = Path(model_dir)
+    net = load_model(d)
+    if input_hw is None:
+        hw = (net.meta or {}).get("input_hw")
+        input_hw = tuple(hw) if isinstance(hw, list) and len(hw) == 2 else DEFAULT_HW[net.task]
+    h, w = int(input_hw[0]), int(input_hw[1])
+    if h <= 0 or w <= 0 or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
+        raise DeployError(f"input size {h}x{w}: must be positive multiples of {INPUT_MULTIPLE}")
+    example = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    entry: dict[str, Any] = {"format": fmt}
+    if fmt == "torchscript":
+        built = build_torchscript(net, example, optimize, channels_last)
+        data = built.data
+        entry.update(built.info)
+        runner: Callable[[Tensor], Tensor] = built.module
+    else:
+        why = onnx_available()
+        if why:
+            raise DeployError(f"--format onnx: {why}")
+        data = onnx_bytes(net, example)
+        entry.update(optimized=bool(optimize), opset=ONNX_OPSET)
+        runner = OnnxRunner(data)
+    err, other_ok = check_artifact(runner, net, example, fmt)
+    if not err < TOLERANCE[fmt]:
+        raise DeployError(f"{d}: {fmt} artifact differs from the eager model by relative error "
+                          f"{err:.2e} (limit {TOLERANCE[fmt]:.0e}); nothing written")
+    out = Path(output) if output is not None else default_output(d, fmt, optimize)
+    atomic_write_bytes(out, data)
+    entry.update(file=os.path.relpath(out.resolve(), d.resolve()), sha256=_sha256(data),
+                 input_shape=list(example.shape), other_sizes=other_ok, rel_err=err,
+                 torch=torch.__version__.split("+")[0])
+    _record_entry(d, entry)
+    return entry
+
+
+def write_deployable(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """The deployable artifact written next to each fine-tuned model: optimized TorchScript at the
+    model's input size (``meta.input_hw``), in the memory format measured faster."""
+    return export_artifact(model_dir, "torchscript", optimize=True)
+
+
+def _record_entry(d: Path, entry: dict[str, Any]) -> None:
+    """Add ``entry`` to ``model.json``'s ``deploy`` list, replacing one for the same file."""
+    path = d / MODEL_FILE
+    rec = _read_record(path)
+    entries = [e for e in rec.get("deploy", []) if isinstance(e, dict)
+               and e.get("file") != entry["file"]]
+    rec["deploy"] = entries + [entry]
+    atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
+
+
+def deploy_entries(model_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    rec = _read_record(Path(model_dir) / MODEL_FILE)
+    return [e for e in rec.get("deploy", []) if isinstance(e, dict)]
+
+
+def find_entry(model_dir: str | os.PathLike, fmt: str) -> dict[str, Any]:
+    """The model's recorded artifact of format ``fmt``: optimized ones first, then those inside
+    the model directory, then the latest."""
+    entries = [e for e in deploy_entries(model_dir) if e.get("format") == fmt]
+    found = sorted(reversed(entries), key=lambda e: (
+        not e.get("optimized"), str(e.get("file", "")).startswith("..")))
+    if not found:
+        raise DeployError(f"{Path(model_dir) / MODEL_FILE}: no {fmt} artifact recorded "
+                          f"(run: scalenas export {model_dir} --format {fmt} --optimize)")
+    return found[0]
+
+
+def load_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript") -> tuple[Any, dict[str, Any]]:
+    """The recorded artifact as a callable ``(x) -> Tensor`` and its entry, checksum verified."""
+    d = Path(model_dir)
+    entry = find_entry(d, fmt)
+    path = d / str(entry.get("file"))
+    if not path.is_file():
+        raise DeployError(f"{path}: artifact recorded in {d / MODEL_FILE} not found")
+    data = path.read_bytes()
+    if _sha256(data) != entry.get("sha256"):
+        raise DeployError(f"{path}: checksum does not match {d / MODEL_FILE} "
+                          f"(corrupt or from another export)")
+    if fmt == "onnx":
+        why = onnx_available()
+        if why:
+            raise DeployError(f"{path}: {why}")
+        return OnnxRunner(data), entry
+    return torchscript_runtime(data, bool(entry.get("optimized"))), entry
+
+
+__all__ = ["FORMATS", "ONNX_OPSET", "TOLERANCE", "DeployError", "export_artifact",
+           "load_artifact", "write_deployable", "find_entry", "deploy_entries", "optimize_torchscript", "onnx_bytes",
+           "onnx_available", "OnnxRunner", "rel_err", "median_time", "build_torchscript",
+           "torchscript_runtime", "ModelFileError"]

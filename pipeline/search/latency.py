@@ -1,0 +1,194 @@
+"""A measured latency lookup table for one device, task, width and input size, and its sum.
+
+Every component of a multi-scale network is timed alone, compiled the way the deployable model is
+(:func:`pipeline.nets.deploy.optimize_torchscript`: traced, frozen, BN folded,
+``optimize_for_inference``): one block on each branch (every block of a branch has the same
+shape), each fusion path ``k->j`` (the layer that maps branch k to branch j), the merge of a fused
+target (sum + ReLU; charged once per fused target and step), and the fixed part (stem, the
+transitions and the head). The fixed part is the measured end-to-end time of the smallest network
+less its variable components, so it also carries the per-call overhead of the runtime.
+
+A table only describes the machine and input it was measured on: its ``device`` block holds a
+fingerprint (CPU model, logical CPUs, threads, torch version), and :func:`check_table` refuses a
+table of another device or input size with one line naming both.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from pipeline.errors import InputError
+from pipeline.io import atomic_write_text
+from pipeline.nets.blocks import BN_MOMENTUM, BasicBlock, fuse_layer
+from pipeline.nets.supernet import INPUT_MULTIPLE, branch_channels
+from pipeline.space.arch import Architecture
+
+SCHEMA = "scalenas-latency/1"
+
+
+class LatencyError(InputError):
+    """A latency table that does not fit the device, task or input; the message names both."""
+
+
+def device_info() -> dict[str, Any]:
+    """What makes latencies comparable: CPU model, logical CPUs, torch threads and version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"device": "cpu", "cpu": cpu, "logical_cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__.split("+")[0]}
+    info["fingerprint"] = hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
+    return info
+
+
+def _describe(dev: dict[str, Any]) -> str:
+    return (f"{dev.get('cpu')} x{dev.get('logical_cpus')}, {dev.get('threads')} threads, "
+            f"torch {dev.get('torch')} [{dev.get('fingerprint')}]")
+
+
+def _timer(module: nn.Module, x: Any, repeats: int) -> float:
+    from pipeline.nets.deploy import _quiet
+
+    with torch.no_grad(), _quiet():
+        ts = torch.jit.trace(module.eval(), x, check_trace=False)
+        run = torch.jit.optimize_for_inference(torch.jit.freeze(ts.eval()))
+        run(*x) if isinstance(x, tuple) else run(x)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            run(*x) if isinstance(x, tuple) else run(x)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+class _Merge(nn.Module):
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.relu(a + b)
+
+
+def end_to_end(arch: Architecture, task: str, width: int, input_hw: tuple[int, int],
+               repeats: int, channels_last: bool = False) -> float:
+    """Median seconds of the exported, optimized network of ``arch`` (random weights)."""
+    from pipeline.nets.deploy import optimize_torchscript
+    from pipeline.nets.export import StandaloneNet
+
+    net = StandaloneNet(task, width, None, arch).eval()
+    x = torch.randn(1, 3, *input_hw)
+    run = optimize_torchscript(net, x, channels_last).module
+    with torch.no_grad():
+        run(x)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            run(x)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def variable_parts(arch: Architecture) -> dict[str, int]:
+    """How many times each table entry (other than ``fixed``) occurs in ``arch``."""
+    counts: dict[str, int] = {}
+    for m in arch.modules:
+        for b, d in enumerate(m.depths):
+            counts[f"block/{b}"] = counts.get(f"block/{b}", 0) + d
+        for step in m.fusions:
+            for j, srcs in enumerate(step):
+                if not srcs:
+                    continue
+                counts[f"merge/{j}"] = counts.get(f"merge/{j}", 0) + 1
+                for k in srcs:
+                    if k != j:
+                        counts[f"fuse/{k}->{j}"] = counts.get(f"fuse/{k}->{j}", 0) + 1
+    return counts
+
+
+def build_table(task: str, width: int, input_hw: tuple[int, int], repeats: int = 5,
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure every component on this machine; see the module docstring."""
+    from pipeline.space.sample import smallest
+
+    h, w = input_hw
+    if h <= 0 or w <= 0 or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
+        raise LatencyError(f"input size {h}x{w}: must be positive multiples of {INPUT_MULTIPLE}")
+    mom = BN_MOMENTUM[task]
+    chans = branch_channels(width, 4)
+    feats = [torch.randn(1, c, h // 4 // 2 ** b, w // 4 // 2 ** b) for b, c in enumerate(chans)]
+    entries: dict[str, float] = {}
+    for b, c in enumerate(chans):
+        entries[f"block/{b}"] = _timer(BasicBlock(c, mom), feats[b], repeats)
+        entries[f"merge/{b}"] = _timer(_Merge(), (feats[b], feats[b]), repeats)
+        for k in range(4):
+            if k != b:
+                entries[f"fuse/{k}->{b}"] = _timer(fuse_layer(chans, k, b, mom), feats[k], repeats)
+        if progress:
+            progress(f"branch {b} done")
+    small = smallest(task)
+    total = end_to_end(small, task, width, input_hw, repeats)
+    variable = sum(n * entries[k] for k, n in variable_parts(small).items())
+    entries["fixed"] = total - variable
+    return {"schema": SCHEMA, "task": task, "width": int(width), "input_hw": [int(h), int(w)],
+            "device": device_info(), "repeats": int(repeats), "unit": "s",
+            "calibration": {"arch": "smallest", "end_to_end_s": total},
+            "entries": {k: round(v, 7) for k, v in sorted(entries.items())}}
+
+
+def save_table(path: str | os.PathLike, table: dict[str, Any]) -> None:
+    atomic_write_text(Path(path), json.dumps(table, indent=1) + "\n")
+
+
+def load_table(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LatencyError(f"{p}: latency table not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LatencyError(f"{p}: unreadable latency table: {e}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(
+            doc.get("entries"), dict) or not isinstance(doc.get("device"), dict):
+        raise LatencyError(f"{p}: not a latency table of schema {SCHEMA!r}")
+    doc["path"] = str(p)
+    return doc
+
+
+def check_table(table: dict[str, Any], task: str, width: int, input_hw: tuple[int, int],
+                device: dict[str, Any] | None = None) -> None:
+    """Refuse a table measured for another device, task, width or input size."""
+    src = table.get("path", "latency table")
+    dev = device or device_info()
+    if table["device"].get("fingerprint") != dev["fingerprint"]:
+        raise LatencyError(f"{src}: measured on {_describe(table['device'])}, this device is "
+                           f"{_describe(dev)}; rebuild it here (scalenas latency build)")
+    want = (task, int(width), [int(input_hw[0]), int(input_hw[1])])
+    have = (table.get("task"), table.get("width"), table.get("input_hw"))
+    if have != want:
+        raise LatencyError(f"{src}: measured for {have[0]} W{have[1]} at "
+                           f"{'x'.join(map(str, have[2] or []))}, needed {want[0]} W{want[1]} at "
+                           f"{want[2][0]}x{want[2][1]}")
+
+
+def predict_latency(table: dict[str, Any], arch: Architecture) -> float:
+    """Predicted seconds of ``arch``: the fixed part plus each component times its count."""
+    e = table["entries"]
+    try:
+        return e["fixed"] + sum(n * e[k] for k, n in variable_parts(arch).items())
+    except KeyError as err:
+        raise LatencyError(f"{table.get('path', 'latency table')}: no entry {err}") from None
+
+
+__all__ = ["build_table", "save_table", "load_table", "check_table", "predict_latency",
+           "device_info", "end_to_end", "variable_parts", "LatencyError"]
