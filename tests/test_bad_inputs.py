@@ -140,7 +140,7 @@ CLI_CASES = [
     ("deep-model-json", _deep_model, ["predict", "img.png", "--model", "model", "-o", "o.png"],
      2, "scalenas: error: model/model.json: unreadable model record: nested too deeply"),
     ("predict-dir", lambda d: (d / "imgdir").mkdir(), ["predict", "imgdir", "--model", "model"],
-     2, "scalenas: error: imgdir: is a directory (image file expected)"),
+     2, "scalenas: error: imgdir: no image files found"),
     ("predict-fifo", _fifo("img.png"), ["predict", "img.png", "--model", "model"],
      2, "scalenas: error: img.png: image file is not a regular file (a FIFO)"),
     ("predict-huge-image", lambda d: _png(d / "huge.png", 9000, 9000),

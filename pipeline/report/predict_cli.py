@@ -55,6 +55,8 @@ def read_image(path: Path) -> Image.Image:
                                    f"is {MAX_PIXELS} pixels, e.g. 4096x4096): scale it down first")
             im.load()
             return im.convert("RGB")
+    except PredictError:
+        raise
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as e:
         raise PredictError(f"{path}: not a readable image file ({type(e).__name__})") from None
 
