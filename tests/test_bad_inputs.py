@@ -47,6 +47,7 @@ def _hashes(root: Path) -> dict[str, str]:
 def _params(doc_edit=None) -> str:
     doc = yaml.safe_load((REPO / "params" / "default.yaml").read_text())
     doc["data"].update(TINY_DATA)
+    doc["calibration"]["images"] = 2  # prepare checks that the tiny train split holds them
     if doc_edit:
         doc_edit(doc)
     return yaml.safe_dump(doc)
