@@ -8,6 +8,7 @@ crash or a kill never leaves a half-written file and readers see either the old 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 import tempfile
@@ -183,3 +184,12 @@ def content_hash(obj: Any) -> str:
     import hashlib
 
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks (checkpoints can be gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

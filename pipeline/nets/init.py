@@ -18,7 +18,6 @@ strict.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,6 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from pipeline.io import file_sha256  # noqa: F401 (re-exported)
 from .checkpoint import CheckpointError, describe, load_into, unwrap_state_dict
 
 #: Trained-model file format of pipeline.train.artifacts (not imported: nets must not need train).
@@ -53,14 +53,6 @@ class CheckpointInfo:
         if self.task is None:
             return f"a {w} {self.kind} without a head"
         return f"a {self.task} {w} {self.kind} ({self.num_outputs} outputs)"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any] | None]:

@@ -27,7 +27,6 @@ and other resume state: it survives failures and kills, so a rerun can resume.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -41,7 +40,7 @@ from typing import Any, Callable, Mapping, Sequence
 from pipeline import config as pconfig
 from pipeline import recovery, tracking
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_BUG, InputError, StageInputError
-from pipeline.io import atomic_write_text, read_json
+from pipeline.io import atomic_write_text, file_sha256, read_json
 
 RESOLVED_NAME = "resolved_params.json"
 
@@ -202,11 +201,7 @@ def _inputs_fingerprint(phash: str, args: argparse.Namespace) -> dict[str, str]:
         for i, v in enumerate(values):
             if name in _NOT_INPUTS or not isinstance(v, (str, Path)) or not Path(v).is_file():
                 continue
-            h = hashlib.sha256()
-            with open(v, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            stamp[f"{name}[{i}]" if len(values) > 1 else name] = h.hexdigest()
+            stamp[f"{name}[{i}]" if len(values) > 1 else name] = file_sha256(v)
     return stamp
 
 

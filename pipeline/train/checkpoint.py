@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from pipeline.io import file_sha256  # noqa: F401 (re-exported)
 from pipeline.errors import InputError
 
 FORMAT = "scalenas-train-ckpt/1"
@@ -35,14 +36,6 @@ def fingerprint(config: Mapping[str, Any], task: str, width: int | None) -> str:
     doc = {"config": config, "task": task, "width": width}
     canon = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- random generator states -------------------------------------------------------------------
