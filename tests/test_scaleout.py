@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,25 @@ def test_cuda_without_cuda_stops_before_any_job(tmp_path: Path) -> None:
     doc = yaml.safe_load(params.read_text())
     doc["run"]["device"] = "cuda"
     params.write_text(yaml.safe_dump(doc))
+    # A dry run plans a GPU recipe anywhere (CI dry-runs the paper recipes; a cluster's login
+    # node has no GPU): each training job asks for its device.
     r = smk(tmp_path, params, "--cores", "1", "-n", "supernet_all", timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not (tmp_path / "results" / "seg").exists()
+    r = smk(tmp_path, params, "--cores", "1", "supernet_all", timeout=120)
     assert r.returncode != 0
     assert "run.device is 'cuda' but torch sees no CUDA device" in r.stdout + r.stderr
     assert not (tmp_path / "results" / "seg").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_stage_on_a_cpu_node_fails_cleanly(tmp_path: Path) -> None:
+    """The job side of the same check: a GPU job placed on a node without one."""
+    params = _params(tmp_path, launcher="python", batch=2)
+    out = tmp_path / "teacher"
+    r = subprocess.run([sys.executable, "-m", "pipeline.stages.teacher", "--params", str(params),
+                        "--task", "seg", "--out", str(out), "--device", "cuda"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300, env=_env())
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "run.device is 'cuda' but torch sees no CUDA device on this node" in r.stderr
+    assert not out.exists()

@@ -291,9 +291,13 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
         seed = params.get("run", {}).get("seed", 0)
         seed_everything(seed)
         device = args.device or settings.get("run", {}).get("device", "cpu")
-        if device == "auto":
+        if device in ("auto", "cuda"):
             import torch
 
+            if device == "cuda" and not torch.cuda.is_available():
+                # A GPU job that landed on a node without one (a cluster's CPU partition).
+                raise StageInputError("run.device is 'cuda' but torch sees no CUDA device on "
+                                      f"this node ({os.uname().nodename})")
             device = "cuda" if torch.cuda.is_available() else "cpu"
         data_hash = _data_hash(args.manifest)
         final = args.out

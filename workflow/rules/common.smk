@@ -143,7 +143,22 @@ else:
 os.environ[recovery.WATCH_ENV] = str(os.getpid())
 
 
+def _check_cuda_here():
+    """run.device 'cuda' on a machine without CUDA stops a run whose jobs execute here. At parse
+    time Snakemake does not yet know whether it is a dry run (which plans a GPU recipe anywhere)
+    or a cluster run (whose login node has no GPU), so this waits for onstart."""
+    if PARAMS["run"]["device"] != "cuda" or not workflow.local_exec or workflow.touch:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        print(f"error: invalid parameters: {PARAMS_SOURCE}: run.device is 'cuda' but torch sees "
+              "no CUDA device here (use 'auto' or 'cpu')", file=sys.stderr)
+        sys.exit(2)
+
+
 onstart:
+    _check_cuda_here()
     # Temporary directories of jobs killed with an earlier Snakemake (their pids are gone).
     recovery.sweep_tree(RESULTS)
     recovery.sweep_stale(Path(DATA_ROOT).parent, Path(DATA_ROOT).name)
@@ -315,9 +330,7 @@ def _device_ids():
     import torch
 
     if not torch.cuda.is_available():
-        if run["device"] == "cuda":
-            raise WorkflowError(f"invalid parameters: {PARAMS_SOURCE}: run.device is 'cuda' but "
-                                "torch sees no CUDA device here (use 'auto' or 'cpu')")
+        # No pool to build; whether that is an error waits for onstart (see _check_cuda_here).
         return [str(d) for d in run["devices"]]
     return [str(d) for d in run["devices"]] or [str(i) for i in range(torch.cuda.device_count())]
 
@@ -329,8 +342,8 @@ if DEVICE_IDS and NPROC > len(DEVICE_IDS):
 
 
 def gpus(distributed=False):
-    """`resources: gpu=` of a job: its processes' devices; 0 without a device pool (CPU)."""
-    return (NPROC if distributed else 1) if DEVICE_IDS else 0
+    """`resources: gpu=` of a job: its processes' devices; 0 on CPU (no pool, device not 'cuda')."""
+    return (NPROC if distributed else 1) if DEVICE_IDS or PARAMS["run"]["device"] == "cuda" else 0
 
 
 # Prefix that runs a job on SCALENAS_GPUS (= resources.gpu) devices of its own
