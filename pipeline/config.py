@@ -46,11 +46,15 @@ PHASES: dict[str, tuple[str, ...]] = {
                 "{task}.search_fraction", "calibration.images"),
     "teacher": ("run.seed", "{task}", "teacher.{task}"),
     "supernet": ("run.seed", "{task}", "supernet.{task}"),
-    "search_random": ("run.seed", "{task}", "calibration", "search.random"),
+    # The latency lookup table (search.objective latency): the network's width and input size.
+    "latency": ("{task}",),
+    "search_random": ("run.seed", "{task}", "calibration", "search.objective", "search.random"),
     # The random-search baseline draws from the sampling grid (its cells, not its sizes).
-    "search_evolution": ("run.seed", "{task}", "calibration", "search.random.fusion_probs",
-                         "search.random.depth_candidates", "search.evolution"),
-    "finetune": ("run.seed", "{task}", "calibration", "finetune.{task}"),
+    "search_evolution": ("run.seed", "{task}", "calibration", "search.objective",
+                         "search.random.fusion_probs", "search.random.depth_candidates",
+                         "search.evolution"),
+    # The objective is the unit of the fine-tune budgets.
+    "finetune": ("run.seed", "{task}", "calibration", "search.objective", "finetune.{task}"),
     "report": ("report",),
 }
 
@@ -258,8 +262,14 @@ class EvolutionConfig(_Section):
     shards: int
 
 
+#: Values of ``search.objective``: the cost axis of the search.
+OBJECTIVES: tuple[str, ...] = ("gflops", "latency")
+
+
 @section
 class SearchConfig(_Section):
+    #: The cost axis (Pareto fronts, cost bounds, fine-tune budgets): "gflops" or "latency".
+    objective: str
     random: RandomSearchConfig
     evolution: EvolutionConfig
 

@@ -47,7 +47,9 @@ def task_section(task: str, fig: str, sm: dict[str, Any], recs: list[Any],
     if reference is not None:
         score = ("not evaluated" if reference.score is None
                  else f"{reference.score:.4f} {reference.note}")
-        lines.append(f"- reference {reference.label}: {reference.gflops:.4g} GFLOPs, {score}")
+        lat = ("" if getattr(reference, "latency_ms", None) is None
+               else f", {reference.latency_ms:.4g} ms predicted")
+        lines.append(f"- reference {reference.label}: {reference.gflops:.4g} GFLOPs{lat}, {score}")
     for r in recs:
         d = record_dirs[(r.task, r.name)]
         lines.append(f"- **{r.name}** (`{r.arch_id}`, {r.rule}): {r.metric} {r.inherited:.4f} -> "

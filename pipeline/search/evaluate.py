@@ -3,7 +3,9 @@
 The supernet is shared by every candidate of a job (no copy): ``set_arch`` switches the active
 subnet and calibration overwrites the BN statistics of every layer that runs. The accuracy comes
 from a task-supplied ``evaluate_fn(model) -> metrics`` (it must contain ``"score"``, higher is
-better); the cost from the analytic model (``cost_fn(arch) -> pipeline.cost.Cost``).
+better); the cost from the analytic model (``cost_fn(arch) -> pipeline.cost.Cost``) and, when the
+search's objective is latency, the predicted latency in ms (``latency_fn(arch) -> float``, the
+measured lookup table of :mod:`pipeline.search.latency`).
 
 Wall time is split into calibration, evaluation and the rest; ``forward_s`` is the time spent
 inside the network's forward passes (measured with hooks on the model, the BN statistics hooks
@@ -89,11 +91,13 @@ class CandidateEvaluator:
     """Evaluates candidates on one supernet with one calibration set (both loaded once per job)."""
 
     def __init__(self, supernet: SuperNet, calibration: CalibrationSet, evaluate_fn: EvaluateFn,
-                 cost_fn: CostFn, *, stage: str, generation: int) -> None:
+                 cost_fn: CostFn, *, stage: str, generation: int,
+                 latency_fn: Callable[[Any], float] | None = None) -> None:
         self.supernet = supernet
         self.calibration = calibration
         self.evaluate_fn = evaluate_fn
         self.cost_fn = cost_fn
+        self.latency_fn = latency_fn
         self.stage, self.generation = stage, generation
         self._fwd = ForwardTimer()
         self._hooks = self._fwd.attach(supernet)
@@ -134,4 +138,6 @@ class CandidateEvaluator:
         self.last_breakdown = {"calib_forward_s": fwd_calib - hooks.seconds,
                                "eval_forward_s": self._fwd.seconds - fwd0 - fwd_calib,
                                "hooks_s": hooks.seconds, "setup_s": t1 - t0}
+        if self.latency_fn is not None:
+            row_fields["latency_ms"] = float(self.latency_fn(arch))
         return Row(**row_fields, timing=timing)

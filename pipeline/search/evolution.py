@@ -25,9 +25,12 @@ surrogate fitted to the pool predicts their scores, and the ``population`` with 
 predicted hypervolume gain are kept (``pipeline.search.surrogate``). ``screen_factor = 1``
 evaluates every child drawn, as the paper does.
 
-The search takes an efficiency estimator (``estimate_cost``: architecture -> GFLOPs) and, in
+The search takes an efficiency estimator (``estimate_cost``: architecture -> cost) and, in
 ``run_evolution``, an accuracy estimator as arguments, so the analytic cost model and the measured
-evaluation (or a cheap stand-in in tests) swap freely.
+evaluation (or a cheap stand-in in tests) swap freely. The cost is GFLOPs by default; with
+``axis`` = :func:`pipeline.search.objective.latency_axis` it is predicted milliseconds (the pool's
+``Evaluated.gflops``, the estimator, the bounds ``flops_min``/``flops_max`` and the reference point
+are then all in ms), and errors and the generation record say so.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_te
 from pipeline.space.ops import MUTATION_MODES, crossover, crossover_pair, mutate
 from pipeline.space.sample import largest, smallest
 
+from .objective import GFLOPS_AXIS, CostAxis
 from .pareto import select_by_rank
 from .surrogate import features, fit_ridge, select_by_predicted_gain
 from pipeline.errors import InputError
@@ -61,7 +65,7 @@ class EvolutionError(InputError):
 
 
 class Evaluated(NamedTuple):
-    """One member of the evaluated pool."""
+    """One member of the evaluated pool (``gflops``: its cost on the search's axis)."""
 
     arch: Architecture
     gflops: float
@@ -91,10 +95,13 @@ def operators(config: EvolutionConfig) -> Operators:
                      mutate_depth=True, mutate_last_module=True, release_selection=False)
 
 
-def config_record(config: EvolutionConfig) -> dict[str, Any]:
-    """What a generation file records of the settings that made it (a stable layout)."""
+def config_record(config: EvolutionConfig, axis: CostAxis = GFLOPS_AXIS) -> dict[str, Any]:
+    """What a generation file records of the settings that made it (a stable layout; the cost
+    axis only when it is not GFLOPs, so a GFLOPs search writes what it always wrote)."""
     ops = operators(config)
-    return {"parents": config.parents, "population": config.population,
+    extra = {} if axis.objective == "gflops" else {"objective": axis.objective,
+                                                     "cost_unit": axis.unit}
+    return {**extra,"parents": config.parents, "population": config.population,
             "crossover_prob": config.crossover_prob, "mutation_prob": config.mutation_prob,
             "depth_mutation_prob": config.depth_mutation_prob,
             "depth_candidates": list(config.depth_candidates), "mutation": ops.mutation,
@@ -176,29 +183,30 @@ def rng_from_state(state: Mapping[str, Any]) -> np.random.Generator:
 
 
 def default_reference(task: str, estimate_cost: CostFn) -> tuple[float, float]:
-    """The fixed hypervolume reference point: (GFLOPs of the largest subnet, score 0)."""
+    """The fixed hypervolume reference point: (cost of the largest subnet, score 0)."""
     return float(estimate_cost(largest(task))), 0.0
 
 
-def check_bounds_feasible(config: EvolutionConfig, task: str, estimate_cost: CostFn) -> None:
-    """Fail early when the GFLOPs bounds exclude the whole space (smallest .. largest subnet)."""
+def check_bounds_feasible(config: EvolutionConfig, task: str, estimate_cost: CostFn,
+                          axis: CostAxis = GFLOPS_AXIS) -> None:
+    """Fail early when the cost bounds exclude the whole space (smallest .. largest subnet)."""
     if (config.flops_min is not None and config.flops_max is not None
             and config.flops_min > config.flops_max):
         raise EvolutionError(f"evolution.flops_min ({config.flops_min}) exceeds "
                              f"evolution.flops_max ({config.flops_max}): no architecture "
-                             f"satisfies the FLOPs bounds")
+                             f"satisfies the {axis.bounds}")
     if config.flops_max is not None:
         lo = estimate_cost(smallest(task))
         if lo > config.flops_max:
             raise EvolutionError(
                 f"evolution.flops_max = {config.flops_max} is below the smallest {task} subnet "
-                f"({lo:.4f} GFLOPs): no architecture satisfies the FLOPs bounds")
+                f"({lo:.4f} {axis.unit}): no architecture satisfies the {axis.bounds}")
     if config.flops_min is not None:
         hi = estimate_cost(largest(task))
         if hi < config.flops_min:
             raise EvolutionError(
                 f"evolution.flops_min = {config.flops_min} is above the largest {task} subnet "
-                f"({hi:.4f} GFLOPs): no architecture satisfies the FLOPs bounds")
+                f"({hi:.4f} {axis.unit}): no architecture satisfies the {axis.bounds}")
 
 
 def select_parents(pool: Sequence[Evaluated], parents: int,
@@ -216,13 +224,15 @@ def select_parents(pool: Sequence[Evaluated], parents: int,
 
 def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
                     config: EvolutionConfig, *, task: str, estimate_cost: CostFn,
-                    generation: int, reference: tuple[float, float] | None = None) -> Generation:
+                    generation: int, reference: tuple[float, float] | None = None,
+                    axis: CostAxis = GFLOPS_AXIS) -> Generation:
     """Make the children of one generation (pure: same inputs -> same children and rng_out).
 
     ``reference`` is the hypervolume reference point the screening aims at (default:
-    ``default_reference``, as the search stages use).
+    ``default_reference``, as the search stages use). ``axis`` names the unit of the costs
+    (``estimate_cost``, the pool, the bounds) in errors and in the generation's record.
     """
-    check_bounds_feasible(config, task, estimate_cost)
+    check_bounds_feasible(config, task, estimate_cost, axis)
     ops = operators(config)
     parents = select_parents(pool, config.parents,
                              "cheapest" if ops.release_selection else "crowding")
@@ -231,10 +241,10 @@ def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
     seen = {e.arch.arch_id for e in pool}
     if ops.release_selection:
         children = _release_children(parent_archs, rng, seen, config, ops, task, estimate_cost,
-                                     generation)
+                                     generation, axis)
         return Generation(generation, tuple(p.arch.arch_id for p in parents), tuple(children),
                           dict(rng_state), rng.bit_generator.state, len(pool),
-                          config_record(config), None)
+                          config_record(config, axis), None)
     drawn: list[Architecture] = []
     wanted = config.population * ops.screen_factor
     attempts, budget = 0, config.population * config.attempts_per_child
@@ -256,20 +266,21 @@ def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
         seen.add(child.arch_id)
         drawn.append(child)
     if len(drawn) < config.population:
-        bounds = f"[{config.flops_min}, {config.flops_max}] GFLOPs"
+        bounds = f"[{config.flops_min}, {config.flops_max}] {axis.unit}"
         raise EvolutionError(
             f"generation {generation}: made only {len(drawn)} of {config.population} new "
-            f"children in {attempts} draws ({out_of_bounds} outside the FLOPs bounds {bounds}, "
-            f"the rest duplicates): the FLOPs bounds are too tight or the space is exhausted")
+            f"children in {attempts} draws ({out_of_bounds} outside the {axis.bounds} {bounds}, "
+            f"the rest duplicates): the {axis.bounds} are too tight or the space is exhausted")
     children, screening = _screen(drawn, pool, config, task, estimate_cost, reference)
     return Generation(generation, tuple(p.arch.arch_id for p in parents), tuple(children),
-                      dict(rng_state), rng.bit_generator.state, len(pool), config_record(config),
-                      screening)
+                      dict(rng_state), rng.bit_generator.state, len(pool),
+                      config_record(config, axis), screening)
 
 
 def _release_children(parents: list[Architecture], rng: np.random.Generator, seen: set[str],
                       config: EvolutionConfig, ops: Operators, task: str,
-                      estimate_cost: CostFn, generation: int) -> list[Architecture]:
+                      estimate_cost: CostFn, generation: int,
+                      axis: CostAxis = GFLOPS_AXIS) -> list[Architecture]:
     """The release's children: parent ``i`` (cycling) is child ``i``'s base, one random other
     parent its partner; redrawn from the same base until new and within the bounds."""
     children: list[Architecture] = []
@@ -293,9 +304,9 @@ def _release_children(parents: list[Architecture], rng: np.random.Generator, see
         else:
             raise EvolutionError(
                 f"generation {generation}: child {i} (base {parents[b].arch_id}) found no new "
-                f"child within [{config.flops_min}, {config.flops_max}] GFLOPs in "
+                f"child within [{config.flops_min}, {config.flops_max}] {axis.unit} in "
                 f"{config.attempts_per_child} draws (search.evolution.attempts_per_child): "
-                f"the FLOPs bounds are too tight or the space is exhausted")
+                f"the {axis.bounds} are too tight or the space is exhausted")
     return children
 
 

@@ -15,27 +15,37 @@ from pipeline.tracking import TAG_ARCH_ID, TAG_GENERATION, TAG_PHASE, TAG_STAGE,
 
 from .evolution import Evaluated
 from .pareto import hypervolume, pareto_front
-from .table import Row, architectures
+from .table import Row, ResultsError, architectures
 
 
-def pool_from_table(df: pd.DataFrame) -> list[Evaluated]:
+def _cost(df: pd.DataFrame, cost: str) -> pd.Series:
+    if cost not in df.columns:
+        raise ResultsError(f"results table has no {cost!r} column: it comes from a search with "
+                           f"another search.objective")
+    return df[cost]
+
+
+def pool_from_table(df: pd.DataFrame, cost: str = "gflops") -> list[Evaluated]:
+    """The evaluated pool of a results table; ``cost`` is the column of the search's cost axis
+    (``gflops``, or ``latency_ms``: then ``Evaluated.gflops`` holds milliseconds)."""
     return [Evaluated(a, float(g), float(s))
-            for a, g, s in zip(architectures(df), df["gflops"], df["score"])]
+            for a, g, s in zip(architectures(df), _cost(df, cost), df["score"])]
 
 
-def front_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The Pareto-front rows of a results table, by increasing GFLOPs."""
+def front_table(df: pd.DataFrame, cost: str = "gflops") -> pd.DataFrame:
+    """The Pareto-front rows of a results table (cost = column ``cost``), by increasing cost."""
     if df.empty:
         return df
-    idx = pareto_front(df["gflops"].to_numpy(float), df["score"].to_numpy(float))
+    idx = pareto_front(_cost(df, cost).to_numpy(float), df["score"].to_numpy(float))
     return df.iloc[idx].reset_index(drop=True)
 
 
-def front_summary(df: pd.DataFrame, reference: tuple[float, float]) -> dict[str, float]:
-    hv = hypervolume(df["gflops"].to_numpy(float), df["score"].to_numpy(float), reference) \
+def front_summary(df: pd.DataFrame, reference: tuple[float, float],
+                  cost: str = "gflops") -> dict[str, float]:
+    hv = hypervolume(_cost(df, cost).to_numpy(float), df["score"].to_numpy(float), reference) \
         if len(df) else 0.0
     return {"hypervolume": hv, "evaluated": float(len(df)),
-            "front_size": float(len(front_table(df))),
+            "front_size": float(len(front_table(df, cost))),
             "best_score": float(df["score"].max()) if len(df) else math.nan}
 
 
@@ -51,6 +61,7 @@ def candidate_records(rows: Sequence[Row], *, task: str, phase: str) -> list[dic
     for r in rows:
         arch = Architecture.from_dict(dict(r.arch), source=f"candidate {r.arch_id}")
         metrics = {"params": float(r.params), "gflops": r.gflops, "score": r.score,
+                   **({"latency_ms": r.latency_ms} if r.latency_ms is not None else {}),
                    **{f"metric_{k}": v for k, v in r.metrics.items()},
                    **{f"time_{k}": v for k, v in r.timing.items()}}
         out.append({"name": f"{r.stage}:g{r.generation}:{r.arch_id}",

@@ -39,8 +39,11 @@ class LatencyError(InputError):
     """A latency table that does not fit the device, task or input; the message names both."""
 
 
-def device_info() -> dict[str, Any]:
-    """What makes latencies comparable: CPU model, logical CPUs, torch threads and version."""
+def device_info(threads: int | None = None) -> dict[str, Any]:
+    """What makes latencies comparable: CPU model, logical CPUs, torch threads and version.
+
+    ``threads``: the torch threads the measurement runs with (default: this process's now), so a
+    planner (the workflow, at parse time) can name the device of a job that will use them."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -50,7 +53,8 @@ def device_info() -> dict[str, Any]:
     except OSError:
         pass
     info = {"device": "cpu", "cpu": cpu, "logical_cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__.split("+")[0]}
+            "threads": int(threads) if threads else torch.get_num_threads(),
+            "torch": torch.__version__.split("+")[0]}
     info["fingerprint"] = hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
     return info
 
@@ -181,6 +185,11 @@ def check_table(table: dict[str, Any], task: str, width: int, input_hw: tuple[in
                            f"{want[2][0]}x{want[2][1]}")
 
 
+def describe_device(table: dict[str, Any]) -> str:
+    """One line naming the device a table was measured on (CPU, threads, torch, fingerprint)."""
+    return _describe(table["device"])
+
+
 def predict_latency(table: dict[str, Any], arch: Architecture) -> float:
     """Predicted seconds of ``arch``: the fixed part plus each component times its count."""
     e = table["entries"]
@@ -191,4 +200,4 @@ def predict_latency(table: dict[str, Any], arch: Architecture) -> float:
 
 
 __all__ = ["build_table", "save_table", "load_table", "check_table", "predict_latency",
-           "device_info", "end_to_end", "variable_parts", "LatencyError"]
+           "device_info", "describe_device", "end_to_end", "variable_parts", "LatencyError"]

@@ -16,20 +16,22 @@ from .pareto import pareto_front  # noqa: E402
 
 
 def plot_fronts(series: Sequence[tuple[str, pd.DataFrame]], path: str | os.PathLike, *,
-                title: str = "", score_label: str = "score", dpi: int = 120) -> None:
-    """Scatter every table's points and draw its Pareto front as a staircase; atomic write."""
+                title: str = "", score_label: str = "score", dpi: int = 120,
+                cost: str = "gflops", cost_label: str = "GFLOPs (MACs / 2^30)") -> None:
+    """Scatter every table's points and draw its Pareto front as a staircase; atomic write.
+    ``cost`` is the column on the x axis (``gflops`` or ``latency_ms``), ``cost_label`` its label."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, df) in enumerate(series):
         if df.empty:
             continue
         c = colors[i % len(colors)]
-        g, s = df["gflops"].to_numpy(float), df["score"].to_numpy(float)
+        g, s = df[cost].to_numpy(float), df["score"].to_numpy(float)
         ax.scatter(g, s, s=10, alpha=0.35, color=c)
         f = pareto_front(g, s)
         ax.step(g[f], s[f], where="post", color=c, marker="o", ms=3,
                 label=f"{label} ({len(df)} evaluated, {len(f)} on front)")
-    ax.set_xlabel("GFLOPs (MACs / 2^30)")
+    ax.set_xlabel(cost_label)
     ax.set_ylabel(score_label)
     if title:
         ax.set_title(title)

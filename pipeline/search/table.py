@@ -13,6 +13,11 @@ timings inline.
 The merged table is split in two so that reruns compare byte for byte:
 - ``results.csv``: everything that is a function of the seed and the data (one row per arch id);
 - ``timings.csv``: wall-clock figures of each evaluation, keyed by arch id.
+
+With ``search.objective: latency`` every row also holds ``latency_ms`` (the latency table's
+prediction, the search's cost axis; GFLOPs are still recorded), and the merged table gets a
+``latency_ms`` column after ``gflops``. Rows of a GFLOPs search have neither, so their files are
+the same bytes as before the key existed.
 """
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
 #: Columns of ``timings.csv``.
 TIMING_COLUMNS: tuple[str, ...] = ("arch_id", "stage", "generation", "shard", "wall_s",
                                    "calib_s", "eval_s", "forward_s", "overhead_s")
+#: The predicted-latency column (search.objective latency only): rows and tables may hold it.
+LATENCY = "latency_ms"
 #: Sort key of the merged table.
 SORT_KEY: tuple[str, ...] = ("stage", "generation", "index", "arch_id", "shard")
 
@@ -44,6 +51,8 @@ _ROW_TYPES: dict[str, tuple[type, ...]] = {
     "group": (str,), "fusion_prob": (float, int, type(None)), "depth_candidates": (str,),
     "params": (int,), "gflops": (float, int), "score": (float, int), "metrics": (dict,),
     "timing": (dict,), "arch": (dict,)}
+#: Keys a row may leave out (and then does, so a GFLOPs search writes what it always wrote).
+_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {LATENCY: (float, int)}
 #: wall_s = calib_s + eval_s + the rest; forward_s = time inside the network's forward passes
 #: (calibration and evaluation, BN statistics hooks excluded); overhead_s = wall_s - forward_s.
 _TIMING_KEYS = ("wall_s", "calib_s", "eval_s", "forward_s", "overhead_s")
@@ -71,9 +80,13 @@ class Row:
     metrics: Mapping[str, float]
     timing: Mapping[str, float]
     arch: Mapping[str, Any]
+    #: Predicted latency (ms) from the search's latency table; None when the objective is GFLOPs.
+    latency_ms: float | None = None
 
     def to_json(self, timing: bool = True) -> str:
         d = {k: getattr(self, k) for k in _ROW_TYPES}
+        if self.latency_ms is not None:
+            d[LATENCY] = self.latency_ms
         d["metrics"] = dict(self.metrics)
         d["timing"] = dict(self.timing)
         if not timing:
@@ -92,7 +105,7 @@ def parse_row(doc: Any, where: str) -> Row:
     if not isinstance(doc, dict):
         raise ResultsError(f"{where}: expected a JSON object, got {type(doc).__name__}")
     missing = sorted(set(_ROW_TYPES) - set(doc) - {"timing"})  # timings: see timings_path
-    extra = sorted(set(doc) - set(_ROW_TYPES))
+    extra = sorted(set(doc) - set(_ROW_TYPES) - set(_OPTIONAL_TYPES))
     if missing or extra:
         raise ResultsError(f"{where}: missing key(s) {missing}, unknown key(s) {extra}")
     doc = {"timing": {}, **doc}
@@ -102,6 +115,11 @@ def parse_row(doc: Any, where: str) -> Row:
             raise ResultsError(f"{where}: key {k!r} has the wrong type ({type(v).__name__})")
     for k in ("gflops", "score"):
         _check_number(doc[k], f"{where}: key {k!r}")
+    for k, types in _OPTIONAL_TYPES.items():
+        if k in doc:
+            if isinstance(doc[k], bool) or not isinstance(doc[k], types):
+                raise ResultsError(f"{where}: key {k!r} has the wrong type ({type(doc[k]).__name__})")
+            _check_number(doc[k], f"{where}: key {k!r}")
     for name, v in doc["metrics"].items():
         _check_number(v, f"{where}: metric {name!r}")
     if doc["timing"] and sorted(doc["timing"]) != sorted(_TIMING_KEYS):
@@ -115,7 +133,7 @@ def parse_row(doc: Any, where: str) -> Row:
     if arch.arch_id != doc["arch_id"]:
         raise ResultsError(f"{where}: arch_id {doc['arch_id']!r} does not match the architecture "
                            f"({arch.arch_id})")
-    return Row(**{k: doc[k] for k in _ROW_TYPES})
+    return Row(**{k: doc[k] for k in _ROW_TYPES}, **{k: doc[k] for k in _OPTIONAL_TYPES if k in doc})
 
 
 def timings_path(shard_file: str | os.PathLike) -> Path:
@@ -234,17 +252,26 @@ def rows_to_frames(rows: Iterable[Row]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(results, timings) frames, sorted by ``SORT_KEY`` and deduplicated by arch id (first kept)."""
     rows = list(rows)
     metric_names = sorted({m for r in rows for m in r.metrics})
+    latency = [r.latency_ms is not None for r in rows]
+    if any(latency) and not all(latency):
+        raise ResultsError(f"{latency.count(False)} of {len(rows)} rows have no {LATENCY}: rows of "
+                           f"a GFLOPs search and of a latency search do not merge")
+    columns = list(RESULT_COLUMNS)
+    if rows and all(latency):
+        columns.insert(columns.index("gflops") + 1, LATENCY)
     recs = []
     for r in rows:
         rec = {k: getattr(r, k) for k in RESULT_COLUMNS}
         rec["fusion_prob"] = float("nan") if r.fusion_prob is None else float(r.fusion_prob)
         rec["gflops"], rec["score"] = float(r.gflops), float(r.score)
+        if r.latency_ms is not None:
+            rec[LATENCY] = float(r.latency_ms)
         for m in metric_names:
             rec[f"metric_{m}"] = float(r.metrics.get(m, float("nan")))
         rec["arch"] = json.dumps(dict(r.arch), sort_keys=True, separators=(",", ":"))
         rec.update({k: float(r.timing.get(k, math.nan)) for k in _TIMING_KEYS})
         recs.append(rec)
-    cols = list(RESULT_COLUMNS) + [f"metric_{m}" for m in metric_names] + ["arch"]
+    cols = columns + [f"metric_{m}" for m in metric_names] + ["arch"]
     df = pd.DataFrame.from_records(recs, columns=cols + list(_TIMING_KEYS))
     df = df.sort_values(list(SORT_KEY), kind="mergesort").drop_duplicates("arch_id", keep="first")
     df = df.reset_index(drop=True)
@@ -268,11 +295,13 @@ _TABLE_DTYPES: dict[str, str] = {
     "arch_id": "str", "stage": "str", "generation": "int", "index": "int", "shard": "int",
     "group": "str", "fusion_prob": "float", "depth_candidates": "str", "params": "int",
     "gflops": "float", "score": "float", "arch": "str"}
+#: Columns a table may hold (the latency search's), typed and checked like the required ones.
+_OPTIONAL_DTYPES: dict[str, str] = {LATENCY: "float"}
 
 
 def load_table(path: str | os.PathLike, *, check_arch: bool = True) -> pd.DataFrame:
     """Load a merged ``results.csv`` strictly: required columns, types per row, unique arch ids,
-    finite cost/score, and (``check_arch``) each architecture document valid and matching its id.
+    finite cost/score (``latency_ms`` too, when there), and (``check_arch``) each architecture document valid and matching its id.
     Errors name the file and the CSV line."""
     p = Path(path)
     if not p.exists():
@@ -290,7 +319,8 @@ def load_table(path: str | os.PathLike, *, check_arch: bool = True) -> pd.DataFr
         line = i + 2  # header is line 1
         where = f"{p}:{line}"
         for c, v in rec.items():
-            kind = _TABLE_DTYPES.get(c, "float" if c.startswith("metric_") else "str")
+            kind = _TABLE_DTYPES.get(c) or _OPTIONAL_DTYPES.get(
+                c, "float" if c.startswith("metric_") else "str")
             try:
                 if kind == "int":
                     val: Any = int(v)
@@ -301,7 +331,7 @@ def load_table(path: str | os.PathLike, *, check_arch: bool = True) -> pd.DataFr
             except ValueError:
                 raise ResultsError(f"{where}: corrupt row: column {c!r} = {v!r} is not {kind}") from None
             out[c].append(val)
-        for c in ("gflops", "score"):
+        for c in ("gflops", "score", *(k for k in _OPTIONAL_DTYPES if k in out)):
             if not math.isfinite(out[c][-1]):
                 raise ResultsError(f"{where}: corrupt row: column {c!r} must be a finite number")
         aid = rec["arch_id"]

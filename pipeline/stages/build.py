@@ -6,6 +6,7 @@ never read the parameter layout.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -20,7 +21,9 @@ from pipeline.nets.supernet import SuperNet
 from pipeline.nets.calibrate import CalibrationSet, calibration_indices, image_batches
 from pipeline.search.candidates import STREAM_CALIBRATION, grid_groups
 from pipeline.search.evaluate import CandidateEvaluator
+from pipeline.errors import StageInputError
 from pipeline.search.evolution import default_reference
+from pipeline.search.objective import GFLOPS_AXIS, CostAxis, latency_axis
 from pipeline.space.arch import Architecture
 from pipeline.tasks import TASKS, Task
 from pipeline.train.runtime import TrainRun
@@ -52,11 +55,63 @@ def make_cost_fn(task: str, cfg: Config) -> Callable[[Architecture], Cost]:
     return lambda arch: profile(arch, task, width, hw)
 
 
-def reference_point(task: str, cfg: Config) -> tuple[float, float]:
-    """Fixed hypervolume reference: (GFLOPs of the largest subnet, score 0). It depends only on
-    the parameters, so hypervolumes of different stages and runs compare."""
-    cost = make_cost_fn(task, cfg)
-    return default_reference(task, lambda a: cost(a).gflops)
+@dataclass(frozen=True)
+class SearchCost:
+    """The search's cost axis (``search.objective``) and the estimator of a candidate's cost on
+    it; ``latency`` (ms per architecture) is set when the objective is latency."""
+
+    axis: CostAxis
+    estimate: Callable[[Architecture], float]
+    latency: Callable[[Architecture], float] | None = None
+
+
+def latency_predictor(task: str, cfg: Config, table_path: str | Path
+                      ) -> tuple[Callable[[Architecture], float], dict[str, Any]]:
+    """(architecture -> predicted ms, the table) of a latency table, after checking that it was
+    measured on this device for the task's width and cost input size (else one
+    :class:`pipeline.search.latency.LatencyError` line naming both).
+
+    The device is this machine (CPU, logical CPUs, torch) at the table's own thread count: the
+    threads are how the table was measured (the latency_table rule's), not how many the job that
+    reads it runs with (a merge job runs on one)."""
+    from pipeline.search.latency import check_table, device_info, load_table, predict_latency
+
+    table = load_table(table_path)
+    threads = table["device"].get("threads")
+    ok = isinstance(threads, int) and not isinstance(threads, bool) and threads > 0
+    check_table(table, task, int(cfg.task(task).width), cost_input_hw(task, cfg),
+                device=device_info(threads=threads if ok else None))
+    return (lambda arch: predict_latency(table, arch) * 1e3), table
+
+
+def search_cost(task: str, cfg: Config, latency_table: str | Path | None = None) -> SearchCost:
+    """The cost axis of ``search.objective``: GFLOPs (analytic), or predicted latency (ms) from
+    ``latency_table`` (required then; the ``latency_table`` rule's table.json)."""
+    objective = cfg.search.objective
+    if objective == "gflops":
+        if latency_table is not None:
+            raise StageInputError(f"--latency-table {latency_table}: search.objective is "
+                                  "gflops; a latency table is only read when it is latency")
+        cost = make_cost_fn(task, cfg)
+        return SearchCost(GFLOPS_AXIS, lambda a: cost(a).gflops)
+    if latency_table is None:
+        raise StageInputError("search.objective is latency: pass --latency-table (the table "
+                              "of the latency_table rule, or of `scalenas latency build`)")
+    predict, table = latency_predictor(task, cfg, latency_table)
+    dev = table["device"]
+    axis = latency_axis(f"{dev.get('cpu')}, {dev.get('threads')} thread(s)")
+    return SearchCost(axis, predict, predict)
+
+
+def reference_point(task: str, cfg: Config, cost: SearchCost | None = None
+                    ) -> tuple[float, float]:
+    """Fixed hypervolume reference: (cost of the largest subnet on the search's axis, score 0):
+    GFLOPs, or predicted ms with ``cost`` of a latency objective. It depends only on the
+    parameters (and the latency table), so hypervolumes of different stages and runs compare."""
+    if cost is not None:
+        return default_reference(task, cost.estimate)
+    gflops = make_cost_fn(task, cfg)
+    return default_reference(task, lambda a: gflops(a).gflops)
 
 
 def search_groups(cfg: Config) -> list:
@@ -103,10 +158,12 @@ def load_calibration(task_obj: Any, cfg: Config, device: str) -> CalibrationSet:
 
 
 def make_evaluator(task: str, cfg: Config, checkpoint: str | Path, device: str, *, stage: str,
-                   generation: int, cache_mb: int = SEARCH_CACHE_MB
+                   generation: int, cache_mb: int = SEARCH_CACHE_MB,
+                   latency: Callable[[Architecture], float] | None = None
                    ) -> tuple[CandidateEvaluator, CalibrationSet]:
     """Supernet, calibration images and the search split (up to ``cache_mb`` of it decoded):
-    all loaded once for the whole job."""
+    all loaded once for the whole job. ``latency`` (ms per architecture, a latency objective's
+    :attr:`SearchCost.latency`) adds each row's predicted latency."""
     task_obj = build_task(task, cfg)
     net = load_supernet(task, cfg, checkpoint, device)
     calib = load_calibration(task_obj, cfg, device)
@@ -120,7 +177,7 @@ def make_evaluator(task: str, cfg: Config, checkpoint: str | Path, device: str, 
         return task_obj.evaluate(model, "search", device, batch_size=bs, dataset=search_ds)
 
     return CandidateEvaluator(net, calib, evaluate_fn, make_cost_fn(task, cfg), stage=stage,
-                              generation=generation), calib
+                              generation=generation, latency_fn=latency), calib
 
 
 #: Parameter keys of starting weights, per task: (section, key); "checkpoint" must be a supernet.

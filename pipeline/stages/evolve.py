@@ -4,7 +4,10 @@ children, generator state before/after) and ``candidates.json`` (the children, i
 
     python -m pipeline.stages.evolve --params P --task seg --out DIR --generation 2 \\
         --pool sample/merged/results.csv evolve/gen_1/merged/results.csv \\
-        --prev-state evolve/gen_1/children/state.json
+        --prev-state evolve/gen_1/children/state.json [--latency-table .../table.json]
+
+Parents, screening and the cost bounds (``evolution.flops_min``/``flops_max``) are along the cost
+axis of ``search.objective``: GFLOPs, or predicted latency in ms from ``--latency-table``.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pipeline.search.candidates import STREAM_EVOLUTION, children_candidates, wr
 from pipeline.search.evolution import (EvolutionError, Generation, initial_rng_state,
                                        next_generation)
 from pipeline.search.jobs import pool_from_table
-from pipeline.stages.build import make_cost_fn, reference_point
+from pipeline.stages.build import reference_point, search_cost
 from pipeline.search.table import load_tables
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 
@@ -30,6 +33,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="every results table evaluated so far (sampling + earlier generations)")
     p.add_argument("--prev-state", type=Path, default=None,
                    help="state.json of the previous generation (required from generation 2)")
+    p.add_argument("--latency-table", type=Path, default=None,
+                   help="the latency lookup table (search.objective latency only)")
 
 
 def body(ctx: StageContext) -> dict[str, float]:
@@ -37,6 +42,7 @@ def body(ctx: StageContext) -> dict[str, float]:
     e = ctx.cfg.search.evolution
     if not 1 <= g <= e.generations:
         raise StageInputError(f"--generation {g} outside 1..{e.generations} (search.evolution.generations)")
+    cost = search_cost(ctx.task, ctx.cfg, ctx.args.latency_table)
     pool_df = load_tables(ctx.args.pool)
     if g == 1:
         rng_state = initial_rng_state(ctx.cfg.run.seed, STREAM_EVOLUTION)
@@ -52,10 +58,10 @@ def body(ctx: StageContext) -> dict[str, float]:
             raise EvolutionError(f"generation {g - 1}'s children {missing[:3]} are not in the pool "
                                  f"tables: pass its merged results.csv in --pool")
         rng_state = prev.rng_out
-    cost = make_cost_fn(ctx.task, ctx.cfg)
-    gen = next_generation(pool_from_table(pool_df), rng_state, ctx.cfg.search.evolution,
-                          task=ctx.task, estimate_cost=lambda a: cost(a).gflops, generation=g,
-                          reference=reference_point(ctx.task, ctx.cfg))
+    gen = next_generation(pool_from_table(pool_df, cost.axis.column), rng_state,
+                          ctx.cfg.search.evolution, task=ctx.task, estimate_cost=cost.estimate,
+                          generation=g, reference=reference_point(ctx.task, ctx.cfg, cost),
+                          axis=cost.axis)
     gen.save(ctx.out / "state.json")
     write_candidates(ctx.out / "candidates.json", "evolve", g, e.shards,
                      children_candidates(gen.children, e.shards))

@@ -9,7 +9,9 @@ every candidate::
         --task seg --checkpoint results/seg/supernet/model.pt \\
         --front results/seg/search/final/front.csv --out results/seg/finetune/select
 
-writes ``selection.json`` (models, reference) and ``archs/<name>.json``.
+writes ``selection.json`` (models, reference) and ``archs/<name>.json``. With
+``search.objective: latency`` the budgets are in ms along the front's ``latency_ms`` column and
+``--latency-table`` (the search's table) adds HRNet's predicted latency to the reference.
 
 Fine-tuning one model (:func:`pipeline.report.finetune.finetune_model`)::
 
@@ -48,6 +50,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="the search's final Pareto front (front.csv); --select only")
     p.add_argument("--selection", type=Path, default=None,
                    help="selection.json of the selection job; --model only")
+    p.add_argument("--latency-table", type=Path, default=None,
+                   help="the search's latency table (search.objective latency; --select only)")
 
 
 def _section(ctx: StageContext) -> dict[str, Any]:
@@ -55,8 +59,9 @@ def _section(ctx: StageContext) -> dict[str, Any]:
 
 
 # -- selection ------------------------------------------------------------------------------------
-def _reference(ctx: StageContext) -> dict[str, Any]:
-    """HRNet at the search's width and input: analytic cost, inherited-weight search-split score."""
+def _reference(ctx: StageContext, latency: Any = None) -> dict[str, Any]:
+    """HRNet at the search's width and input: analytic cost (and predicted latency with a latency
+    objective's predictor ``latency``), inherited-weight search-split score."""
     from pipeline.stages.build import (build_task, cost_input_hw, load_calibration, load_supernet,
                                        make_cost_fn)
     from pipeline.space.sample import hrnet
@@ -71,22 +76,29 @@ def _reference(ctx: StageContext) -> dict[str, Any]:
     result = task_obj.evaluate(net, "search", ctx.device,
                                batch_size=int(ctx.cfg.calibration.batch_size))
     width = int(ctx.task_cfg.width)
-    return {"label": f"HRNet-W{width}", "arch_id": arch.arch_id, "params": int(cost.params),
-            "gflops": float(cost.gflops), "input_hw": list(cost_input_hw(ctx.task, ctx.cfg)),
-            "search_score": float(result["score"]),
-            "note": "supernet subnet, BN-calibrated, search split"}
+    ref = {"label": f"HRNet-W{width}", "arch_id": arch.arch_id, "params": int(cost.params),
+           "gflops": float(cost.gflops), "input_hw": list(cost_input_hw(ctx.task, ctx.cfg)),
+           "search_score": float(result["score"]),
+           "note": "supernet subnet, BN-calibrated, search split"}
+    if latency is not None:
+        ref["latency_ms"] = float(latency(arch))
+    return ref
 
 
 def select_body(ctx: StageContext) -> dict[str, float]:
     from pipeline.report.select import select_models, specs_from_params
     from pipeline.search.table import load_table
+    from pipeline.stages.build import search_cost
 
     if ctx.args.front is None:
         raise StageInputError("--select needs --front (the search's final front.csv)")
-    specs = specs_from_params(_section(ctx), source=f"finetune.{ctx.task}")
+    cost = search_cost(ctx.task, ctx.cfg, ctx.args.latency_table)
+    specs = specs_from_params(_section(ctx), source=f"finetune.{ctx.task}",
+                              objective=cost.axis.objective)
     front = load_table(ctx.args.front)
-    chosen = select_models(specs, ctx.task, front, source=f"finetune.{ctx.task}")
-    reference = _reference(ctx)
+    chosen = select_models(specs, ctx.task, front, source=f"finetune.{ctx.task}",
+                           cost=cost.axis.column)
+    reference = _reference(ctx, cost.latency)
     doc = {"schema": SELECTION_SCHEMA, "task": ctx.task, "front": str(ctx.args.front),
            "front_size": len(front), "models": [m.to_dict() for m in chosen],
            "reference": reference}

@@ -25,7 +25,7 @@ from pipeline.space.arch import TASKS
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 
 PHASE = "report"
-PLOT_COLUMNS = ["arch_id", "stage", "generation", "params", "gflops", "score"]
+PLOT_COLUMNS = ["arch_id", "stage", "generation", "params", "gflops", "latency_ms", "score"]
 
 
 def _task_path(text: str) -> tuple[str, Path]:
@@ -56,7 +56,7 @@ def _by_task(pairs: list[tuple[str, Path]], what: str) -> dict[str, Path]:
 
 
 def body(ctx: StageContext) -> dict[str, float]:
-    from pipeline.report.figures import ReferencePoint, pareto_figure
+    from pipeline.report.figures import GFLOPS_LABEL, ReferencePoint, pareto_figure
     from pipeline.report.markdown import report_md, screening_line, task_section
     from pipeline.report.records import FinetuneRecord
     from pipeline.report.tables import (final_models_table, finetune_plot_frame, metrics_doc,
@@ -90,16 +90,30 @@ def body(ctx: StageContext) -> dict[str, float]:
         if draw_reference and sel is not None and sel.get("reference"):
             ref = sel["reference"]
             reference = ReferencePoint(ref["label"], float(ref["gflops"]), ref.get("search_score"),
-                                       note="(inherited weights, search split)")
+                                       note="(inherited weights, search split)",
+                                       latency_ms=ref.get("latency_ms"))
+        summary = read_json(summaries[task], "search summary", StageInputError) if task in summaries else {}
+        # The search's cost axis (summary.json names it after a latency search).
+        cost = summary.get("cost", "gflops") if isinstance(summary, dict) else "gflops"
+        if cost not in table.columns or cost not in front.columns:
+            raise StageInputError(f"{summaries[task]}: the search's cost axis is {cost!r}, but "
+                                  f"{cands[task]} or {fronts[task]} has no such column")
+        axis = {"cost": cost, "cost_label": GFLOPS_LABEL}
+        if cost != "gflops":
+            by_arch = dict(zip(table["arch_id"], table[cost]))
+            axis.update(cost_label=f"predicted latency ({summary.get('cost_unit', 'ms')}, the "
+                                   "search's latency table, batch 1)",
+                        record_cost={r.name: float(by_arch[r.arch_id]) for r in recs
+                                     if r.arch_id in by_arch})
         metric = recs[0].metric if recs else task_class(task).metric
         fig = f"{task}_pareto.png"
         pareto_figure(table, front, recs, reference, task, metric, out / fig,
-                      subtitle=f"{len(table)} candidates, front of {len(front)}", dpi=dpi)
+                      subtitle=f"{len(table)} candidates, front of {len(front)}", dpi=dpi,
+                      **axis)
         write_csv(out / "plots" / f"{task}_candidates.csv",
                   table[[c for c in PLOT_COLUMNS if c in table.columns]])
         write_csv(out / "plots" / f"{task}_front.csv",
                   front[[c for c in PLOT_COLUMNS if c in front.columns]])
-        summary = read_json(summaries[task], "search summary", StageInputError) if task in summaries else {}
         sm: dict[str, Any] = {"evaluated": len(table), "front_size": len(front),
                               "best_score": float(table["score"].max())}
         for key in ("sample", "random", "evolution"):
@@ -107,6 +121,8 @@ def body(ctx: StageContext) -> dict[str, float]:
                 sm[f"hypervolume_{key}"] = float(summary[key]["hypervolume"])
         if reference is not None:
             sm["hrnet_gflops"] = reference.gflops
+            if reference.latency_ms is not None:
+                sm["hrnet_latency_ms"] = float(reference.latency_ms)
             if reference.score is not None:
                 sm["hrnet_search_score"] = float(reference.score)
         search_metrics[task] = sm

@@ -11,12 +11,15 @@ the correlation and mean absolute error of predicted vs measured scores.
 
 Outputs: ``all.csv`` (every evaluated candidate, sampling + evolution; the baseline only serves
 the comparison and is in ``random.csv``), ``front.csv`` (the final Pareto front, GFLOPs
-increasing: what fine-tuning and the report read), ``front.png``, ``summary.json``.
+increasing: what fine-tuning and the report read), ``front.png``, ``summary.json``. Fronts and
+hypervolumes are along the cost axis of ``search.objective``: GFLOPs, or predicted latency in ms
+(``--latency-table`` gives the reference point; ``summary.json`` then names the objective and
+``front.csv`` is ordered by ``latency_ms``).
 
     python -m pipeline.stages.search_summary --params P --task seg --out results/seg/search/final \\
         --sample .../sample/merged/results.csv --random .../random/merged/results.csv \\
         --generations .../evolve/gen_1/merged/results.csv ... \\
-        --states .../evolve/gen_1/candidates/state.json ...
+        --states .../evolve/gen_1/candidates/state.json ... [--latency-table .../table.json]
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import pandas as pd
 
 from pipeline.search.evolution import Generation
 from pipeline.search.jobs import front_summary, front_table
-from pipeline.stages.build import reference_point
+from pipeline.stages.build import reference_point, search_cost
 from pipeline.search.plots import plot_fronts
 from pipeline.search.table import concat_tables, load_table, write_table
 from pipeline.io import atomic_write_text
@@ -47,6 +50,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="each generation's results table, in order")
     p.add_argument("--states", nargs="*", type=Path, default=[],
                    help="each generation's state.json, in order (screening record)")
+    p.add_argument("--latency-table", type=Path, default=None,
+                   help="the latency lookup table (search.objective latency only)")
 
 
 def screening_check(states: Sequence[Path], gens: Sequence[pd.DataFrame]) -> list[dict]:
@@ -79,7 +84,9 @@ def screening_check(states: Sequence[Path], gens: Sequence[pd.DataFrame]) -> lis
 
 
 def body(ctx: StageContext) -> dict[str, float]:
-    ref = reference_point(ctx.task, ctx.cfg)
+    cost = search_cost(ctx.task, ctx.cfg, ctx.args.latency_table)
+    axis, col = cost.axis, cost.axis.column
+    ref = reference_point(ctx.task, ctx.cfg, cost)
     sample = load_table(ctx.args.sample)
     gens = [load_table(p) for p in ctx.args.generations]
     evolved = concat_tables([sample, *gens],
@@ -87,10 +94,12 @@ def body(ctx: StageContext) -> dict[str, float]:
     history = []
     for g in range(len(gens) + 1):
         upto = pd.concat([sample, *gens[:g]], ignore_index=True)
-        history.append(front_summary(upto, ref)["hypervolume"])
+        history.append(front_summary(upto, ref, col)["hypervolume"])
         ctx.run.log_metrics({"hypervolume_evolution": history[-1]}, step=g)
-    out = {"reference": list(ref), "sample": front_summary(sample, ref),
-           "evolution": front_summary(evolved, ref), "hypervolume_by_generation": history}
+    out = {"reference": list(ref), "sample": front_summary(sample, ref, col),
+           "evolution": front_summary(evolved, ref, col), "hypervolume_by_generation": history}
+    if axis.objective != "gflops":  # a GFLOPs search writes what it always wrote
+        out = {"objective": axis.objective, "cost": col, "cost_unit": axis.unit, **out}
     if ctx.args.states:
         out["screening"] = screening_check(ctx.args.states, gens)
         for row in out["screening"]:
@@ -100,7 +109,7 @@ def body(ctx: StageContext) -> dict[str, float]:
     if ctx.args.random is not None:
         rand = load_table(ctx.args.random)
         baseline = concat_tables([sample, rand], [str(ctx.args.sample), str(ctx.args.random)])
-        out["random"] = front_summary(baseline, ref)
+        out["random"] = front_summary(baseline, ref, col)
         write_table(rand, ctx.out / "random.csv")
         series.append(("sampling + random search", baseline))
     series.append(("sampling + evolution", evolved))
@@ -109,8 +118,9 @@ def body(ctx: StageContext) -> dict[str, float]:
     if "random" in out:
         out["evolution_beats_random"] = hv_e > out["random"]["hypervolume"]
     write_table(evolved, ctx.out / "all.csv")
-    write_table(front_table(evolved), ctx.out / "front.csv")
-    plot_fronts(series, ctx.out / "front.png", title=f"{ctx.task}: search fronts (HV ref {ref[0]:.3g} GFLOPs, 0)")
+    write_table(front_table(evolved, col), ctx.out / "front.csv")
+    plot_fronts(series, ctx.out / "front.png", cost=col, cost_label=axis.label,
+                title=f"{ctx.task}: search fronts (HV ref {ref[0]:.3g} {axis.unit}, 0)")
     atomic_write_text(ctx.out / "summary.json", json.dumps(out, indent=1) + "\n")
     ctx.run.log_artifact(ctx.out / "front.png")
     metrics = {"hv_sample": out["sample"]["hypervolume"], "hv_evolution": hv_e}
