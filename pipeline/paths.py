@@ -110,6 +110,22 @@ def merged(step: str = STEP, task: str = T) -> str:
     return f"{merged_dir(step, task)}/{RESULTS_TABLE}"
 
 
+#: File name of a latency lookup table (pipeline.search.latency) inside its folder.
+LATENCY_TABLE = "table.json"
+FINGERPRINT = "{fingerprint}"
+
+
+def latency_dir(fingerprint: str = FINGERPRINT, task: str = T) -> str:
+    """The latency lookup table's folder (search.objective latency): one per task and device,
+    ``fingerprint`` being :func:`pipeline.search.latency.device_info`'s (CPU, logical CPUs,
+    threads, torch version), so tables of different machines never replace each other."""
+    return f"{search_dir(task)}/latency/{fingerprint}"
+
+
+def latency_table(fingerprint: str = FINGERPRINT, task: str = T) -> str:
+    return f"{latency_dir(fingerprint, task)}/{LATENCY_TABLE}"
+
+
 def final_dir(task: str = T) -> str:
     return f"{search_dir(task)}/final"
 

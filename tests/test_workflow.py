@@ -51,8 +51,37 @@ def test_dry_run_of_default_params(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
     assert "builtin_data" in out and "prepare" in out
+    # search.objective gflops (the default): no latency table in the job graph.
+    assert "latency_table" not in out and "--latency-table" not in out
     assert (tmp_path / "results" / "params" / "seg" / "prepare.json").is_file()
     assert not (tmp_path / "results" / "seg").exists()  # nothing ran
+
+
+def test_latency_objective_builds_the_table_its_search_reads(tmp_path: Path) -> None:
+    """The README's `snakemake --cores 2 latency_all`, for real; then the search's jobs read
+    that table (search.objective latency) and the table's path names its device."""
+    import json
+
+    def latency(d):
+        d["tasks"] = ["seg"]
+        d["search"]["objective"] = "latency"
+        d["tracking"]["enabled"] = False
+    params = _params(tmp_path, latency)
+    readme = (REPO / "README.md").read_text().split("## Latency as a search objective", 1)[1]
+    assert "snakemake --cores 2 latency_all" in readme.split("\n## ", 1)[0]
+    r = smk(tmp_path, params, "latency_all")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    (table,) = (tmp_path / "results" / "seg" / "search" / "latency").glob("*/table.json")
+    doc = json.loads(table.read_text())
+    assert doc["device"]["fingerprint"] == table.parent.name and doc["input_hw"] == [64, 128]
+    assert doc["device"]["threads"] == 1  # run.threads: the search jobs' threads
+    r = smk(tmp_path, params, "-n", "-p", "search_evolution_all")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "rule latency_table" not in out  # built above, up to date
+    rel = table.relative_to(tmp_path)
+    for stage in ("search_shard", "search_merge", "evolve", "search_summary"):
+        assert re.search(rf"pipeline\.stages\.{stage} .*--latency-table {rel}", out), stage
 
 
 def test_prepare_runs_then_nothing_to_do_and_changes_rerun_exactly(tmp_path: Path) -> None:

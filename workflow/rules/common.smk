@@ -256,11 +256,28 @@ def _merge_pool(wc):
     return []
 
 
+# search.objective latency: the cost axis is the predicted latency of a table measured on this
+# machine (rule latency_table), with the search jobs' threads; the device fingerprint is part of
+# the table's path, so another machine (or torch, or thread count) builds its own table.
+from pipeline.search.latency import device_info
+OBJECTIVE = PARAMS["search"]["objective"]
+LATENCY_FP = device_info(SEARCH_THREADS)["fingerprint"]
+def latency_input(wc):
+    """The latency table a search or selection job reads: only with search.objective latency,
+    so a GFLOPs run's jobs and DAG stay what they were."""
+    return [paths.latency_table(LATENCY_FP, wc.task)] if OBJECTIVE == "latency" else []
+
+
+def latency_arg(wc, input):
+    return f"--latency-table {input.latency[0]}" if input.latency else ""
+
+
 # --- helpers of finetune.smk (here because `snakemake --lint` wants rule files without functions)
 from pipeline.report.select import SelectionError, specs_from_params
 def _finetune_specs(task):
     try:
-        return specs_from_params(PARAMS["finetune"][task], f"{PARAMS_SOURCE}: finetune.{task}")
+        return specs_from_params(PARAMS["finetune"][task], f"{PARAMS_SOURCE}: finetune.{task}",
+                                 PARAMS["search"]["objective"])
     except SelectionError as e:
         raise WorkflowError(f"invalid parameters: {e}")
 

@@ -17,10 +17,13 @@ rule finetune_select:
         front=paths.final("front.csv"),
         manifest=manifest(),
         archs=_arch_inputs,
+        latency=latency_input,
     output:
         paths.selection(),
     log:
         log_file("finetune/select"),
+    params:
+        latency=latency_arg,
     threads: int(PARAMS["run"]["threads"])
     resources:
         gpu=gpus(),
@@ -29,7 +32,7 @@ rule finetune_select:
     shell:
         stage_cmd("finetune", "--select", "--params {input.params}", "--task {wildcards.task}",
                   "--checkpoint {input.checkpoint}", "--front {input.front}",
-                  "--manifest {input.manifest}", "--label select",
+                  "--manifest {input.manifest}", "--label select", "{params.latency}",
                   f"--out {paths.selection_dir()}", gpu=True)
 
 

@@ -12,11 +12,31 @@
 # evaluated before it (sampling + generations < g) and generation g-1's state.json (rng state).
 # results/{task}/search/final/ holds all.csv, front.csv (the final Pareto front), summary.json
 # (hypervolumes of sampling, random search and evolution at one fixed reference point).
+#
+# search.objective latency: the cost axis (fronts, hypervolumes, evolution bounds, fine-tune
+# budgets) is the predicted latency of the table results/{task}/search/latency/<device>/table.json
+# (rule latency_table, <device> = this machine's fingerprint); the shard, merge, evolve, summary
+# and selection jobs take it as an input then, and only then.
 
 wildcard_constraints:
     step=r"sample|random|evolve/gen_\d+",
     gen=r"\d+",
     shard=r"\d+",
+
+
+rule latency_table:
+    input:
+        params=param_file("latency"),
+    output:
+        paths.latency_table(LATENCY_FP),
+    log:
+        log_file(f"search/latency_{LATENCY_FP}"),
+    threads: SEARCH_THREADS
+    conda:
+        CONDA_ENV
+    shell:
+        stage_cmd("latency", "--params {input.params}", "--task {wildcards.task}",
+                  f"--out {paths.latency_dir(LATENCY_FP)}")
 
 
 rule search_sample:
@@ -56,6 +76,7 @@ rule search_evolve:
         pool=lambda wc: pool_before(int(wc.gen), wc.task),
         prev=lambda wc: ([paths.evolve_state(int(wc.gen) - 1, wc.task)]
                          if int(wc.gen) > 1 else []),
+        latency=latency_input,
     output:
         candidates=paths.candidates(paths.evolve_step()),
         state=paths.evolve_state(),
@@ -63,12 +84,14 @@ rule search_evolve:
         log_file("search/evolve_gen_{gen}"),
     params:
         prev=lambda wc, input: f"--prev-state {input.prev[0]}" if input.prev else "",
+        latency=latency_arg,
     threads: 1
     conda:
         CONDA_ENV
     shell:
         stage_cmd("evolve", "--params {input.params}", "--task {wildcards.task}",
                   "--generation {wildcards.gen}", "--pool {input.pool}", "{params.prev}",
+                  "{params.latency}",
                   f"--out {paths.candidates_dir(paths.evolve_step())}")
 
 
@@ -78,6 +101,7 @@ rule search_shard:
         candidates=paths.candidates(),
         checkpoint=lambda wc: supernet_model(wc.task),
         manifest=manifest(),
+        latency=latency_input,
     output:
         f"{paths.shard_dir()}/rows.jsonl",
         f"{paths.shard_dir()}/calibration.json",
@@ -85,6 +109,7 @@ rule search_shard:
         log_file("search/{step}/shard_{shard}"),
     params:
         phase=lambda wc: search_phase(wc.step),
+        latency=latency_arg,
     threads: SEARCH_THREADS
     resources:
         gpu=gpus(),
@@ -95,6 +120,7 @@ rule search_shard:
                   "--task {wildcards.task}", "--candidates {input.candidates}",
                   "--shard {wildcards.shard}", "--checkpoint {input.checkpoint}",
                   "--manifest {input.manifest}", "--label {wildcards.step}/shard{wildcards.shard}",
+                  "{params.latency}",
                   f"--out {paths.shard_dir()}", gpu=True)
 
 
@@ -104,6 +130,7 @@ rule search_merge:
         candidates=paths.candidates(),
         shards=_shard_dirs,
         pool=_merge_pool,
+        latency=latency_input,
     output:
         results=merged(),
         timings=f"{paths.merged_dir()}/timings.csv",
@@ -116,13 +143,14 @@ rule search_merge:
         phase=lambda wc: search_phase(wc.step),
         shard_dirs=lambda wc, input: " ".join(os.path.dirname(p) for p in input.shards),
         pool=lambda wc, input: f"--pool {' '.join(input.pool)}" if input.pool else "",
+        latency=latency_arg,
     threads: 1
     conda:
         CONDA_ENV
     shell:
         stage_cmd("search_merge", "--phase {params.phase}", "--params {input.params}",
                   "--task {wildcards.task}", "--candidates {input.candidates}",
-                  "--shards {params.shard_dirs}", "{params.pool}",
+                  "--shards {params.shard_dirs}", "{params.pool}", "{params.latency}",
                   "--label {wildcards.step}", f"--out {paths.merged_dir()}")
 
 
@@ -133,6 +161,7 @@ rule search_summary:
         random=merged("random") if GENERATIONS > 0 else [],
         gens=[merged(paths.evolve_step(g)) for g in range(1, GENERATIONS + 1)],
         states=[paths.evolve_state(g) for g in range(1, GENERATIONS + 1)],
+        latency=latency_input,
     output:
         all=paths.final("all.csv"),
         front=paths.final("front.csv"),
@@ -144,13 +173,20 @@ rule search_summary:
         random=lambda wc, input: f"--random {input.random}" if input.random else "",
         gens=lambda wc, input: f"--generations {' '.join(input.gens)}" if input.gens else "",
         states=lambda wc, input: f"--states {' '.join(input.states)}" if input.states else "",
+        latency=latency_arg,
     threads: 1
     conda:
         CONDA_ENV
     shell:
         stage_cmd("search_summary", "--params {input.params}", "--task {wildcards.task}",
                   "--sample {input.sample}", "{params.random}", "{params.gens}", "{params.states}",
+                  "{params.latency}",
                   f"--out {paths.final_dir()}")
+
+
+rule latency_all:
+    input:
+        [paths.latency_table(LATENCY_FP, t) for t in TASKS],
 
 
 rule search_random_all:
