@@ -238,6 +238,12 @@ def test_objective_key_validated_and_read_by_its_phases(tmp_path):
     changed = {ph for ph in pc.PHASES
                if pc.phase_params(default, ph, "seg") != pc.phase_params(latency, ph, "seg")}
     assert changed == {"search_random", "search_evolution", "finetune"}
+    # Budgets are in the objective's unit.
+    from pipeline.report.select import specs_from_params
+    (spec,) = specs_from_params({"budgets": [12.5]}, objective="latency")
+    assert (spec.name, spec.kind, spec.latency_ms) == ("ms12.5", "latency_ms", 12.5)
+    (spec,) = specs_from_params({"budgets": [0.5]})
+    assert (spec.name, spec.kind, spec.gflops) == ("gflops0.5", "gflops", 0.5)
     # The latency table's own parameters: the task section (width and input size).
     assert pc.phase_keys("latency", "pose") == ("pose",)
     np.testing.assert_equal(pc.restrict(latency, "latency", "seg").seg.crop_size, (64, 128))
