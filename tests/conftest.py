@@ -1,9 +1,20 @@
-"""Shared test settings."""
+"""Shared test settings, and the one finished tiny pipeline run that several modules read."""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 #: The real data samples, official architecture files and reference fixtures (../shared).
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -26,3 +37,68 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# -- one finished tiny run, shared ----------------------------------------------------------------
+
+def tiny(doc: dict) -> dict:
+    """The smallest run that goes through every phase of both tasks."""
+    doc["data"].update({"seg_train": 6, "seg_val": 2, "seg_size": [64, 128],
+                        "pose_train": 6, "pose_val": 2, "pose_size": [96, 128]})
+    for t in ("seg", "pose"):
+        doc["teacher"][t].update(iterations=2, batch_size=2)
+        doc["supernet"][t].update(iterations=2, batch_size=2)
+        doc["finetune"][t].update(iterations=2, batch_size=2)
+    doc["calibration"].update(images=1, batch_size=1)
+    doc["search"]["random"].update(fusion_probs=[0.5], depth_candidates=[[2, 3]],
+                                   samples_per_cell=2, shards=1)
+    doc["search"]["evolution"].update(generations=1, population=2, parents=2, shards=1,
+                                      screen_factor=1)
+    return doc
+
+
+def clone_env(clone: Path) -> dict[str, str]:
+    """The environment of a command run in ``clone``: its own code, no outer MLflow or DVC."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "SCALENAS_PARENT_RUN_ID",
+                        "SCALENAS_WORKFLOW_PID", "DVC_STAGE", "DVC_ROOT")}
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", PYTHONPATH=str(clone),
+               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A git clone of the committed branch, the tiny parameters committed as its
+    params/default.yaml, run with plain `snakemake --cores 2` (every phase, both tasks: minutes).
+    One per session: tests/test_lineage_tracking.py reads and edits it (leaving it a finished,
+    up-to-date run); a test that kills or reruns jobs works on a copy (:func:`copy_run`)."""
+    root = tmp_path_factory.mktemp("tiny-run") / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True, timeout=120)
+    params = root / "params" / "default.yaml"
+    params.write_text(yaml.safe_dump(tiny(yaml.safe_load(params.read_text()))))
+    for c in (["git", "config", "user.email", "t@example.org"], ["git", "config", "user.name", "t"],
+              ["git", "commit", "-qam", "tiny parameters"]):
+        subprocess.run(c, cwd=root, check=True, timeout=60)
+    t0 = time.time()
+    r = subprocess.run([str(BIN / "snakemake"), "--cores", "2"], cwd=root, env=clone_env(root),
+                       capture_output=True, text=True, timeout=2400)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    print(f"tiny pipeline: {time.time() - t0:.0f} s")
+    assert "lineage recorded: dvc commit data.dvc prepare train search finetune report" in r.stderr
+    return root
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a finished run at ``dst`` that Snakemake sees as up to date (modification times
+    kept). The copied MLflow store still names the original's artifact folder (an absolute URI):
+    it is pointed at the copy's own, so that runs in the copy never write into the original."""
+    shutil.copytree(src, dst, symlinks=True)
+    db = dst / "results" / "mlflow.db"
+    old, new = ((p / "results" / "mlartifacts").resolve().as_uri() for p in (src, dst))
+    with sqlite3.connect(db) as con:
+        n = con.execute("UPDATE experiments SET artifact_location = ? WHERE artifact_location = ?",
+                        (new, old)).rowcount
+    con.close()
+    assert n == 1, f"{db}: no experiment with artifacts at {old}"
+    return dst

@@ -259,64 +259,93 @@ def _readme_resume_commands() -> list[str]:
     return [l.split("#")[0].strip() for l in block.strip().splitlines() if l.split("#")[0].strip()]
 
 
-def _smk(workdir: Path, params: Path, *args: str) -> list[str]:
-    return [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args,
-            "--config", f"params={params}"]
-
-
 def _temporaries(root: Path) -> list[Path]:
     pat = re.compile(r"^\..+\.(tmp|old)-\d+$|^\..+\.\d+\.tmp$")
     return [p for p in root.rglob(".*") if pat.match(p.name)]
 
 
-@pytest.mark.slow
-def test_kill_snakemake_and_job_then_readme_recovery_gives_identical_results(tmp_path: Path) -> None:
-    params = tmp_path / "p.yaml"
-    params.write_text(_params())
-    ref, killed = tmp_path / "ref", tmp_path / "killed"
-    r = _run(_smk(ref, params, "--cores", "2", "prepare_all"), tmp_path, timeout=300)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+def _results(root: Path) -> dict[str, str]:
+    """Hashes of every file under results/ but the MLflow store (run ids, times, and the runs of
+    killed processes: it differs between two runs by design)."""
+    return {k: v for k, v in _hashes(root / "results").items() if k != "mlflow.db"}
 
-    killed.mkdir()
-    proc = subprocess.Popen(_smk(killed, params, "--cores", "2", "prepare_all"), cwd=tmp_path,
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+
+@pytest.mark.slow
+def test_kill_report_phase_then_readme_recovery_gives_identical_results(tiny_run: Path,
+                                                                       tmp_path: Path) -> None:
+    """The report phase of the default tiny run (tests/conftest.py), rerun as a user does
+    (`--forcerun report`) in a copy of the finished run, is killed with `kill -9` (Snakemake and
+    the report job) while the job writes; the README's "Resume" commands, run as printed, give
+    the uninterrupted results byte for byte, no temporary folder and no MLflow run RUNNING."""
+    from mlflow.exceptions import MlflowException
+
+    from conftest import clone_env, copy_run
+    from pipeline import tracking
+
+    work = copy_run(tiny_run, tmp_path / "run")
+    env = clone_env(work)
+    ref = _results(work)
+    assert "report/REPORT.md" in ref and "logs/report.log" in ref
+    client = tracking._client(tracking.default_uri(work))
+    exp = client.get_experiment_by_name("scalenas").experiment_id
+
+    log = tmp_path / "forcerun.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([SNAKEMAKE, "--cores", "2", "--forcerun", "report"], cwd=work,
+                                env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     job = None
-    deadline = time.time() + 240
+    deadline = time.time() + 300
+    # The moment to kill: the report job has its temporary output and its MLflow run is open
+    # (runs are tagged with their process as host:pid:start).
     while job is None and time.time() < deadline and proc.poll() is None:
-        tmps = [p for p in _temporaries(killed) if re.search(r"\.tmp-\d+$", p.name)]
+        tmps = list((work / "results").glob(".report.tmp-*"))
         if tmps:
-            job = int(tmps[0].name.rsplit("-", 1)[1])
+            pid = int(tmps[0].name.rsplit("-", 1)[1])
+            job_owner = tracking.process_owner(pid)
+            try:
+                if client.search_runs([exp], "attributes.status = 'RUNNING' and "
+                                             f"tags.`{tracking.TAG_OWNER}` = '{job_owner}'"):
+                    job = pid
+            except MlflowException:  # the store busy with the job's writes: look again
+                pass
         time.sleep(0.05)
-    assert job is not None, "no stage job started"
+    if job is None:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"the report job was not caught running:\n{log.read_text()[-3000:]}")
+    smk_owner = tracking.process_owner(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
-    try:
-        os.kill(job, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    os.kill(job, signal.SIGKILL)
     proc.wait()
     time.sleep(0.5)
-    assert _temporaries(killed)  # the kill left something to clean up
+    out = log.read_text()
+    # Only the report (and the `all` target) was to run: the copy was up to date.
+    assert re.search(r"^report\s+1$", out, re.M) and re.search(r"^total\s+2$", out, re.M), out
+    assert [p.name for p in _temporaries(work)] == [f".report.tmp-{job}"]
+    assert not (work / "results" / "report" / "REPORT.md").exists()  # Snakemake removed it
 
-    # The README's steps, with this run's parameter file and target.
+    # The README's steps, as printed (the tiny run's parameters are its params/default.yaml).
     for line in _readme_resume_commands():
         argv = line.split()
         assert argv[0] == "snakemake", line
-        r = _run(_smk(killed, params, *argv[1:], "prepare_all") if "--unlock" not in argv
-                 else _smk(killed, params, *argv[1:]), tmp_path, timeout=300)
+        r = subprocess.run([SNAKEMAKE, *argv[1:]], cwd=work, env=env, capture_output=True,
+                           text=True, timeout=600, stdin=subprocess.DEVNULL)
         assert r.returncode == 0, (line, (r.stdout + r.stderr)[-3000:])
 
-    for sub in ("data", "results/seg/data", "results/pose/data"):
-        assert _hashes(ref / sub) == _hashes(killed / sub), sub
-    assert _temporaries(killed) == []
-
-    from pipeline import tracking
-    client = tracking._client(tracking.default_uri(killed))
-    exp = client.get_experiment_by_name("scalenas")
-    runs = client.search_runs([exp.experiment_id])
+    # The uninterrupted results, byte for byte; MLflow's artifact store only gained the folders
+    # of the new runs (one per run id).
+    after = _results(work)
+    assert {k: v for k, v in after.items() if k in ref or not k.startswith("mlartifacts/")} == ref
+    assert _temporaries(work) == []
+    runs = client.search_runs([exp], max_results=5000)
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
-    assert any(r.info.status == "KILLED" and r.data.tags.get(tracking.TAG_KIND) == "pipeline"
-               for r in runs)
+    # The runs of the killed Snakemake and job, marked KILLED when the recovery run started.
+    killed = {r.data.tags.get(tracking.TAG_OWNER): r for r in runs}
+    assert killed[smk_owner].info.status == "KILLED"
+    assert killed[smk_owner].data.tags.get(tracking.TAG_KIND) == "pipeline"
+    assert killed[job_owner].info.status == "KILLED"
+    assert killed[job_owner].data.tags.get(tracking.TAG_PHASE) == "report"
 
 
 def test_stage_stops_when_its_workflow_is_gone(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ the README's filter strings against the real store, the UI in a real browser, `d
 `snakemake`, code and parameter changes seen by DVC, `dvc repro` rerunning only what changed."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
@@ -17,35 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import clone_env
 from pipeline import lineage
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CHROMIUM = Path("/usr/bin/chromium")
 
-def tiny(doc: dict) -> dict:
-    """The smallest run that goes through every phase of both tasks."""
-    doc["data"].update({"seg_train": 6, "seg_val": 2, "seg_size": [64, 128],
-                        "pose_train": 6, "pose_val": 2, "pose_size": [96, 128]})
-    for t in ("seg", "pose"):
-        doc["teacher"][t].update(iterations=2, batch_size=2)
-        doc["supernet"][t].update(iterations=2, batch_size=2)
-        doc["finetune"][t].update(iterations=2, batch_size=2)
-    doc["calibration"].update(images=1, batch_size=1)
-    doc["search"]["random"].update(fusion_probs=[0.5], depth_candidates=[[2, 3]],
-                                   samples_per_cell=2, shards=1)
-    doc["search"]["evolution"].update(generations=1, population=2, parents=2, shards=1,
-                                      screen_factor=1)
-    return doc
-
-
 def _env(clone: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "SCALENAS_PARENT_RUN_ID",
-                        "DVC_STAGE", "DVC_ROOT")}
-    env.update(MLFLOW_DISABLE_TELEMETRY="true", PYTHONPATH=str(clone),
-               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-    return env
+    return clone_env(clone)
 
 
 def sh(clone: Path, *cmd: str, timeout: float = 2400) -> subprocess.CompletedProcess:
@@ -54,21 +33,10 @@ def sh(clone: Path, *cmd: str, timeout: float = 2400) -> subprocess.CompletedPro
 
 
 @pytest.fixture(scope="module")
-def clone(tmp_path_factory) -> Path:
-    """A git clone of the committed branch, tiny parameters committed, run with `snakemake`."""
-    root = tmp_path_factory.mktemp("lineage") / "clone"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True, timeout=120)
-    params = root / "params" / "default.yaml"
-    params.write_text(yaml.safe_dump(tiny(yaml.safe_load(params.read_text()))))
-    for c in (["git", "config", "user.email", "t@example.org"], ["git", "config", "user.name", "t"],
-              ["git", "commit", "-qam", "tiny parameters"]):
-        subprocess.run(c, cwd=root, check=True, timeout=60)
-    t0 = time.time()
-    r = sh(root, str(BIN / "snakemake"), "--cores", "2")
-    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
-    print(f"tiny pipeline: {time.time() - t0:.0f} s")
-    assert "lineage recorded: dvc commit data.dvc prepare train search finetune report" in r.stderr
-    return root
+def clone(tiny_run: Path) -> Path:
+    """The session's tiny run (tests/conftest.py): a git clone of the committed branch, tiny
+    parameters committed, run with `snakemake`."""
+    return tiny_run
 
 
 def _status(clone: Path) -> str:
