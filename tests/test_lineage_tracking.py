@@ -1,8 +1,10 @@
-"""MLflow and DVC as their users use them, on one tiny pipeline run in a fresh clone (issue 16):
-the README's filter strings against the real store, the UI in a real browser, `dvc status` after
-`snakemake`, code and parameter changes seen by DVC, `dvc repro` rerunning only what changed."""
+"""MLflow, DVC and Snakemake's report as their users use them, on one tiny pipeline run in a fresh
+clone (issue 16): the README's filter strings against the real store, the UI in a real browser,
+`dvc status` after `snakemake`, code and parameter changes seen by DVC, `dvc repro` rerunning only
+what changed, `snakemake --report report.zip`."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -12,6 +14,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -297,3 +300,52 @@ def test_no_dvc_inside_dvc_and_no_lineage_for_other_params(tmp_path, monkeypatch
     monkeypatch.delenv("DVC_STAGE")
     line = lineage.record_after_snakemake(tmp_path, tmp_path / "other.yaml", [])
     assert line.startswith("lineage not recorded: dvc.yaml reads params/default.yaml")
+
+
+def readme_command(prefix: str) -> list[str]:
+    """The README's command line that starts with ``prefix`` (in a ```bash block)."""
+    text = (REPO / "README.md").read_text()
+    lines = [ln.split("  #")[0].strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+             for ln in block.splitlines() if ln.strip().startswith(prefix)]
+    assert lines, f"README shows no `{prefix} ...` command"
+    return lines[0].split()
+
+
+# -- Snakemake's report ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_snakemake_report_holds_pareto_figures_tables_and_captions(clone: Path) -> None:
+    cmd = readme_command("snakemake --report")
+    assert cmd == ["snakemake", "--report", "report.zip"], cmd
+    t0 = time.time()
+    r = sh(clone, str(BIN / "snakemake"), *cmd[1:], timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    print(f"snakemake --report: {time.time() - t0:.0f} s")
+    with zipfile.ZipFile(clone / "report.zip") as z:
+        files = [Path(n) for n in z.namelist()]
+        page = z.read("report/report.html").decode()
+        pareto = [n for n in files if n.name == "seg_pareto.png"]
+        assert pareto and z.read(str(pareto[0]))[:8] == b"\x89PNG\r\n\x1a\n"
+    names = sorted(n.name for n in files)
+    for f in ("seg_pareto.png", "pose_pareto.png", "final_models.html", "parameters.html",
+              "software.html"):
+        assert names.count(f) == 1, names
+    # Per task: the fronts of sampling, random search, generation 1 and the final fronts.
+    assert names.count("front.png") == 8, names
+    # Categories per phase and task, the captions, per-rule runtimes, the workflow description.
+    m = re.search(r"var categories = (\{.*?\});?\n", page)
+    assert m, "no categories in report.html"
+    cats = json.loads(m.group(1))
+    assert set(cats) == {"Search", "Report", "Run"}, cats
+    assert set(cats["Search"]) == {"seg", "pose"} and len(cats["Search"]["seg"]) == 4, cats
+    assert cats["Report"]["seg"] == ["results/report/seg_pareto.png"], cats
+    assert cats["Report"]["final models"] == ["results/report/final_models.html"], cats
+    for caption in ("pareto.rst", "search_front.rst", "software.rst"):
+        first = (REPO / "workflow" / "report" / caption).read_text().splitlines()[0]
+        assert first in page, caption
+    assert '"rule": "supernet", "runtime"' in page and '"rule": "report", "runtime"' in page
+    assert "one-shot architecture search over multi-scale" in page  # workflow/report/workflow.rst
+    params_page = (clone / "results" / "report" / "parameters.html").read_text()
+    assert "<h2>search_random (seg)</h2>" in params_page
+    assert "<td>search.random.samples_per_cell</td><td>2</td>" in params_page
+    assert "<td>snakemake</td>" in (clone / "results" / "report" / "software.html").read_text()

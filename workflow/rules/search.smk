@@ -12,6 +12,7 @@
 # evaluated before it (sampling + generations < g) and generation g-1's state.json (rng state).
 # results/{task}/search/final/ holds all.csv, front.csv (the final Pareto front), summary.json
 # (hypervolumes of sampling, random search and evolution at one fixed reference point).
+# The front figures (front.png) are marked for Snakemake's report (category Search, per task).
 
 wildcard_constraints:
     step=r"sample|random|evolve/gen_\d+",
@@ -108,7 +109,9 @@ rule search_merge:
         results=merged(),
         timings=f"{paths.merged_dir()}/timings.csv",
         front=f"{paths.merged_dir()}/front.csv",
-        plot=f"{paths.merged_dir()}/front.png",
+        plot=report(f"{paths.merged_dir()}/front.png", caption="../report/search_front.rst",
+                    category="Search", subcategory="{task}",
+                    labels={"task": "{task}", "step": "{step}"}),
         summary=f"{paths.merged_dir()}/summary.json",
     log:
         log_file("search/{step}/merge"),
@@ -136,7 +139,9 @@ rule search_summary:
     output:
         all=paths.final("all.csv"),
         front=paths.final("front.csv"),
-        plot=paths.final("front.png"),
+        plot=report(paths.final("front.png"), caption="../report/search_final.rst",
+                    category="Search", subcategory="{task}",
+                    labels={"task": "{task}", "step": "final front"}),
         summary=paths.final("summary.json"),
     log:
         log_file("search/summary"),
