@@ -1,7 +1,7 @@
 """MLflow, DVC and Snakemake's report as their users use them, on one tiny pipeline run in a fresh
 clone (issue 16): the README's filter strings against the real store, the UI in a real browser,
 `dvc status` after `snakemake`, code and parameter changes seen by DVC, `dvc repro` rerunning only
-what changed, `snakemake --report report.zip`."""
+what changed, a `dvc exp run` listed by `dvc exp show`, `snakemake --report report.zip`."""
 from __future__ import annotations
 
 import json
@@ -349,3 +349,48 @@ def test_snakemake_report_holds_pareto_figures_tables_and_captions(clone: Path) 
     assert "<h2>search_random (seg)</h2>" in params_page
     assert "<td>search.random.samples_per_cell</td><td>2</td>" in params_page
     assert "<td>snakemake</td>" in (clone / "results" / "report" / "software.html").read_text()
+
+
+# -- DVC experiments -------------------------------------------------------------------------------
+
+def _exp_rows(clone: Path) -> list[dict]:
+    r = sh(clone, str(BIN / "dvc"), "exp", "show", "--json", timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = []
+    for base in json.loads(r.stdout):
+        rows.append(base)
+        rows += [rev for e in base.get("experiments") or [] for rev in e.get("revs") or []]
+    return rows
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_is_listed_with_params_and_report_metrics(clone: Path) -> None:
+    # The README's form (a parameter of params/default.yaml, the file dvc.yaml declares), with a
+    # value whose change reruns only the report stage: the issue's search.random.samples_per_cell
+    # reruns search, finetune and report (README), too long for CI.
+    cmd = readme_command("dvc exp run")
+    assert cmd[:4] == ["dvc", "exp", "run", "-S"] and \
+        cmd[4].startswith("params/default.yaml:search.random.samples_per_cell="), cmd
+    t0 = time.time()
+    r = sh(clone, str(BIN / "dvc"), "exp", "run", "-n", "dpi90", "-S",
+           "params/default.yaml:report.dpi=90", timeout=1200)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    print(f"dvc exp run (report stage): {time.time() - t0:.0f} s")
+    assert set(re.findall(r"Running stage '(\w+)'", out)) == {"report"}, out[-4000:]
+    assert "lineage recorded" not in out  # DVC writes dvc.lock itself
+    rows = _exp_rows(clone)
+    exp = [row for row in rows
+           if (row.get("name") or (row.get("data") or {}).get("name")) == "dpi90"]
+    assert len(exp) == 1, [(row.get("rev"), row.get("name")) for row in rows]
+    data = exp[0]["data"]
+    params = data["params"]["params/default.yaml"]["data"]
+    assert params["report"]["dpi"] == 90
+    assert params["search"]["random"]["samples_per_cell"] == 2
+    metrics = data["metrics"]["results/report/metrics.json"]
+    assert "error" not in metrics, metrics
+    want = yaml.safe_load((clone / "results" / "report" / "metrics.json").read_text())
+    assert metrics["data"] == want
+    assert set(metrics["data"]["seg"]["models"]) == {"S-small", "S-large"}
+    assert metrics["data"]["pose"]["search"]["evaluated"] > 0
+    assert "Data and pipelines are up to date" in _status(clone)
