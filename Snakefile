@@ -3,6 +3,11 @@
 # parameter files, MLflow hooks and helpers; pipeline/paths.py names every artifact.
 # Parameters: `snakemake --cores 2 --config params=params/<file>.yaml` (default params/default.yaml)
 # or `--configfile params/<file>.yaml`. See README.md for the rules of use with DVC.
+# Snakemake's report: `snakemake --report report.zip` (figures and tables marked report(...) in the
+# rules, captions in workflow/report/, per-rule runtimes).
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/train.smk"

@@ -1,16 +1,18 @@
-"""MLflow and DVC as their users use them, on one tiny pipeline run in a fresh clone (issue 16):
-the README's filter strings against the real store, the UI in a real browser, `dvc status` after
-`snakemake`, code and parameter changes seen by DVC, `dvc repro` rerunning only what changed."""
+"""MLflow, DVC and Snakemake's report as their users use them, on one tiny pipeline run in a fresh
+clone (issue 16): the README's filter strings against the real store, the UI in a real browser,
+`dvc status` after `snakemake`, code and parameter changes seen by DVC, `dvc repro` rerunning only
+what changed, a `dvc exp run` listed by `dvc exp show`, `snakemake --report report.zip`."""
 from __future__ import annotations
 
+import json
 import re
-import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -265,3 +267,97 @@ def test_no_dvc_inside_dvc_and_no_lineage_for_other_params(tmp_path, monkeypatch
     monkeypatch.delenv("DVC_STAGE")
     line = lineage.record_after_snakemake(tmp_path, tmp_path / "other.yaml", [])
     assert line.startswith("lineage not recorded: dvc.yaml reads params/default.yaml")
+
+
+def readme_command(prefix: str) -> list[str]:
+    """The README's command line that starts with ``prefix`` (in a ```bash block)."""
+    text = (REPO / "README.md").read_text()
+    lines = [ln.split("  #")[0].strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+             for ln in block.splitlines() if ln.strip().startswith(prefix)]
+    assert lines, f"README shows no `{prefix} ...` command"
+    return lines[0].split()
+
+
+# -- Snakemake's report ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_snakemake_report_holds_pareto_figures_tables_and_captions(clone: Path) -> None:
+    cmd = readme_command("snakemake --report")
+    assert cmd == ["snakemake", "--report", "report.zip"], cmd
+    t0 = time.time()
+    r = sh(clone, str(BIN / "snakemake"), *cmd[1:], timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    print(f"snakemake --report: {time.time() - t0:.0f} s")
+    with zipfile.ZipFile(clone / "report.zip") as z:
+        files = [Path(n) for n in z.namelist()]
+        page = z.read("report/report.html").decode()
+        pareto = [n for n in files if n.name == "seg_pareto.png"]
+        assert pareto and z.read(str(pareto[0]))[:8] == b"\x89PNG\r\n\x1a\n"
+    names = sorted(n.name for n in files)
+    for f in ("seg_pareto.png", "pose_pareto.png", "final_models.html", "parameters.html",
+              "software.html"):
+        assert names.count(f) == 1, names
+    # Per task: the fronts of sampling, random search, generation 1 and the final fronts.
+    assert names.count("front.png") == 8, names
+    # Categories per phase and task, the captions, per-rule runtimes, the workflow description.
+    m = re.search(r"var categories = (\{.*?\});?\n", page)
+    assert m, "no categories in report.html"
+    cats = json.loads(m.group(1))
+    assert set(cats) == {"Search", "Report", "Run"}, cats
+    assert set(cats["Search"]) == {"seg", "pose"} and len(cats["Search"]["seg"]) == 4, cats
+    assert cats["Report"]["seg"] == ["results/report/seg_pareto.png"], cats
+    assert cats["Report"]["final models"] == ["results/report/final_models.html"], cats
+    for caption in ("pareto.rst", "search_front.rst", "software.rst"):
+        first = (REPO / "workflow" / "report" / caption).read_text().splitlines()[0]
+        assert first in page, caption
+    assert '"rule": "supernet", "runtime"' in page and '"rule": "report", "runtime"' in page
+    assert "one-shot architecture search over multi-scale" in page  # workflow/report/workflow.rst
+    params_page = (clone / "results" / "report" / "parameters.html").read_text()
+    assert "<h2>search_random (seg)</h2>" in params_page
+    assert "<td>search.random.samples_per_cell</td><td>2</td>" in params_page
+    assert "<td>snakemake</td>" in (clone / "results" / "report" / "software.html").read_text()
+
+
+# -- DVC experiments -------------------------------------------------------------------------------
+
+def _exp_rows(clone: Path) -> list[dict]:
+    r = sh(clone, str(BIN / "dvc"), "exp", "show", "--json", timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = []
+    for base in json.loads(r.stdout):
+        rows.append(base)
+        rows += [rev for e in base.get("experiments") or [] for rev in e.get("revs") or []]
+    return rows
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_is_listed_with_params_and_report_metrics(clone: Path) -> None:
+    # The README's form (a parameter of params/default.yaml, the file dvc.yaml declares), with a
+    # value whose change reruns only the report stage: the issue's search.random.samples_per_cell
+    # reruns search, finetune and report (README), too long for CI.
+    cmd = readme_command("dvc exp run")
+    assert cmd[:4] == ["dvc", "exp", "run", "-S"] and \
+        cmd[4].startswith("params/default.yaml:search.random.samples_per_cell="), cmd
+    t0 = time.time()
+    r = sh(clone, str(BIN / "dvc"), "exp", "run", "-n", "dpi90", "-S",
+           "params/default.yaml:report.dpi=90", timeout=1200)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    print(f"dvc exp run (report stage): {time.time() - t0:.0f} s")
+    assert set(re.findall(r"Running stage '(\w+)'", out)) == {"report"}, out[-4000:]
+    assert "lineage recorded" not in out  # DVC writes dvc.lock itself
+    rows = _exp_rows(clone)
+    exp = [row for row in rows
+           if (row.get("name") or (row.get("data") or {}).get("name")) == "dpi90"]
+    assert len(exp) == 1, [(row.get("rev"), row.get("name")) for row in rows]
+    data = exp[0]["data"]
+    params = data["params"]["params/default.yaml"]["data"]
+    assert params["report"]["dpi"] == 90
+    assert params["search"]["random"]["samples_per_cell"] == 2
+    metrics = data["metrics"]["results/report/metrics.json"]
+    assert "error" not in metrics, metrics
+    want = yaml.safe_load((clone / "results" / "report" / "metrics.json").read_text())
+    assert metrics["data"] == want
+    assert set(metrics["data"]["seg"]["models"]) == {"S-small", "S-large"}
+    assert metrics["data"]["pose"]["search"]["evaluated"] > 0
+    assert "Data and pipelines are up to date" in _status(clone)

@@ -75,3 +75,21 @@ def test_record_round_trip_and_errors(tmp_path):
     del doc["finetuned"]
     with pytest.raises(RecordError, match="missing key.*finetuned"):
         FinetuneRecord.from_dict(doc, "r.json")
+
+
+def test_html_pages_of_snakemakes_report():
+    from pipeline.report.pages import final_models_html, parameters_html, software_html
+
+    page = final_models_html([_record("a<b", 0.2, 0.5)])
+    assert "<td>a&lt;b</td>" in page and '<td class="num">+0.3000</td>' in page
+    page = parameters_html([{"phase": "search_random", "task": "seg",
+                             "params": {"search": {"random": {"samples_per_cell": 3,
+                                                              "fusion_probs": [0.5]}},
+                                        "seg": {"flops_size": None}}},
+                            {"phase": "report", "task": None, "params": {"report": {"dpi": 120}}}])
+    assert "<h2>search_random (seg)</h2>" in page and "<h2>report</h2>" in page
+    assert "<td>search.random.samples_per_cell</td><td>3</td>" in page
+    assert "<td>search.random.fusion_probs</td><td>[0.5]</td>" in page
+    assert "<td>seg.flops_size</td><td>null</td>" in page
+    page = software_html("0123abc")
+    assert "<td>0123abc</td>" in page and "<td>torch</td>" in page and "<td>python</td>" in page

@@ -7,11 +7,14 @@ One job for all tasks::
         --front seg=results/seg/search/final/front.csv \\
         --summary seg=results/seg/search/final/summary.json \\
         --selection seg=results/seg/finetune/select/selection.json \\
-        --records results/seg/finetune/*/finetune.json [... the same for pose]
+        --records results/seg/finetune/*/finetune.json [... the same for pose] \\
+        --param-files results/params/data.json results/params/seg/prepare.json ...
 
 writes ``REPORT.md`` (links everything), ``<task>_pareto.png``, ``final_models.md``,
 ``metrics.json`` (for ``dvc metrics``), ``plots/<task>_candidates.csv``, ``plots/<task>_front.csv``
-and ``plots/finetune.csv`` (for ``dvc plots``), and logs them all as MLflow artifacts.
+and ``plots/finetune.csv`` (for ``dvc plots``), the HTML pages of Snakemake's report
+(``final_models.html``, ``parameters.html`` from the per-rule parameter files, ``software.html``:
+see :mod:`pipeline.report.pages`), and logs them all as MLflow artifacts.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from typing import Any
 from pipeline.io import atomic_write_text, read_json
 from pipeline.space.arch import TASKS
 from pipeline.stages.common import StageContext, StageInputError, run_stage
+from pipeline.tracking import git_commit
 
 PHASE = "report"
 PLOT_COLUMNS = ["arch_id", "stage", "generation", "params", "gflops", "latency_ms", "score"]
@@ -44,6 +48,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
                        metavar="TASK=PATH", help=hlp)
     p.add_argument("--records", type=Path, nargs="*", default=[],
                    help="finetune.json of every fine-tuned model")
+    p.add_argument("--param-files", type=Path, nargs="*", default=[],
+                   help="the per-rule parameter files of the run (results/params/...), listed in "
+                        "parameters.html")
 
 
 def _by_task(pairs: list[tuple[str, Path]], what: str) -> dict[str, Path]:
@@ -55,9 +62,19 @@ def _by_task(pairs: list[tuple[str, Path]], what: str) -> dict[str, Path]:
     return out
 
 
+def _param_doc(path: Path) -> dict[str, Any]:
+    doc = read_json(path, "per-rule parameter file", StageInputError)
+    if not isinstance(doc, dict) or not isinstance(doc.get("phase"), str) \
+            or not isinstance(doc.get("params"), dict):
+        raise StageInputError(f"{path}: not a per-rule parameter file (expected the keys phase, "
+                              "task and params)")
+    return doc
+
+
 def body(ctx: StageContext) -> dict[str, float]:
     from pipeline.report.figures import GFLOPS_LABEL, ReferencePoint, pareto_figure
     from pipeline.report.markdown import report_md, screening_line, task_section
+    from pipeline.report.pages import final_models_html, parameters_html, software_html
     from pipeline.report.records import FinetuneRecord
     from pipeline.report.tables import (final_models_table, finetune_plot_frame, metrics_doc,
                                         write_csv, write_json)
@@ -136,6 +153,11 @@ def body(ctx: StageContext) -> dict[str, float]:
     write_csv(out / "plots" / "finetune.csv", finetune_plot_frame(records))
     atomic_write_text(out / "REPORT.md",
                       report_md(sections, table_md, records, ctx.params_hash))
+    # Snakemake's report (snakemake --report) shows HTML inline.
+    atomic_write_text(out / "final_models.html", final_models_html(records))
+    atomic_write_text(out / "parameters.html",
+                      parameters_html([_param_doc(p) for p in ctx.args.param_files]))
+    atomic_write_text(out / "software.html", software_html(git_commit()))
     ctx.run.log_artifact(out, "report")
 
     metrics: dict[str, float] = {"models": float(len(records)),

@@ -76,14 +76,13 @@ def _phase_doc(phase, task):
 
 # Per-rule parameter files, written at parse time (content-compared, so mtimes move only when a
 # value changes). Task-independent phases (no "{task}" in their keys) get one file.
+#: Every per-rule parameter file, in pipeline order (the report lists them in parameters.html).
+PARAM_FILES = []
 for _phase, _keys in pconfig.PHASES.items():
-    if any("{task}" in k for k in _keys):
-        for _task in TASKS:
-            write_if_changed(param_file(_phase, _task),
-                             json.dumps(_phase_doc(_phase, _task), indent=1, sort_keys=True) + "\n")
-    else:
-        write_if_changed(param_file(_phase, None),
-                         json.dumps(_phase_doc(_phase, None), indent=1, sort_keys=True) + "\n")
+    for _task in (TASKS if any("{task}" in k for k in _keys) else [None]):
+        write_if_changed(param_file(_phase, _task),
+                         json.dumps(_phase_doc(_phase, _task), indent=1, sort_keys=True) + "\n")
+        PARAM_FILES.append(param_file(_phase, _task))
 
 # Execution settings (device, threads, tracking): read by the jobs, never an input, so changing
 # them reruns nothing.
@@ -296,6 +295,10 @@ def finetune_records(task):
 # --- helpers of report.smk (here because `snakemake --lint` wants rule files without functions)
 REPORT_OUTPUTS = [paths.report_file(n) for n in
                   ("REPORT.md", "metrics.json", "final_models.md", "plots/finetune.csv")]
+#: Targets of the phase: REPORT.md and the pages of Snakemake's report (requested by name, so that
+#: a run made before they existed builds them; `snakemake --report` needs every marked file).
+REPORT_TARGETS = [paths.report_file(n) for n in
+                  ("REPORT.md", "final_models.html", "parameters.html", "software.html")]
 
 
 # --- scale-out (issue 15): launcher and device checks, the per-job device pool -------------------

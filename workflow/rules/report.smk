@@ -1,6 +1,8 @@
 # Phase "report": one job over every task. Pareto figure per task (candidates by stage and
 # generation, final front, fine-tuned models before -> after, HRNet reference), the table of final
 # models, metrics.json (dvc metrics) and plot data (dvc plots); results/report/REPORT.md links all.
+# Outputs marked report(...) go into Snakemake's report (`snakemake --report report.zip`; captions
+# in workflow/report/), with the final models, parameters and software as HTML pages.
 # Needs finetune.smk (FINETUNE_MODELS, finetune_record) included before it.
 
 rule report:
@@ -11,11 +13,20 @@ rule report:
         summaries=[paths.final("summary.json", t) for t in TASKS],
         selections=[paths.selection(t) for t in TASKS],
         records=[rec for t in TASKS for rec in finetune_records(t)],
+        param_files=PARAM_FILES,
     output:
         REPORT_OUTPUTS,
-        [paths.report_file(f"{t}_pareto.png") for t in TASKS],
+        [report(paths.report_file(f"{t}_pareto.png"), caption="../report/pareto.rst",
+                category="Report", subcategory=t, labels={"task": t, "figure": "Pareto front"})
+         for t in TASKS],
         [paths.report_file(f"plots/{t}_candidates.csv") for t in TASKS],
         [paths.report_file(f"plots/{t}_front.csv") for t in TASKS],
+        report(paths.report_file("final_models.html"), caption="../report/final_models.rst",
+               category="Report", subcategory="final models", labels={"table": "final models"}),
+        report(paths.report_file("parameters.html"), caption="../report/parameters.rst",
+               category="Run", subcategory="parameters", labels={"page": "parameters"}),
+        report(paths.report_file("software.html"), caption="../report/software.rst",
+               category="Run", subcategory="software", labels={"page": "software versions"}),
     log:
         log_file("report", None),
     params:
@@ -28,12 +39,13 @@ rule report:
         CONDA_ENV
     shell:
         stage_cmd("report", "--params {input.params}", "{params.pairs}",
-                  "--records {input.records}", f"--out {paths.REPORT}")
+                  "--records {input.records}", "--param-files {input.param_files}",
+                  f"--out {paths.REPORT}")
 
 
 rule report_all:
     input:
-        paths.report_file("REPORT.md"),
+        REPORT_TARGETS,
 
 
-ALL_TARGETS += [paths.report_file("REPORT.md")]
+ALL_TARGETS += REPORT_TARGETS

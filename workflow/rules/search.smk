@@ -17,6 +17,7 @@
 # budgets) is the predicted latency of the table results/{task}/search/latency/<device>/table.json
 # (rule latency_table, <device> = this machine's fingerprint); the shard, merge, evolve, summary
 # and selection jobs take it as an input then, and only then.
+# The front figures (front.png) are marked for Snakemake's report (category Search, per task).
 
 wildcard_constraints:
     step=r"sample|random|evolve/gen_\d+",
@@ -135,7 +136,9 @@ rule search_merge:
         results=merged(),
         timings=f"{paths.merged_dir()}/timings.csv",
         front=f"{paths.merged_dir()}/front.csv",
-        plot=f"{paths.merged_dir()}/front.png",
+        plot=report(f"{paths.merged_dir()}/front.png", caption="../report/search_front.rst",
+                    category="Search", subcategory="{task}",
+                    labels={"task": "{task}", "step": "{step}"}),
         summary=f"{paths.merged_dir()}/summary.json",
     log:
         log_file("search/{step}/merge"),
@@ -165,7 +168,9 @@ rule search_summary:
     output:
         all=paths.final("all.csv"),
         front=paths.final("front.csv"),
-        plot=paths.final("front.png"),
+        plot=report(paths.final("front.png"), caption="../report/search_final.rst",
+                    category="Search", subcategory="{task}",
+                    labels={"task": "{task}", "step": "final front"}),
         summary=paths.final("summary.json"),
     log:
         log_file("search/summary"),
