@@ -5,7 +5,6 @@ traceback, and leave every file it was given unchanged (hashes before and after)
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import signal

@@ -35,7 +35,6 @@ are then all in ms), and errors and the generation record say so.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ import numpy as np
 from pipeline.config import EvolutionConfig
 from pipeline.io import read_json
 from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
-from pipeline.space.ops import MUTATION_MODES, crossover, crossover_pair, mutate
+from pipeline.space.ops import crossover, crossover_pair, mutate
 from pipeline.space.sample import largest, smallest
 
 from .objective import GFLOPS_AXIS, CostAxis
