@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pytest
+import torch
+
 from pipeline.stages.common import _check_replaceable, _work_dir
 
 
@@ -73,3 +76,30 @@ def test_input_errors_exit_2_in_one_line_and_bugs_exit_1_with_traceback(tmp_path
         assert rc == 1 and "Traceback" in err
         assert err.strip().splitlines()[-1].startswith(f"error: report: {kind}: ")
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_is_checked_only_in_jobs_given_gpus(tmp_path: Path, capsys, monkeypatch) -> None:
+    """run.device 'cuda' on a node without CUDA: a job the workflow gave devices
+    (SCALENAS_GPUS = resources.gpu > 0) stops with one line; a job given none (prepare, merge,
+    evolve, report: they never touch the device) runs, as on a cluster's CPU nodes."""
+    from pipeline.stages.common import run_stage
+
+    params = tmp_path / "params.yaml"
+    params.write_text("tracking: {enabled: false}\ndata: {builtin: true}\n")
+    settings = tmp_path / "run.json"
+    settings.write_text('{"run": {"device": "cuda"}}')
+    seen = []
+
+    def body(ctx):
+        seen.append(ctx.device)
+
+    argv = ["--params", str(params), "--run-settings", str(settings), "--out", str(tmp_path / "o")]
+    monkeypatch.setenv("SCALENAS_GPUS", "0")
+    assert run_stage("report", body, argv, needs_task=False) == 0
+    assert seen == ["cuda"]
+    monkeypatch.setenv("SCALENAS_GPUS", "1")
+    assert run_stage("report", body, argv + ["--out", str(tmp_path / "o2")], needs_task=False) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run.device is 'cuda' but torch sees no CUDA device" in err[0], err
+    assert seen == ["cuda"] and not (tmp_path / "o2").exists()

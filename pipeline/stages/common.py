@@ -291,14 +291,19 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
         seed = params.get("run", {}).get("seed", 0)
         seed_everything(seed)
         device = args.device or settings.get("run", {}).get("device", "cpu")
-        if device in ("auto", "cuda"):
+        if device == "auto":
             import torch
 
-            if device == "cuda" and not torch.cuda.is_available():
-                # A GPU job that landed on a node without one (a cluster's CPU partition).
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and (args.device or int(os.environ.get("SCALENAS_GPUS") or 0)):
+            import torch
+
+            if not torch.cuda.is_available():
+                # A job given GPUs (resources.gpu, or --device cuda) on a node without one, e.g.
+                # a cluster's CPU partition. Jobs that ask for none (prepare, merge, evolve,
+                # report) never touch the device and run anywhere.
                 raise StageInputError("run.device is 'cuda' but torch sees no CUDA device on "
                                       f"this node ({os.uname().nodename})")
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         data_hash = _data_hash(args.manifest)
         final = args.out
         _check_replaceable(final, output_marker)
