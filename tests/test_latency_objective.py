@@ -20,13 +20,13 @@ from pipeline.cli import main as cli
 from pipeline.data.synth import generate_cityscapes
 from pipeline.nets.supernet import SuperNet
 from pipeline.search.jobs import candidate_records
-from pipeline.search.latency import load_table, predict_latency
+from pipeline.search.latency import PLANNED_FP_ENV, device_info, load_table, predict_latency
 from pipeline.search.pareto import pareto_front
 from pipeline.search.table import load_table as load_results, read_shard
 from pipeline.space.arch import Architecture
 from pipeline.space.sample import largest
-from pipeline.stages import evolve, finetune, report, sample, search_merge, search_shard, \
-    search_summary
+from pipeline.stages import evolve, finetune, latency, report, sample, search_merge, \
+    search_shard, search_summary
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -88,7 +88,7 @@ def test_readme_latency_commands_ran(run, capsys):
     assert "ms predicted" in capsys.readouterr().out
 
 
-def test_search_on_the_latency_axis_end_to_end(run, capsys):
+def test_search_on_the_latency_axis_end_to_end(run, capsys, monkeypatch):
     root, doc, params, ckpt, table = run
     lat = ["--latency-table", str(table)]
     common = ["--params", str(params), "--task", "seg"]
@@ -168,29 +168,64 @@ def test_search_on_the_latency_axis_end_to_end(run, capsys):
     assert by_name["L-cheap"]["search"]["latency_ms"] == pytest.approx(front["latency_ms"].iloc[0])
     assert doc_sel["reference"]["latency_ms"] > 0 and doc_sel["reference"]["gflops"] > 0
 
-    # The report draws the latency axis and reports HRNet's predicted latency.
+    # The report draws the latency axis (the label of the search's own plots) and reports
+    # HRNet's and the final models' predicted latency.
+    from pipeline.report import figures
+    from pipeline.report.records import FinetuneRecord
+
+    rec = root / "records" / "L-top" / "finetune.json"
+    FinetuneRecord(name="L-top", task="seg", arch_id=by_name["L-top"]["arch_id"], rule="front",
+                   metric="mIoU", params=1000, gflops=0.5, input_hw=(64, 128), width=8,
+                   inherited=0.1, finetuned=0.2, reloaded=0.2, iterations=1, epochs=1.0,
+                   wall_s=1.0, model_dir="model").save(rec)
+    drawn, draw = [], figures.pareto_figure
+    monkeypatch.setattr(figures, "pareto_figure",
+                        lambda *a, **k: (drawn.append(k), draw(*a, **k))[1])
     rep = root / "report"
     assert report.main(["--params", str(params), "--out", str(rep),
                         "--candidates", f"seg={final / 'all.csv'}",
                         "--front", f"seg={final / 'front.csv'}",
                         "--summary", f"seg={final / 'summary.json'}",
-                        "--selection", f"seg={sel / 'selection.json'}"]) == 0, \
-        capsys.readouterr().err
+                        "--selection", f"seg={sel / 'selection.json'}",
+                        "--records", str(rec)]) == 0, capsys.readouterr().err
     metrics = json.loads((rep / "metrics.json").read_text())
     assert metrics["seg"]["search"]["hrnet_latency_ms"] == doc_sel["reference"]["latency_ms"]
     assert "latency_ms" in pd.read_csv(rep / "plots" / "seg_front.csv").columns
     assert " ms predicted" in (rep / "REPORT.md").read_text()
+    dev = t["device"]
+    label = f"predicted latency (ms, {dev['cpu']}, {dev['threads']} thread(s))"  # the README's
+    assert summary["cost_label"] == label and [k["cost_label"] for k in drawn] == [label]
+    md = (rep / "final_models.md").read_text().splitlines()
+    assert "| GFLOPs | predicted latency (ms) | metric |" in md[0]
+    assert f"| {by_name['L-top']['search']['latency_ms']:.4g} | mIoU |" in md[2], md
+    assert "<th>predicted latency (ms)</th>" in (rep / "final_models.html").read_text()
 
 
-def test_table_of_another_device_or_input_size_is_refused(run, tmp_path, capsys):
+@pytest.fixture
+def candidates(run, tmp_path):
+    """A sampling step's candidate list of this test's own (no other test's files)."""
+    root, doc, params, ckpt, table = run
+    out = tmp_path / "sample_candidates"
+    assert sample.main(["--params", str(params), "--task", "seg", "--out", str(out)]) == 0
+    return out / "candidates.json"
+
+
+@pytest.fixture(autouse=True)
+def no_planned_device(monkeypatch):
+    """Outside a workflow run: no planned device fingerprint in the environment (a test that
+    plays a workflow job sets one)."""
+    monkeypatch.delenv(PLANNED_FP_ENV, raising=False)
+
+
+def test_table_of_another_device_or_input_size_is_refused(run, candidates, tmp_path, capsys):
     root, doc, params, ckpt, table = run
     other = json.loads(table.read_text())
     other["device"].update(cpu="Some Other CPU", fingerprint="0123456789abcdef")
     moved = tmp_path / "other_device.json"
     moved.write_text(json.dumps(other))
     rc = search_shard.main(["--phase", "search_random", "--params", str(params), "--task", "seg",
-                            "--out", str(tmp_path / "shard"), "--candidates",
-                            str(root / "sample" / "candidates" / "candidates.json"), "--shard", "0",
+                            "--out", str(tmp_path / "shard"), "--candidates", str(candidates),
+                            "--shard", "0",
                             "--checkpoint", str(ckpt), "--latency-table", str(moved)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
@@ -279,3 +314,97 @@ def test_merge_front_and_plot_follow_latency_not_gflops(run, tmp_path, monkeypat
     assert summary["cumulative"]["hypervolume"] == pytest.approx((ref - 37.0) * 0.4)
     (kw,) = plots
     assert kw["cost"] == "latency_ms" and kw["cost_label"].startswith("predicted latency (ms, ")
+
+
+def _synthetic_merge_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """A candidate list and one shard of rows for it (no network evaluated)."""
+    from pipeline.search.candidates import Candidate, write_candidates
+    from pipeline.search.table import Row, write_shard
+    from pipeline.space.sample import sample_arch
+
+    archs = [sample_arch(np.random.default_rng(i), 0.5, (2, 3), "seg") for i in range(3)]
+    cands = [Candidate(i, 0, "g", 0.5, "2-3", a) for i, a in enumerate(archs)]
+    write_candidates(tmp_path / "candidates.json", "sample", 0, 1, cands)
+    timing = {"wall_s": 1.0, "calib_s": 0.5, "eval_s": 0.5, "forward_s": 0.9, "overhead_s": 0.1}
+    write_shard(tmp_path / "shard_0" / "rows.jsonl", [
+        Row(a.arch_id, "sample", 0, i, 0, "g", 0.5, "2-3", 1000, 1.0 + i, 0.1 * (i + 1), {},
+            timing, a.to_dict(), latency_ms=40.0 - i) for i, a in enumerate(archs)])
+    return tmp_path / "candidates.json", tmp_path / "shard_0"
+
+
+def test_jobs_check_the_table_against_the_planned_device_not_their_node(run, tmp_path,
+                                                                        monkeypatch, capsys):
+    """A workflow job (SCALENAS_LATENCY_FP set by the planning process) takes a table of the
+    planned device, whichever node it runs on, and refuses a table of any other device."""
+    root, doc, params, ckpt, table = run
+    cands, shard = _synthetic_merge_inputs(tmp_path)
+    fp = "0123456789abcdef"  # the planning machine: not this one
+    other = json.loads(table.read_text())
+    other["device"].update(cpu="Planning Node CPU", fingerprint=fp)
+    planned = tmp_path / "latency" / fp / "table.json"
+    planned.parent.mkdir(parents=True)
+    planned.write_text(json.dumps(other))
+
+    def merge(out: str, tbl: Path) -> int:
+        return search_merge.main(["--phase", "search_random", "--params", str(params), "--task",
+                                  "seg", "--out", str(tmp_path / out), "--candidates", str(cands),
+                                  "--shards", str(shard), "--latency-table", str(tbl)])
+
+    monkeypatch.setenv(PLANNED_FP_ENV, fp)
+    assert device_info()["fingerprint"] != fp
+    assert merge("ok", planned) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
+    assert summary["objective"] == "latency"
+    assert summary["cost_label"] == "predicted latency (ms, Planning Node CPU, 1 thread(s))"
+    # This node's own table is not the planned device's.
+    capsys.readouterr()
+    assert merge("mine", table) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"the run planned device [{fp}] ({PLANNED_FP_ENV})" in err[0], err
+    assert not (tmp_path / "mine").exists()
+    # The planned device's table still has to be of the task's width and input size.
+    small = json.loads(json.dumps(doc))
+    small["seg"]["crop_size"] = [64, 64]
+    assert search_merge.main(["--phase", "search_random", "--params",
+                              str(_write(tmp_path, small, "small.yaml")), "--task", "seg",
+                              "--out", str(tmp_path / "small"), "--candidates", str(cands),
+                              "--shards", str(shard), "--latency-table", str(planned)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "at 64x128, needed seg W8 at 64x64" in err[0], err
+    # Started by hand (no planned device), the job checks the table against this machine.
+    monkeypatch.delenv(PLANNED_FP_ENV)
+    assert merge("by_hand", planned) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Planning Node CPU" in err[0] and "this device is" in err[0], err
+
+
+def test_table_job_refuses_a_device_other_than_the_planned_one(run, tmp_path, monkeypatch,
+                                                               capsys):
+    """The latency stage measures only the planned device: another machine, or this one with
+    fewer threads than planned (Snakemake caps a job's threads at --cores), is one line, exit 2,
+    no table; the planned device itself gets its table."""
+    root, doc, params, ckpt, table = run
+
+    def build(out: str, threads: int) -> int:
+        return latency.main(["--params", str(params), "--task", "seg", "--threads", str(threads),
+                             "--repeats", "1", "--out", str(tmp_path / out)])
+
+    monkeypatch.setenv(PLANNED_FP_ENV, "0123456789abcdef")
+    assert build("other", 1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: latency[seg]: this machine is "), err
+    assert "not the device the run planned [0123456789abcdef]" in err[0]
+    assert not (tmp_path / "other").exists()
+
+    monkeypatch.setenv(PLANNED_FP_ENV, device_info(2)["fingerprint"])  # run.threads 2
+    assert build("capped", 1) == 2  # the job got 1 thread
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "this job measures with 1 thread(s), the run planned its table " \
+        "for 2 (run.threads)" in err[0] and "--cores >= 2" in err[0], err
+    assert not (tmp_path / "capped").exists()
+
+    monkeypatch.setenv(PLANNED_FP_ENV, device_info(1)["fingerprint"])
+    assert build("planned", 1) == 0, capsys.readouterr().err
+    built = load_table(tmp_path / "planned" / "table.json")
+    assert built["device"]["fingerprint"] == device_info(1)["fingerprint"]
+    assert (built["task"], built["width"], built["input_hw"]) == ("seg", 8, [64, 128])

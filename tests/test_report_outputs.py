@@ -54,6 +54,10 @@ def test_table_and_metrics(tmp_path):
     assert len(lines) == 4 and all(l.count("|") == lines[0].count("|") for l in lines)
     assert "| 0.2000 | 0.5000 | +0.3000 |" in lines[2]
     assert "-0.0500" in lines[3]
+    # Without predicted latencies (a GFLOPs search): the columns the table always had.
+    assert lines[0] == ("| task | model | arch id | selected by | input | params (M) | GFLOPs "
+                        "| metric | inherited | fine-tuned | gain | reloaded |")
+    assert final_models_table(recs, {}) == md
     doc = metrics_doc(recs, {"seg": {"front_size": 3}})
     assert doc["seg"]["models"]["a"]["gain"] == pytest.approx(0.3)
     assert doc["seg"]["search"]["front_size"] == 3
@@ -93,3 +97,20 @@ def test_html_pages_of_snakemakes_report():
     assert "<td>seg.flops_size</td><td>null</td>" in page
     page = software_html("0123abc")
     assert "<td>0123abc</td>" in page and "<td>torch</td>" in page and "<td>python</td>" in page
+
+
+def test_final_models_table_with_predicted_latency():
+    """A latency search: a predicted-latency column after GFLOPs ("-" for a model without one),
+    in the markdown table and its HTML page."""
+    from pipeline.report.pages import final_models_html
+
+    recs = [_record("a", 0.2, 0.5), _record("b", 0.3, 0.25)]
+    lines = final_models_table(recs, {("seg", "a"): 12.345}).strip().splitlines()
+    assert "| GFLOPs | predicted latency (ms) | metric |" in lines[0]
+    assert all(l.count("|") == lines[0].count("|") for l in lines)
+    assert "| 2 | 12.35 | mIoU |" in lines[2] and "| 2 | - | mIoU |" in lines[3]
+    page = final_models_html(recs, {("seg", "a"): 12.345})
+    assert "<th>GFLOPs</th><th>predicted latency (ms)</th><th>metric</th>" in page
+    assert '<td class="num">12.35</td>' in page and "<td class=\"num\">-</td>" in page
+    assert final_models_html(recs) == final_models_html(recs, {})
+    assert "predicted latency" not in final_models_html(recs)

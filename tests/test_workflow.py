@@ -21,11 +21,12 @@ TINY_DATA = {"seg_train": 6, "seg_val": 2, "seg_size": [64, 128],
              "pose_train": 6, "pose_val": 2, "pose_size": [96, 128]}
 
 
-def _env() -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "SCALENAS_PARENT_RUN_ID")}
+           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "SCALENAS_PARENT_RUN_ID",
+                        "SCALENAS_LATENCY_FP")}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    return env
+    return {**env, **extra}
 
 
 def _params(tmp: Path, edit=None, name: str = "p.yaml") -> Path:
@@ -39,19 +40,24 @@ def _params(tmp: Path, edit=None, name: str = "p.yaml") -> Path:
     return path
 
 
-def smk(workdir: Path, params: Path, *args: str) -> subprocess.CompletedProcess:
+def smk(workdir: Path, params: Path, *args: str, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess:
+    """Snakemake on `workdir`; `env`: extra environment variables."""
     # --config takes several values: keep it last.
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args,
            "--config", f"params={params}"]
-    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(**(env or {})),
+                          timeout=300)
 
 
 def test_dry_run_of_default_params(tmp_path: Path) -> None:
-    r = smk(tmp_path, REPO / "params" / "default.yaml", "-n")
+    r = smk(tmp_path, REPO / "params" / "default.yaml", "-n", "-p")
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
     assert "builtin_data" in out and "prepare" in out
-    # search.objective gflops (the default): no latency table in the job graph.
+    # search.objective gflops (the default): no latency table in the job graph, and no job's
+    # command (printed with -p) reads one.
+    assert "pipeline.stages.search_shard" in out and "pipeline.stages.finetune" in out
     assert "latency_table" not in out and "--latency-table" not in out
     assert (tmp_path / "results" / "params" / "seg" / "prepare.json").is_file()
     assert not (tmp_path / "results" / "seg").exists()  # nothing ran
@@ -82,6 +88,33 @@ def test_latency_objective_builds_the_table_its_search_reads(tmp_path: Path) -> 
     rel = table.relative_to(tmp_path)
     for stage in ("search_shard", "search_merge", "evolve", "search_summary"):
         assert re.search(rf"pipeline\.stages\.{stage} .*--latency-table {rel}", out), stage
+
+    # The planning process decides the device and hands it to the jobs (SCALENAS_LATENCY_FP):
+    # a table of another device, brought under its fingerprint, is what every job reads, and the
+    # table job has nothing to do (README: search for another device).
+    fp = "0123456789abcdef"
+    doc["device"].update(cpu="Some Other CPU", fingerprint=fp)
+    other = table.parent.parent / fp / "table.json"
+    other.parent.mkdir()
+    other.write_text(json.dumps(doc))
+    r = smk(tmp_path, params, "-n", "-p", "search_evolution_all", env={"SCALENAS_LATENCY_FP": fp})
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "rule latency_table" not in out and str(rel) not in out
+    for stage in ("search_shard", "search_merge", "evolve", "search_summary"):
+        assert re.search(rf"pipeline\.stages\.{stage} .*--latency-table "
+                         rf"{other.relative_to(tmp_path)}", out), stage
+    # Missing, that table would be measured here (a local rule), which is not that device: the
+    # job refuses with one line before measuring.
+    other.unlink()
+    r = smk(tmp_path, params, "latency_all", env={"SCALENAS_LATENCY_FP": fp})
+    assert r.returncode != 0 and not other.exists()
+    (log,) = (tmp_path / "results" / "logs" / "seg" / "search").glob(f"latency_{fp}*")
+    err = [ln for ln in log.read_text().splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and f"not the device the run planned [{fp}]" in err[0], log.read_text()
+    r = smk(tmp_path, params, "-n", "latency_all", env={"SCALENAS_LATENCY_FP": "../x"})
+    assert r.returncode != 0 and "SCALENAS_LATENCY_FP='../x': not a device fingerprint" in (
+        r.stdout + r.stderr)
 
 
 def test_prepare_runs_then_nothing_to_do_and_changes_rerun_exactly(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import json
 import platform
 import sys
 from importlib import metadata
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .records import FinetuneRecord
 
@@ -45,14 +45,24 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], num: Sequence[int
     return "\n".join(out + ["</table>"]) + "\n"
 
 
-def final_models_html(records: Sequence[FinetuneRecord]) -> str:
-    """The final models: cost and the val metric inherited, fine-tuned, reloaded."""
-    head = ("task", "model", "arch id", "selected by", "input", "params (M)", "GFLOPs", "metric",
-            "inherited", "fine-tuned", "gain", "reloaded")
-    rows = [(r.task, r.name, r.arch_id, r.rule, f"{r.input_hw[0]}x{r.input_hw[1]}",
+def final_models_html(records: Sequence[FinetuneRecord],
+                      latency_ms: Mapping[tuple[str, str], float] | None = None) -> str:
+    """The final models: cost and the val metric inherited, fine-tuned, reloaded (``latency_ms``:
+    a predicted-latency column, as in :func:`pipeline.report.tables.final_models_table`)."""
+    lat = dict(latency_ms or {})
+    head: tuple[str, ...] = ("task", "model", "arch id", "selected by", "input", "params (M)",
+                             "GFLOPs", "metric", "inherited", "fine-tuned", "gain", "reloaded")
+    rows = [[r.task, r.name, r.arch_id, r.rule, f"{r.input_hw[0]}x{r.input_hw[1]}",
              f"{r.params / 1e6:.3f}", f"{r.gflops:.4g}", r.metric, f"{r.inherited:.4f}",
-             f"{r.finetuned:.4f}", f"{r.gain:+.4f}", f"{r.reloaded:.4f}") for r in records]
-    return _page("Final models", _table(head, rows, num=(5, 6, 8, 9, 10, 11)))
+             f"{r.finetuned:.4f}", f"{r.gain:+.4f}", f"{r.reloaded:.4f}"] for r in records]
+    num: tuple[int, ...] = (5, 6, 8, 9, 10, 11)
+    if lat:
+        head = head[:7] + ("predicted latency (ms)",) + head[7:]
+        for r, row in zip(records, rows):
+            v = lat.get((r.task, r.name))
+            row.insert(7, f"{v:.4g}" if v is not None else "-")
+        num = (5, 6, 7, 9, 10, 11, 12)
+    return _page("Final models", _table(head, rows, num=num))
 
 
 def _flatten(doc: Any, prefix: str = "") -> list[tuple[str, Any]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -21,15 +21,25 @@ def _fmt(v: float, digits: int = 4) -> str:
     return f"{v:.{digits}f}"
 
 
-def final_models_table(records: Sequence[FinetuneRecord]) -> str:
-    """A markdown table of the final models: cost, and the val metric before and after fine-tuning."""
-    head = ("| task | model | arch id | selected by | input | params (M) | GFLOPs | metric "
-            "| inherited | fine-tuned | gain | reloaded |")
+def final_models_table(records: Sequence[FinetuneRecord],
+                       latency_ms: Mapping[tuple[str, str], float] | None = None) -> str:
+    """A markdown table of the final models: cost, and the val metric before and after fine-tuning.
+
+    ``latency_ms`` ((task, model name) -> predicted ms; a latency search) adds a column of the
+    predicted latency after GFLOPs (a model without a value shows "-")."""
+    lat = dict(latency_ms or {})
+    extra = " predicted latency (ms) |" if lat else ""
+    head = ("| task | model | arch id | selected by | input | params (M) | GFLOPs |" + extra +
+            " metric | inherited | fine-tuned | gain | reloaded |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in records:
+        cell = ""
+        if lat:
+            v = lat.get((r.task, r.name))
+            cell = f" {v:.4g} |" if v is not None else " - |"
         lines.append(
             f"| {r.task} | {r.name} | `{r.arch_id}` | {r.rule} | {r.input_hw[0]}x{r.input_hw[1]} "
-            f"| {r.params / 1e6:.3f} | {r.gflops:.4g} | {r.metric} | {_fmt(r.inherited)} "
+            f"| {r.params / 1e6:.3f} | {r.gflops:.4g} |{cell} {r.metric} | {_fmt(r.inherited)} "
             f"| {_fmt(r.finetuned)} | {r.gain:+.4f} | {_fmt(r.reloaded)} |")
     return "\n".join(lines) + "\n"
 

@@ -11,6 +11,11 @@ less its variable components, so it also carries the per-call overhead of the ru
 A table only describes the machine and input it was measured on: its ``device`` block holds a
 fingerprint (CPU model, logical CPUs, threads, torch version), and :func:`check_table` refuses a
 table of another device or input size with one line naming both.
+
+In the workflow the device is decided once, by the process that plans the run: it puts the
+fingerprint in :data:`PLANNED_FP_ENV`, which every job inherits (a cluster job too), and a job
+checks its table against that fingerprint (:func:`planned_fingerprint`), not against the node it
+happens to run on; the job that measures the table refuses to measure any other device.
 """
 from __future__ import annotations
 
@@ -33,6 +38,9 @@ from pipeline.nets.supernet import INPUT_MULTIPLE, branch_channels
 from pipeline.space.arch import Architecture
 
 SCHEMA = "scalenas-latency/1"
+#: The environment variable carrying the device fingerprint a workflow run planned its latency
+#: table for (set by the planning process, inherited by every job).
+PLANNED_FP_ENV = "SCALENAS_LATENCY_FP"
 
 
 class LatencyError(InputError):
@@ -57,6 +65,12 @@ def device_info(threads: int | None = None) -> dict[str, Any]:
             "torch": torch.__version__.split("+")[0]}
     info["fingerprint"] = hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
     return info
+
+
+def planned_fingerprint() -> str | None:
+    """The device fingerprint the workflow planned the latency table for (:data:`PLANNED_FP_ENV`),
+    or None outside a workflow run (a stage or command started by hand)."""
+    return os.environ.get(PLANNED_FP_ENV) or None
 
 
 def _describe(dev: dict[str, Any]) -> str:
@@ -170,13 +184,23 @@ def load_table(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_table(table: dict[str, Any], task: str, width: int, input_hw: tuple[int, int],
-                device: dict[str, Any] | None = None) -> None:
-    """Refuse a table measured for another device, task, width or input size."""
+                device: dict[str, Any] | None = None, planned: str | None = None) -> None:
+    """Refuse a table measured for another device, task, width or input size.
+
+    The device is ``planned`` (a fingerprint: the one a workflow run planned, see
+    :func:`planned_fingerprint`) when given, else ``device`` (default: this machine)."""
     src = table.get("path", "latency table")
-    dev = device or device_info()
-    if table["device"].get("fingerprint") != dev["fingerprint"]:
-        raise LatencyError(f"{src}: measured on {_describe(table['device'])}, this device is "
-                           f"{_describe(dev)}; rebuild it here (scalenas latency build)")
+    have = table["device"].get("fingerprint")
+    if planned is not None:
+        if have != planned:
+            raise LatencyError(
+                f"{src}: measured on {_describe(table['device'])}, the run planned device "
+                f"[{planned}] ({PLANNED_FP_ENV}); rebuild it on the machine that plans the run")
+    else:
+        dev = device or device_info()
+        if have != dev["fingerprint"]:
+            raise LatencyError(f"{src}: measured on {_describe(table['device'])}, this device is "
+                               f"{_describe(dev)}; rebuild it here (scalenas latency build)")
     want = (task, int(width), [int(input_hw[0]), int(input_hw[1])])
     have = (table.get("task"), table.get("width"), table.get("input_hw"))
     if have != want:
@@ -200,4 +224,5 @@ def predict_latency(table: dict[str, Any], arch: Architecture) -> float:
 
 
 __all__ = ["build_table", "save_table", "load_table", "check_table", "predict_latency",
-           "device_info", "describe_device", "end_to_end", "variable_parts", "LatencyError"]
+           "device_info", "describe_device", "end_to_end", "variable_parts", "LatencyError",
+           "PLANNED_FP_ENV", "planned_fingerprint"]

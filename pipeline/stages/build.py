@@ -68,19 +68,27 @@ class SearchCost:
 def latency_predictor(task: str, cfg: Config, table_path: str | Path
                       ) -> tuple[Callable[[Architecture], float], dict[str, Any]]:
     """(architecture -> predicted ms, the table) of a latency table, after checking that it was
-    measured on this device for the task's width and cost input size (else one
+    measured on the run's device for the task's width and cost input size (else one
     :class:`pipeline.search.latency.LatencyError` line naming both).
 
-    The device is this machine (CPU, logical CPUs, torch) at the table's own thread count: the
-    threads are how the table was measured (the latency_table rule's), not how many the job that
-    reads it runs with (a merge job runs on one)."""
-    from pipeline.search.latency import check_table, device_info, load_table, predict_latency
+    The run's device is the one the workflow planned (its fingerprint, named by the table's path
+    and carried in ``SCALENAS_LATENCY_FP``), whichever node this job runs on: the table describes
+    the machine that planned the run. A stage started by hand (no planned fingerprint) checks the
+    table against this machine (CPU, logical CPUs, torch) at the table's own thread count: the
+    threads are how the table was measured, not how many the job that reads it runs with (a merge
+    job runs on one)."""
+    from pipeline.search.latency import (check_table, device_info, load_table,
+                                         planned_fingerprint, predict_latency)
 
     table = load_table(table_path)
-    threads = table["device"].get("threads")
-    ok = isinstance(threads, int) and not isinstance(threads, bool) and threads > 0
-    check_table(table, task, int(cfg.task(task).width), cost_input_hw(task, cfg),
-                device=device_info(threads=threads if ok else None))
+    width, hw = int(cfg.task(task).width), cost_input_hw(task, cfg)
+    planned = planned_fingerprint()
+    if planned is not None:
+        check_table(table, task, width, hw, planned=planned)
+    else:
+        threads = table["device"].get("threads")
+        ok = isinstance(threads, int) and not isinstance(threads, bool) and threads > 0
+        check_table(table, task, width, hw, device=device_info(threads=threads if ok else None))
     return (lambda arch: predict_latency(table, arch) * 1e3), table
 
 

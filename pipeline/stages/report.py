@@ -97,6 +97,7 @@ def body(ctx: StageContext) -> dict[str, float]:
     from pipeline.tasks import task_class  # torch: only when the report is built
 
     search_metrics: dict[str, dict[str, Any]] = {}
+    latency_ms: dict[tuple[str, str], float] = {}
     sections: list[str] = []
     for task in tasks:
         table = load_table(cands[task])
@@ -118,10 +119,15 @@ def body(ctx: StageContext) -> dict[str, float]:
         axis = {"cost": cost, "cost_label": GFLOPS_LABEL}
         if cost != "gflops":
             by_arch = dict(zip(table["arch_id"], table[cost]))
-            axis.update(cost_label=f"predicted latency ({summary.get('cost_unit', 'ms')}, the "
-                                   "search's latency table, batch 1)",
-                        record_cost={r.name: float(by_arch[r.arch_id]) for r in recs
-                                     if r.arch_id in by_arch})
+            # The label of the search's own front plots: predicted latency (ms, <CPU>, <N>
+            # thread(s)), as summary.json records it.
+            record_cost = {r.name: float(by_arch[r.arch_id]) for r in recs
+                           if r.arch_id in by_arch}
+            axis.update(cost_label=str(summary.get("cost_label") or
+                                       f"predicted latency ({summary.get('cost_unit', 'ms')})"),
+                        record_cost=record_cost)
+            if cost == "latency_ms":  # the final-models table gets a predicted-latency column
+                latency_ms.update({(task, name): v for name, v in record_cost.items()})
         metric = recs[0].metric if recs else task_class(task).metric
         fig = f"{task}_pareto.png"
         pareto_figure(table, front, recs, reference, task, metric, out / fig,
@@ -147,14 +153,14 @@ def body(ctx: StageContext) -> dict[str, float]:
                                      cands[task], fronts[task],
                                      screening_line(summary.get("screening"))))
 
-    table_md = final_models_table(records)
+    table_md = final_models_table(records, latency_ms)
     atomic_write_text(out / "final_models.md", table_md)
     write_json(out / "metrics.json", metrics_doc(records, search_metrics))
     write_csv(out / "plots" / "finetune.csv", finetune_plot_frame(records))
     atomic_write_text(out / "REPORT.md",
                       report_md(sections, table_md, records, ctx.params_hash))
     # Snakemake's report (snakemake --report) shows HTML inline.
-    atomic_write_text(out / "final_models.html", final_models_html(records))
+    atomic_write_text(out / "final_models.html", final_models_html(records, latency_ms))
     atomic_write_text(out / "parameters.html",
                       parameters_html([_param_doc(p) for p in ctx.args.param_files]))
     atomic_write_text(out / "software.html", software_html(git_commit()))

@@ -71,7 +71,8 @@ def body(ctx: StageContext) -> dict[str, float]:
                "cumulative": front_summary(cumulative, ref, axis.column),
                "overhead_fraction": float(tim["overhead_s"].sum() / tim["wall_s"].sum())}
     if axis.objective != "gflops":  # a GFLOPs search writes what it always wrote
-        summary.update(objective=axis.objective, cost=axis.column, cost_unit=axis.unit)
+        summary.update(objective=axis.objective, cost=axis.column, cost_unit=axis.unit,
+                       cost_label=axis.label)
     atomic_write_text(ctx.out / "summary.json", json.dumps(summary, indent=1) + "\n")
     ctx.run.log_candidates(candidate_records(rows, task=ctx.task, phase=ctx.phase))
     ctx.run.log_metrics({"hypervolume": summary["cumulative"]["hypervolume"],

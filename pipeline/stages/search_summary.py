@@ -99,7 +99,8 @@ def body(ctx: StageContext) -> dict[str, float]:
     out = {"reference": list(ref), "sample": front_summary(sample, ref, col),
            "evolution": front_summary(evolved, ref, col), "hypervolume_by_generation": history}
     if axis.objective != "gflops":  # a GFLOPs search writes what it always wrote
-        out = {"objective": axis.objective, "cost": col, "cost_unit": axis.unit, **out}
+        out = {"objective": axis.objective, "cost": col, "cost_unit": axis.unit,
+               "cost_label": axis.label, **out}
     if ctx.args.states:
         out["screening"] = screening_check(ctx.args.states, gens)
         for row in out["screening"]:

@@ -255,12 +255,24 @@ def _merge_pool(wc):
     return []
 
 
-# search.objective latency: the cost axis is the predicted latency of a table measured on this
-# machine (rule latency_table), with the search jobs' threads; the device fingerprint is part of
-# the table's path, so another machine (or torch, or thread count) builds its own table.
-from pipeline.search.latency import device_info
+# search.objective latency: the cost axis is the predicted latency of a table measured on the
+# machine that plans the run (rule latency_table, a local rule), with the search jobs' threads;
+# the device fingerprint is part of the table's path, so another machine (or torch, or thread
+# count) builds its own table. The planning process decides the fingerprint once and hands it to
+# every job through the environment: a job that re-parses this file elsewhere (a cluster node)
+# names the same table, and its stage checks the table against it, not against the node it runs on.
+from pipeline.search.latency import PLANNED_FP_ENV, device_info
 OBJECTIVE = PARAMS["search"]["objective"]
-LATENCY_FP = device_info(SEARCH_THREADS)["fingerprint"]
+LATENCY_FP = os.environ.get(PLANNED_FP_ENV) or device_info(SEARCH_THREADS)["fingerprint"]
+if not re.fullmatch(r"[0-9a-f]{16}", LATENCY_FP):
+    raise WorkflowError(f"{PLANNED_FP_ENV}={LATENCY_FP!r}: not a device fingerprint (16 hex "
+                        "digits, as a latency table's device.fingerprint)")
+os.environ[PLANNED_FP_ENV] = LATENCY_FP
+# Passed to the jobs of executors that do not hand them the whole environment (sbatch does).
+envvars:
+    PLANNED_FP_ENV,
+
+
 def latency_input(wc):
     """The latency table a search or selection job reads: only with search.objective latency,
     so a GFLOPs run's jobs and DAG stay what they were."""

@@ -15,14 +15,21 @@
 #
 # search.objective latency: the cost axis (fronts, hypervolumes, evolution bounds, fine-tune
 # budgets) is the predicted latency of the table results/{task}/search/latency/<device>/table.json
-# (rule latency_table, <device> = this machine's fingerprint); the shard, merge, evolve, summary
-# and selection jobs take it as an input then, and only then.
+# (rule latency_table, <device> = the fingerprint of the machine that plans the run, carried to
+# every job in SCALENAS_LATENCY_FP); the shard, merge, evolve, summary and selection jobs take it
+# as an input then, and only then, and check it against that fingerprint, not their node's.
 # The front figures (front.png) are marked for Snakemake's report (category Search, per task).
 
 wildcard_constraints:
     step=r"sample|random|evolve/gen_\d+",
     gen=r"\d+",
     shard=r"\d+",
+
+
+# The table is measured where the run is planned (the device its fingerprint names), never on a
+# cluster node: the stage refuses to measure a device other than the planned one.
+localrules:
+    latency_table,
 
 
 rule latency_table:
