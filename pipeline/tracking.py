@@ -220,12 +220,13 @@ def _dispose(client: Any) -> None:
 
 # -- tags ----------------------------------------------------------------------------------------
 
-def git_commit(cwd: str | Path = ".") -> str:
-    """``HEAD``'s commit (with ``-dirty`` when tracked files changed), or ``unknown``."""
+def git_commit(cwd: str | Path = ".", paths: Sequence[str] = ()) -> str:
+    """``HEAD``'s commit (with ``-dirty`` when tracked files changed, only those under ``paths``
+    when given), or ``unknown``."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=cwd,
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *paths], cwd=cwd,
                                capture_output=True, timeout=10).returncode != 0
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

@@ -20,7 +20,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def pytest_collection_modifyitems(config, items):
-    _group_for_workers(items)
     # A checkout outside the workplace has no ../shared: skip what reads it, saying so, instead
     # of failing on a missing file. Where the folder exists (CI), these tests run.
     if SHARED.is_dir():
@@ -30,16 +29,6 @@ def pytest_collection_modifyitems(config, items):
         if "shared_data" in item.keywords:
             item.add_marker(skip)
 
-
-def _group_for_workers(items) -> None:
-    """Parallel workers (pytest-xdist, `--dist loadgroup` in pyproject.toml) take whole groups:
-    a module's tests stay together, so its module-scoped fixture is built once, and every module
-    that reads the session's tiny run (:func:`tiny_run`) joins one group, so it is run once."""
-    module = {item: item.nodeid.split("::")[0] for item in items}
-    shared = {module[item] for item in items if "tiny_run" in item.fixturenames}
-    for item in items:
-        group = "tiny_run" if module[item] in shared else module[item]
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session", autouse=True)

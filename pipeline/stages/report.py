@@ -28,6 +28,10 @@ from pipeline.space.arch import TASKS
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 from pipeline.tracking import git_commit
 
+#: What "the software" is on the report's software page: a run's own parameter edits or the
+#: lineage step's data.dvc are not a different version of the pipeline.
+CODE_PATHS = ("pipeline", "workflow", "Snakefile", "pyproject.toml")
+
 PHASE = "report"
 PLOT_COLUMNS = ["arch_id", "stage", "generation", "params", "gflops", "latency_ms", "score"]
 
@@ -163,7 +167,7 @@ def body(ctx: StageContext) -> dict[str, float]:
     atomic_write_text(out / "final_models.html", final_models_html(records, latency_ms))
     atomic_write_text(out / "parameters.html",
                       parameters_html([_param_doc(p) for p in ctx.args.param_files]))
-    atomic_write_text(out / "software.html", software_html(git_commit()))
+    atomic_write_text(out / "software.html", software_html(git_commit(paths=CODE_PATHS)))
     ctx.run.log_artifact(out, "report")
 
     metrics: dict[str, float] = {"models": float(len(records)),
