@@ -19,6 +19,16 @@ BIN = Path(sys.executable).parent
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+def readme_bash_commands(section: str) -> list[str]:
+    """The commands of the first bash block of the README's ``## <section>``, comments dropped."""
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    body = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", body, re.S).group(1)
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
 def pytest_collection_modifyitems(config, items):
     # A checkout outside the workplace has no ../shared: skip what reads it, saying so, instead
     # of failing on a missing file. Where the folder exists (CI), these tests run.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import readme_bash_commands
 from pipeline import config as pc
 from pipeline.cli import main as cli
 from pipeline.data.synth import generate_cityscapes
@@ -28,15 +28,11 @@ from pipeline.space.sample import largest
 from pipeline.stages import evolve, finetune, latency, report, sample, search_merge, \
     search_shard, search_summary
 
-README = Path(__file__).parents[1] / "README.md"
 
 
 def readme_commands() -> list[str]:
-    """The commands of the README's latency section (its bash block), comments dropped."""
-    text = README.read_text(encoding="utf-8")
-    body = text.split("## Latency as a search objective", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", body, re.S).group(1)
-    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+    """The commands of the README's latency section (its bash block)."""
+    return readme_bash_commands("Latency as a search objective")
 
 
 @pytest.fixture(scope="module")
@@ -286,25 +282,16 @@ def test_objective_key_validated_and_read_by_its_phases(tmp_path):
 
 def test_merge_front_and_plot_follow_latency_not_gflops(run, tmp_path, monkeypatch):
     """Rows whose GFLOPs and predicted latency disagree: the merged front is the latency one."""
-    from pipeline.search.candidates import Candidate, write_candidates
-    from pipeline.search.table import Row, write_shard
-    from pipeline.space.sample import sample_arch
 
     root, doc, params, ckpt, table = run
-    archs = [sample_arch(np.random.default_rng(i), 0.5, (2, 3), "seg") for i in range(4)]
-    cands = [Candidate(i, 0, "g", 0.5, "2-3", a) for i, a in enumerate(archs)]
-    write_candidates(tmp_path / "candidates.json", "sample", 0, 1, cands)
-    timing = {"wall_s": 1.0, "calib_s": 0.5, "eval_s": 0.5, "forward_s": 0.9, "overhead_s": 0.1}
     # GFLOPs up with the score (every row on the GFLOPs front), latency down (one on its front).
-    write_shard(tmp_path / "shard_0" / "rows.jsonl", [
-        Row(a.arch_id, "sample", 0, i, 0, "g", 0.5, "2-3", 1000, 1.0 + i, 0.1 * (i + 1), {},
-            timing, a.to_dict(), latency_ms=40.0 - i) for i, a in enumerate(archs)])
+    archs, cands, shard = _synthetic_merge_inputs(tmp_path, 4)
     plots = []
     monkeypatch.setattr(search_merge, "plot_fronts", lambda *a, **k: plots.append(k))
     out = tmp_path / "merged"
     assert search_merge.main(["--phase", "search_random", "--params", str(params), "--task", "seg",
-                              "--out", str(out), "--candidates", str(tmp_path / "candidates.json"),
-                              "--shards", str(tmp_path / "shard_0"),
+                              "--out", str(out), "--candidates", str(cands),
+                              "--shards", str(shard),
                               "--latency-table", str(table)]) == 0
     front = pd.read_csv(out / "front.csv")
     assert front["arch_id"].tolist() == [archs[3].arch_id]
@@ -316,20 +303,21 @@ def test_merge_front_and_plot_follow_latency_not_gflops(run, tmp_path, monkeypat
     assert kw["cost"] == "latency_ms" and kw["cost_label"].startswith("predicted latency (ms, ")
 
 
-def _synthetic_merge_inputs(tmp_path: Path) -> tuple[Path, Path]:
-    """A candidate list and one shard of rows for it (no network evaluated)."""
+def _synthetic_merge_inputs(tmp_path: Path, n: int = 3) -> tuple[list, Path, Path]:
+    """``n`` architectures, their candidate list and one shard of rows for them (no network
+    evaluated): GFLOPs and score rise with the index, predicted latency falls."""
     from pipeline.search.candidates import Candidate, write_candidates
     from pipeline.search.table import Row, write_shard
     from pipeline.space.sample import sample_arch
 
-    archs = [sample_arch(np.random.default_rng(i), 0.5, (2, 3), "seg") for i in range(3)]
+    archs = [sample_arch(np.random.default_rng(i), 0.5, (2, 3), "seg") for i in range(n)]
     cands = [Candidate(i, 0, "g", 0.5, "2-3", a) for i, a in enumerate(archs)]
     write_candidates(tmp_path / "candidates.json", "sample", 0, 1, cands)
     timing = {"wall_s": 1.0, "calib_s": 0.5, "eval_s": 0.5, "forward_s": 0.9, "overhead_s": 0.1}
     write_shard(tmp_path / "shard_0" / "rows.jsonl", [
         Row(a.arch_id, "sample", 0, i, 0, "g", 0.5, "2-3", 1000, 1.0 + i, 0.1 * (i + 1), {},
             timing, a.to_dict(), latency_ms=40.0 - i) for i, a in enumerate(archs)])
-    return tmp_path / "candidates.json", tmp_path / "shard_0"
+    return archs, tmp_path / "candidates.json", tmp_path / "shard_0"
 
 
 def test_jobs_check_the_table_against_the_planned_device_not_their_node(run, tmp_path,
@@ -337,7 +325,7 @@ def test_jobs_check_the_table_against_the_planned_device_not_their_node(run, tmp
     """A workflow job (SCALENAS_LATENCY_FP set by the planning process) takes a table of the
     planned device, whichever node it runs on, and refuses a table of any other device."""
     root, doc, params, ckpt, table = run
-    cands, shard = _synthetic_merge_inputs(tmp_path)
+    _, cands, shard = _synthetic_merge_inputs(tmp_path)
     fp = "0123456789abcdef"  # the planning machine: not this one
     other = json.loads(table.read_text())
     other["device"].update(cpu="Planning Node CPU", fingerprint=fp)

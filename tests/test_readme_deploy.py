@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from pathlib import Path
 
@@ -11,20 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import readme_bash_commands
 from pipeline.cli import main
 from pipeline.nets.deploy import onnx_available
 from pipeline.nets.export import export_subnet, save_model
 from pipeline.nets.supernet import SuperNet
 from pipeline.space.sample import smallest
 
-README = Path(__file__).parents[1] / "README.md"
 
 
 def section_commands() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    body = text.split("## Deploying a model", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", body, re.S).group(1)
-    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+    return readme_bash_commands("Deploying a model")
 
 
 @pytest.mark.skipif(onnx_available() is not None, reason=str(onnx_available()))
