@@ -29,15 +29,36 @@ def readme_bash_commands(section: str) -> list[str]:
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
 
+# tryfirst: pytest-xdist's own hook on each worker turns xdist_group marks into work units; marks
+# added after it never reach the scheduler.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     # A checkout outside the workplace has no ../shared: skip what reads it, saying so, instead
     # of failing on a missing file. Where the folder exists (CI), these tests run.
-    if SHARED.is_dir():
-        return
-    skip = pytest.mark.skip(reason=f"shared reference data not found at {SHARED}")
+    if not SHARED.is_dir():
+        skip = pytest.mark.skip(reason=f"shared reference data not found at {SHARED}")
+        for item in items:
+            if "shared_data" in item.keywords:
+                item.add_marker(skip)
+    _schedule(items)
+
+
+def _schedule(items: list[pytest.Item]) -> None:
+    """Work units for ``--dist loadgroup`` (pyproject.toml): a module per unit, so that module
+    fixtures are built once, except that every test of the shared tiny run (:func:`tiny_run`,
+    minutes to build) joins one unit, so that one worker builds it. Units with more slow tests
+    go first: the long ones start while the short ones can still fill the other workers."""
     for item in items:
-        if "shared_data" in item.keywords:
-            item.add_marker(skip)
+        if item.get_closest_marker("xdist_group") is None:
+            unit = "tiny_run" if "tiny_run" in item.fixturenames else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(unit))
+    unit_of = {item.nodeid: item.get_closest_marker("xdist_group").args[0] for item in items}
+    slow: dict[str, int] = {}
+    for item in items:
+        slow[unit_of[item.nodeid]] = (slow.get(unit_of[item.nodeid], 0)
+                                      + ("slow" in item.keywords))
+    order = {u: i for i, u in enumerate(dict.fromkeys(unit_of.values()))}
+    items.sort(key=lambda it: (-slow[unit_of[it.nodeid]], order[unit_of[it.nodeid]]))
 
 
 

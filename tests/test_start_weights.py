@@ -87,6 +87,7 @@ def _supernet_cmd(params: Path, out: Path) -> list[str]:
             "--task", "pose", "--out", str(out), "--threads", "1"]
 
 
+@pytest.mark.slow
 def test_pose_warm_start_reproduces_the_supernets_scores(tmp_path: Path) -> None:
     root = tmp_path / "builtin"
     generate_all(root, 0, tasks=("pose",), pose_train=10, pose_val=2, pose_size_hw=(96, 128))
@@ -120,6 +121,7 @@ def test_pose_warm_start_reproduces_the_supernets_scores(tmp_path: Path) -> None
 
 
 # -- the official supernet, searched with no training phase ------------------------------------------
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_search_finetune_report_from_official_supernet(tmp_path: Path) -> None:
     ckpt = tmp_path / "superscalenet_seg_w8.pt"
