@@ -113,6 +113,7 @@ class RunConfig(_Section):
     train_threads: int
     launcher: str
     devices: tuple[int, ...]
+    search_cache_mb: int
 
 
 @section
