@@ -59,7 +59,8 @@ def _worker(args: tuple[str, str, str, str | None, int, int, int]) -> tuple[floa
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     cfg = load_cfg(Path(params), task, Path(data_root) if data_root else None)
-    ev, _ = make_evaluator(task, cfg, ckpt, "cpu", stage="bench", generation=0)
+    ev, _ = make_evaluator(task, cfg, ckpt, "cpu", stage="bench", generation=0,
+                           cache_mb=cfg.run.search_cache_mb)
     cands = grid_candidates(task, search_groups(cfg), total, cfg.run.seed, 1)[start:start + count]
     t1 = time.perf_counter()
     for c in cands:
@@ -104,7 +105,8 @@ def main() -> None:
           f"(batch {cfg.calibration.batch_size}), torch threads 1, checkpoint {ckpt}")
 
     # -- 1. overhead per candidate -------------------------------------------------------------
-    ev, calib = make_evaluator(a.task, cfg, ckpt, "cpu", stage="bench", generation=0)
+    ev, calib = make_evaluator(a.task, cfg, ckpt, "cpu", stage="bench", generation=0,
+                               cache_mb=cfg.run.search_cache_mb)
     cands = grid_candidates(a.task, search_groups(cfg), a.candidates + 1, cfg.run.seed, 1)
     ev(cands[0])  # warm-up (allocator, first-call costs)
     rows, appends, parts = [], [], []

@@ -56,7 +56,8 @@ class CachedEvaluator:
         if arch.arch_id not in self.cache:
             if self.fn is None:
                 self.fn, _ = make_evaluator(self.task, self.cfg, self.checkpoint, "cpu",
-                                            stage="search_quality", generation=0)
+                                            stage="search_quality", generation=0,
+                                            cache_mb=self.cfg.run.search_cache_mb)
             row = self.fn(Candidate(0, 0, "", None, "", arch))
             self.cache[arch.arch_id] = [row.gflops, row.score]
             self.new += 1

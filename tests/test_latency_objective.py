@@ -271,9 +271,10 @@ def test_objective_key_validated_and_read_by_its_phases(tmp_path):
     assert changed == {"search_random", "search_evolution", "finetune"}
     # Budgets are in the objective's unit.
     from pipeline.report.select import specs_from_params
-    (spec,) = specs_from_params({"budgets": [12.5]}, objective="latency")
+    (spec,) = specs_from_params(pc.make_section(pc.FinetuneTrainConfig, models=[], budgets=[12.5]),
+                                objective="latency")
     assert (spec.name, spec.kind, spec.latency_ms) == ("ms12.5", "latency_ms", 12.5)
-    (spec,) = specs_from_params({"budgets": [0.5]})
+    (spec,) = specs_from_params(pc.make_section(pc.FinetuneTrainConfig, models=[], budgets=[0.5]))
     assert (spec.name, spec.kind, spec.gflops) == ("gflops0.5", "gflops", 0.5)
     # The latency table's own parameters: the task section (width and input size).
     assert pc.phase_keys("latency", "pose") == ("pose",)

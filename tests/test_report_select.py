@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import config as pc
 from pipeline.report.select import (ModelSpec, SelectionError, SelectedModel, parse_specs,
                                     pick_at_budget, select_models, specs_from_params)
 from pipeline.search.jobs import front_table
@@ -105,12 +106,16 @@ def test_bad_specs(items, msg):
         parse_specs(items)
 
 
+def _finetune(**values):
+    return pc.make_section(pc.FinetuneTrainConfig, values)
+
+
 def test_specs_from_params_names_budgets_and_files():
-    specs = specs_from_params({"models": [{"name": "S1", "gflops": 2.0}], "budgets": [0.5],
-                               "arch_files": ["x/seg_w32_S1.npy"]})
+    specs = specs_from_params(_finetune(models=[{"name": "S1", "gflops": 2.0}], budgets=[0.5],
+                                        arch_files=["x/seg_w32_S1.npy"]))
     assert [(s.name, s.kind) for s in specs] == [("S1", "gflops"), ("gflops0.5", "gflops"),
                                                  ("seg_w32_S1", "arch")]
     with pytest.raises(SelectionError, match="nothing to fine-tune"):
-        specs_from_params({"models": [], "budgets": [], "arch_files": []})
+        specs_from_params(_finetune(models=[], budgets=[], arch_files=[]))
     with pytest.raises(SelectionError, match="reserved"):
-        specs_from_params({"models": [{"name": "select", "gflops": 1.0}]})
+        specs_from_params(_finetune(models=[{"name": "select", "gflops": 1.0}]))

@@ -148,7 +148,8 @@ def test_random_search_stage_draws_new_candidates(run, shards, capsys):
 def test_make_evaluator_scores_as_calibrate_then_evaluate(run):
     _, params, ckpt = run
     cfg = pc.load_params(params)
-    evaluator, calib = make_evaluator("seg", cfg, ckpt, "cpu", stage="sample", generation=0)
+    evaluator, calib = make_evaluator("seg", cfg, ckpt, "cpu", stage="sample", generation=0,
+                                      cache_mb=cfg.run.search_cache_mb)
     from pipeline.search.candidates import Candidate
     arch = smallest("seg")
     row = evaluator(Candidate(0, 0, "g", 0.5, "2-3", arch))

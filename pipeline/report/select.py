@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from pipeline.config import FinetuneTrainConfig
 from pipeline.space.arch import Architecture, ArchitectureError
 from pipeline.errors import InputError
 
@@ -237,7 +238,7 @@ def select_models(specs: Iterable[ModelSpec], task: str, front: pd.DataFrame | N
 
 
 
-def specs_from_params(section: Mapping[str, Any], source: str = "finetune",
+def specs_from_params(section: FinetuneTrainConfig, source: str = "finetune",
                       objective: str = "gflops") -> list[ModelSpec]:
     """The selection of a ``finetune.<task>`` parameter section.
 
@@ -245,13 +246,12 @@ def specs_from_params(section: Mapping[str, Any], source: str = "finetune",
     front pick in the unit of ``objective`` (``search.objective``): named ``gflops<budget>``
     (GFLOPs) or ``ms<budget>`` (latency, ms); each of ``arch_files`` a file named by its stem.
     """
-    items: list[dict[str, Any]] = [dict(m) for m in (section.get("models") or [])]
+    items: list[dict[str, Any]] = [dict(m) for m in section.models]
     if objective == "latency":
-        items += [{"name": f"ms{float(b):g}", "latency_ms": b} for b in (section.get("budgets") or [])]
+        items += [{"name": f"ms{float(b):g}", "latency_ms": b} for b in section.budgets]
     else:
-        items += [{"name": f"gflops{float(b):g}", "gflops": b}
-                  for b in (section.get("budgets") or [])]
-    for f in section.get("arch_files") or []:
+        items += [{"name": f"gflops{float(b):g}", "gflops": b} for b in section.budgets]
+    for f in section.arch_files:
         stem = Path(str(f)).stem
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem) if stem else "arch"
         items.append({"name": name if _NAME_RE.match(name) else f"arch_{name}", "arch": str(f)})

@@ -163,20 +163,19 @@ def load_calibration(task_obj: Any, cfg: Config, device: str) -> CalibrationSet:
 
 
 def make_evaluator(task: str, cfg: Config, checkpoint: str | Path, device: str, *, stage: str,
-                   generation: int, cache_mb: int | None = None,
+                   generation: int, cache_mb: int,
                    latency: Callable[[Architecture], float] | None = None
                    ) -> tuple[CandidateEvaluator, CalibrationSet]:
-    """Supernet, calibration images and the search split (up to ``cache_mb``, by default
-    ``run.search_cache_mb``, of it decoded): all loaded once for the whole job. ``latency`` (ms per architecture, a latency objective's
+    """Supernet, calibration images and the search split (up to ``cache_mb`` of it decoded, the
+    run setting ``run.search_cache_mb``): all loaded once for the whole job. ``latency`` (ms per architecture, a latency objective's
     :attr:`SearchCost.latency`) adds each row's predicted latency."""
     task_obj = build_task(task, cfg)
     net = load_supernet(task, cfg, checkpoint, device)
     calib = load_calibration(task_obj, cfg, device)
     # Kept decoded up to a budget, the rest streamed: a small split is read as fast as when it
     # was held whole, a big one's memory stays bounded whatever its size.
-    budget_mb = cfg.run.search_cache_mb if cache_mb is None else cache_mb
     search_ds = Streamed(task_obj.dataset("search", train=False), workers=STREAM_WORKERS,
-                         cache_bytes=budget_mb * 2**20)
+                         cache_bytes=cache_mb * 2**20)
     bs = int(cfg.calibration.batch_size)
 
     def evaluate_fn(model: torch.nn.Module) -> Mapping[str, Any]:

@@ -61,6 +61,8 @@ class StageContext:
     device: str
     run: tracking.StageRun
     args: argparse.Namespace
+    #: Execution settings (run.json): never an input, changing them reruns nothing.
+    settings: pconfig.RunConfig
     data_hash: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -315,7 +317,9 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
         run = _open_run(phase, args.task, args.label, settings, params, phash, data_hash)
         ctx = StageContext(phase=phase, task=args.task, cfg=cfg, params=params, params_hash=phash,
                            out=tmp, final_out=final, work=work, threads=args.threads,
-                           device=device, run=run, args=args, data_hash=data_hash)
+                           device=device, run=run, args=args, data_hash=data_hash,
+                           settings=pconfig.make_section(pconfig.RunConfig, settings.get("run"),
+                                                         source="run settings"))
         world = _world()
         run.set_tags({TAG_WORLD_SIZE: str(world[0]), TAG_DEVICES: world[1] or "none"})
         metrics = body(ctx)

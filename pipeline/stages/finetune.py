@@ -54,10 +54,6 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="the search's latency table (search.objective latency; --select only)")
 
 
-def _section(ctx: StageContext) -> dict[str, Any]:
-    return ctx.params["finetune"][ctx.task]
-
-
 # -- selection ------------------------------------------------------------------------------------
 def _reference(ctx: StageContext, latency: Any = None) -> dict[str, Any]:
     """HRNet at the search's width and input: analytic cost (and predicted latency with a latency
@@ -93,7 +89,7 @@ def select_body(ctx: StageContext) -> dict[str, float]:
     if ctx.args.front is None:
         raise StageInputError("--select needs --front (the search's final front.csv)")
     cost = search_cost(ctx.task, ctx.cfg, ctx.args.latency_table)
-    specs = specs_from_params(_section(ctx), source=f"finetune.{ctx.task}",
+    specs = specs_from_params(getattr(ctx.cfg.finetune, ctx.task), source=f"finetune.{ctx.task}",
                               objective=cost.axis.objective)
     front = load_table(ctx.args.front)
     chosen = select_models(specs, ctx.task, front, source=f"finetune.{ctx.task}",

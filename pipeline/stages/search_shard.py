@@ -46,7 +46,7 @@ def body(ctx: StageContext) -> dict[str, float]:
     mine = cl.shard(ctx.args.shard)
     evaluator, calib = make_evaluator(ctx.task, ctx.cfg, ctx.args.checkpoint, ctx.device,
                                       stage=cl.stage, generation=cl.generation,
-                                      latency=cost.latency)
+                                      cache_mb=ctx.settings.search_cache_mb, latency=cost.latency)
     rows, new = run_shard(mine, ctx.out / "rows.jsonl", evaluator,
                           partial=ctx.work / "rows.jsonl")
     evaluator.close()

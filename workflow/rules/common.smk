@@ -287,7 +287,9 @@ def latency_arg(wc, input):
 from pipeline.report.select import SelectionError, specs_from_params
 def _finetune_specs(task):
     try:
-        return specs_from_params(PARAMS["finetune"][task], f"{PARAMS_SOURCE}: finetune.{task}",
+        section = pconfig.make_section(pconfig.FinetuneTrainConfig, PARAMS["finetune"][task],
+                                       source=f"{PARAMS_SOURCE}: finetune.{task}")
+        return specs_from_params(section, f"{PARAMS_SOURCE}: finetune.{task}",
                                  PARAMS["search"]["objective"])
     except SelectionError as e:
         raise WorkflowError(f"invalid parameters: {e}")
