@@ -1,10 +1,10 @@
 """A split read in order, held decoded up to a byte budget, the rest decoded as it is needed.
 
 The search jobs score every candidate on the same split. Keeping the split decoded in memory
-costs about 25 MB per 1024x2048 Cityscapes image (image + label), 15 GB for the 595 search images
-of a paper run, in every parallel shard job; decoding every image again for every candidate costs
-time (PNG decoding of a full-resolution image is of the order of the network's forward pass at
-search widths). :class:`Streamed` does both within a budget: the first items of the split, up to
+costs about 42 MB per 1024x2048 Cityscapes image (float image, int64 label), 25 GB for the 595
+search images of a paper run, in every parallel shard job; decoding every image again for every
+candidate costs time (most, relatively, on small images and fast devices). :class:`Streamed` does
+both within a budget: the first items of the split, up to
 ``cache_bytes``, are decoded once and kept; the items beyond are decoded again on every pass, by
 one persistent worker process that decodes ahead while the network runs on the kept items (or in
 the calling process with ``workers=0``). So a small split is read as fast as a cached one and a
