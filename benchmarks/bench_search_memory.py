@@ -26,8 +26,10 @@ quarter of the resolution with 64-256 channels whatever the width): the default 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
+import queue
 import resource
 import statistics
 import tempfile
@@ -103,7 +105,13 @@ def run(mode: str, data: Path, train: int, n: int, count: int, ckpt: str,
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=((mode, str(data), train, n, count, ckpt, cache_mb), q))
     p.start()
-    out = q.get()
+    while True:  # a child killed outright (the OOM killer) puts nothing on the queue
+        try:
+            out = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if p.exitcode is not None:
+                raise SystemExit(f"{mode} N={n}: the job died (exit code {p.exitcode})")
     p.join()
     if "error" in out:
         raise SystemExit(f"{mode} N={n}: {out['error']}")
@@ -127,7 +135,12 @@ def main() -> None:
     # search_fraction n / train keeps exactly n images; calibration reads the rest
     train = sizes[-1] + CALIB_IMAGES
     data = a.data or tmp / "data"
-    if not (data / "SYNTH.json").is_file():
+    if (data / "SYNTH.json").is_file():  # made before: it must hold these sizes exactly
+        seg = json.loads((data / "SYNTH.json").read_text())["tasks"]["seg"]
+        if (seg["num_train"], list(seg["size_hw"])) != (train, list(a.hw)):
+            raise SystemExit(f"{data}: {seg['num_train']} train images at {seg['size_hw']}; these "
+                             f"sizes need {train} at {a.hw}: give another --data folder")
+    else:
         from pipeline.data.synth import generate_all
 
         t = time.perf_counter()

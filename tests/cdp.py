@@ -6,19 +6,26 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-#: JavaScript: the centre of an element in page coordinates, as [x, y].
-CENTRE = "(e => {const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2];})"
+#: JavaScript: the centre of an element in viewport coordinates (what mouse events take), [x, y].
+CENTRE = ("(e => {const r = e.getBoundingClientRect(); "
+          "return [r.x + r.width / 2, r.y + r.height / 2];})")
 
 
 class Browser:
     """One headless Chromium with one page. Use as a context manager."""
 
-    def __init__(self, chromium: Path, profile: Path, size: tuple[int, int] = (1600, 1000)):
+    def __init__(self, chromium: Path, profile: Path, size: tuple[int, int] = (1600, 1000),
+                 timeout: float = 120.0):
+        # Per protocol command: a hung browser fails the test, it never hangs it.
+        self.timeout = timeout
+        profile.mkdir(parents=True, exist_ok=True)
+        self.log = profile / "chromium.log"  # a file: an unread pipe would block a chatty browser
         cmd_r, cmd_w = os.pipe()  # Chromium reads commands on its fd 3
         rep_r, rep_w = os.pipe()  # and writes replies and events on its fd 4
 
@@ -26,13 +33,20 @@ class Browser:
             os.dup2(cmd_r, 3)
             os.dup2(rep_w, 4)
 
-        self.proc = subprocess.Popen(
-            [str(chromium), "--headless=new", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--no-first-run", f"--user-data-dir={profile}",
-             f"--window-size={size[0]},{size[1]}", "--remote-debugging-pipe", "about:blank"],
-            pass_fds=(3, 4), preexec_fn=pipes_on_3_and_4, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE)
+        try:
+            with open(self.log, "wb") as log:
+                self.proc = subprocess.Popen(
+                    [str(chromium), "--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                     f"--window-size={size[0]},{size[1]}", "--remote-debugging-pipe",
+                     "about:blank"],
+                    pass_fds=(3, 4), preexec_fn=pipes_on_3_and_4, stdout=subprocess.DEVNULL,
+                    stderr=log)
+        except BaseException:
+            for fd in (cmd_r, cmd_w, rep_r, rep_w):
+                os.close(fd)
+            raise
         os.close(cmd_r)
         os.close(rep_w)
         self._out = os.fdopen(cmd_w, "wb", buffering=0)
@@ -62,12 +76,17 @@ class Browser:
         if self._session and not method.startswith("Target."):
             msg["sessionId"] = self._session
         self._out.write(json.dumps(msg).encode() + b"\0")
+        end = time.monotonic() + self.timeout
         while True:
             while b"\0" not in self._buf:
+                left = end - time.monotonic()
+                if left <= 0 or not select.select([self._in], [], [], left)[0]:
+                    raise TimeoutError(f"{method}: no answer from chromium in {self.timeout:.0f} s"
+                                       f" (log: {self.log})")
                 chunk = self._in.read(1 << 16)
                 if not chunk:
-                    raise RuntimeError("chromium exited: "
-                                       + self.proc.stderr.read().decode(errors="replace")[-2000:])
+                    raise RuntimeError(f"{method}: chromium exited: "
+                                       + self.log.read_text(errors="replace")[-2000:])
                 self._buf += chunk
             raw, self._buf = self._buf.split(b"\0", 1)
             reply = json.loads(raw)
@@ -113,7 +132,8 @@ class Browser:
         self.call("Input.insertText", text=text)
 
     def screenshot(self, path: Path) -> None:
-        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+        shot = self.call("Page.captureScreenshot", format="png")
+        path.write_bytes(base64.b64decode(shot["data"]))
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -128,4 +148,3 @@ class Browser:
                 self.proc.wait()
         for f in (self._out, self._in):
             f.close()
-        self.proc.stderr.close()

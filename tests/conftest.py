@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -43,23 +44,33 @@ def pytest_collection_modifyitems(config, items):
     _schedule(items)
 
 
+#: The work unit of every test that reads the shared tiny run.
+TINY_UNIT = "tiny_run"
+
+
 def _schedule(items: list[pytest.Item]) -> None:
     """Work units for ``--dist loadgroup`` (pyproject.toml): a module per unit, so that module
     fixtures are built once, except that every test of the shared tiny run (:func:`tiny_run`,
-    minutes to build) joins one unit, so that one worker builds it. Units with more slow tests
-    go first: the long ones start while the short ones can still fill the other workers."""
+    minutes to build) joins one unit, so that one worker builds it. That unit goes first, then
+    the units with more slow tests: the long ones start while short ones can still fill the
+    other workers."""
+    unit_of: dict[str, str] = {}
     for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            unit = "tiny_run" if "tiny_run" in item.fixturenames else item.nodeid.split("::")[0]
+        mark = item.get_closest_marker("xdist_group")
+        if mark is None:
+            unit = TINY_UNIT if "tiny_run" in item.fixturenames else item.nodeid.split("::")[0]
             item.add_marker(pytest.mark.xdist_group(unit))
-    unit_of = {item.nodeid: item.get_closest_marker("xdist_group").args[0] for item in items}
-    slow: dict[str, int] = {}
-    for item in items:
-        slow[unit_of[item.nodeid]] = (slow.get(unit_of[item.nodeid], 0)
-                                      + ("slow" in item.keywords))
+        else:
+            unit = str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+        unit_of[item.nodeid] = unit
+    slow = Counter(unit_of[it.nodeid] for it in items if it.get_closest_marker("slow"))
     order = {u: i for i, u in enumerate(dict.fromkeys(unit_of.values()))}
-    items.sort(key=lambda it: (-slow[unit_of[it.nodeid]], order[unit_of[it.nodeid]]))
 
+    def rank(item: pytest.Item) -> tuple[bool, int, int]:
+        unit = unit_of[item.nodeid]
+        return unit != TINY_UNIT, -slow[unit], order[unit]
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -74,3 +74,25 @@ def test_only_the_items_beyond_the_budget_are_decoded_again() -> None:
     # First pass: items 0-2 read to fill (2 kept, item 2 over the budget), 2-4 streamed; later
     # passes read 2-4 only.
     assert data.reads == [0, 1, 2, 2, 3, 4] + [2, 3, 4] * 2
+
+
+@pytest.mark.slow
+def test_memory_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    """benchmarks/bench_search_memory.py, as the README runs it, at 64x128 with 1 and 2 search
+    images: it measures every path and the streamed scores equal the cached ones."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_search_memory.py"
+    cmd = [sys.executable, str(script), "--sizes", "1", "2", "--hw", "64", "128",
+           "--data", str(tmp_path / "data")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    rows = [line.split() for line in r.stdout.splitlines()
+            if line.split()[:1] in (["stream"], ["stream0"], ["cached"])]
+    assert [(row[0], row[1]) for row in rows] == [("stream", "1"), ("stream", "2"),
+                                                  ("stream0", "1"), ("cached", "1")], r.stdout
+    assert "peak RSS growth N=1 -> 2" in r.stdout and "scores identical: True" in r.stdout
+    # The data made for these sizes is reused; other sizes are refused, not silently misread.
+    r = subprocess.run(cmd[:3] + ["3"] + cmd[4:], capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "give another --data folder" in r.stderr, r.stderr[-2000:]

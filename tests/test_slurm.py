@@ -156,21 +156,24 @@ COMPARED = ["data/builtin/SYNTH.json", "results/seg/data/manifest.json",
 def test_prepare_train_and_search_through_slurm_equal_a_local_run(cluster, tmp_path: Path):
     target = "search_random_all"
     t0 = time.monotonic()
-    # The local reference runs meanwhile: the cluster run spends most of its time waiting.
+    # The local reference runs meanwhile: the cluster run spends most of its time waiting on
+    # the plugin's status polls. One core, so that it leaves the cluster's jobs the other.
     lo = tmp_path / "local"
     lo.mkdir()
-    local = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(lo), "--cores",
-                              "1", target, "--config", f"params={_params(lo)}"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=_env(), start_new_session=True)
+    log = tmp_path / "local.log"
+    with open(log, "w") as out:
+        local = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(lo),
+                                  "--cores", "1", target, "--config", f"params={_params(lo)}"],
+                                 stdout=out, stderr=subprocess.STDOUT, env=_env(),
+                                 start_new_session=True)
     try:
         t_slurm = _slurm_run(cluster, tmp_path / "slurm", target, t0)
-        local_out = local.communicate(timeout=900)[0]
+        local.wait(timeout=900)
     finally:
         if local.poll() is None:  # the cluster run failed: stop the reference and its jobs
             os.killpg(local.pid, signal.SIGKILL)
             local.wait()
-    assert local.returncode == 0, local_out[-4000:]
+    assert local.returncode == 0, log.read_text()[-4000:]
     sl = tmp_path / "slurm"
     differ = [f for f in COMPARED if not filecmp.cmp(sl / f, lo / f, shallow=False)]
     assert not differ

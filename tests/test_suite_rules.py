@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 TESTS = Path(__file__).resolve().parent
 
@@ -18,13 +23,10 @@ def test_project_imports_are_never_importorskipped():
     assert not found, f"project modules imported with pytest.importorskip: {found}"
 
 
+@pytest.mark.slow
 def test_each_module_runs_on_one_worker_and_the_tiny_run_first():
     """The work units of tests/conftest.py reach pytest-xdist's scheduler: a module's tests run on
     one worker (its module fixtures are built once). pytest 9.2 broke that silently (pyproject)."""
-    import re
-    import subprocess
-    import sys
-
     mods = ["tests/test_config.py", "tests/test_data_splits.py", "tests/test_data_transforms.py"]
     r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "-v",
                         *mods], cwd=TESTS.parent, capture_output=True, text=True, timeout=600)
@@ -34,8 +36,10 @@ def test_each_module_runs_on_one_worker_and_the_tiny_run_first():
     workers = {path: {w for w, p, _ in ran if p == path} for path in mods}
     assert all(len(w) == 1 for w in workers.values()), workers
 
+    # The tiny run's unit is queued first: its build is the longest item of the suite.
     r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0",
                         "--collect-only", "-q"], cwd=TESTS.parent, capture_output=True, text=True,
                        timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:]
     first = r.stdout.splitlines()[0]
     assert first.startswith(("tests/test_bad_inputs.py::test_kill", "tests/test_lineage")), first

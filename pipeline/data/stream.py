@@ -40,7 +40,7 @@ class Streamed(IterableDataset):
     ``prefetch`` items ahead per worker. ``len()`` is the dataset's, so an evaluation that reports
     the number of images still can."""
 
-    def __init__(self, dataset: Dataset, workers: int = 1, prefetch: int = 2,
+    def __init__(self, dataset: Dataset, workers: int = 1, prefetch: int = 1,
                  cache_bytes: int = 0) -> None:
         if workers < 0 or prefetch < 1 or cache_bytes < 0:
             raise ValueError("workers and cache_bytes must be >= 0 and prefetch >= 1, got "

@@ -171,8 +171,9 @@ def make_evaluator(task: str, cfg: Config, checkpoint: str | Path, device: str, 
                    latency: Callable[[Architecture], float] | None = None
                    ) -> tuple[CandidateEvaluator, CalibrationSet]:
     """Supernet, calibration images and the search split (up to ``cache_mb`` of it decoded, the
-    run setting ``run.search_cache_mb``): all loaded once for the whole job. ``latency`` (ms per architecture, a latency objective's
-    :attr:`SearchCost.latency`) adds each row's predicted latency."""
+    run setting ``run.search_cache_mb``): all loaded once for the whole job. ``latency`` (ms per
+    architecture, a latency objective's :attr:`SearchCost.latency`) adds each row's predicted
+    latency."""
     task_obj = build_task(task, cfg)
     net = load_supernet(task, cfg, checkpoint, device)
     calib = load_calibration(task_obj, cfg, device)

@@ -318,8 +318,9 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
         ctx = StageContext(phase=phase, task=args.task, cfg=cfg, params=params, params_hash=phash,
                            out=tmp, final_out=final, work=work, threads=args.threads,
                            device=device, run=run, args=args, data_hash=data_hash,
-                           settings=pconfig.make_section(pconfig.RunConfig, settings.get("run"),
-                                                         source="run settings"))
+                           settings=pconfig.make_section(
+                               pconfig.RunConfig, settings.get("run"),
+                               source=f"{args.run_settings or args.params}: run"))
         world = _world()
         run.set_tags({TAG_WORLD_SIZE: str(world[0]), TAG_DEVICES: world[1] or "none"})
         metrics = body(ctx)
