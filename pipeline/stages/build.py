@@ -30,10 +30,6 @@ from pipeline.train.runtime import TrainRun
 
 #: Persistent processes decoding the images beyond the budget ahead of the network.
 STREAM_WORKERS = 1
-#: Items each of them decodes ahead. One is enough (decoding a 1024x2048 image takes a fraction of
-#: a forward pass); each more is one more decoded image held (about 42 MB at 1024x2048), which
-#: made a job's peak memory grow with the split's size (bench_search_memory.py: +10 % at 2).
-STREAM_PREFETCH = 1
 
 
 def build_task(task: str, cfg: Config) -> Task:
@@ -180,7 +176,7 @@ def make_evaluator(task: str, cfg: Config, checkpoint: str | Path, device: str, 
     # Kept decoded up to a budget, the rest streamed: a small split is read as fast as when it
     # was held whole, a big one's memory stays bounded whatever its size.
     search_ds = Streamed(task_obj.dataset("search", train=False), workers=STREAM_WORKERS,
-                         prefetch=STREAM_PREFETCH, cache_bytes=cache_mb * 2**20)
+                         cache_bytes=cache_mb * 2**20)
     bs = int(cfg.calibration.batch_size)
 
     def evaluate_fn(model: torch.nn.Module) -> Mapping[str, Any]:
