@@ -19,9 +19,9 @@ Two measurements:
   allocator). Target: within 10 %. Scores must be identical across the three.
 The data is the built-in synthetic data generated at --hw (Cityscapes' 1024x2048 by default), W8,
 calibration 4 images, batch 1, one torch thread, the smallest subnet's group. At 1024x2048 a W8
-candidate takes about 15 s per image on one CPU thread (the stem and the first stage run at a
+candidate takes about 10 s per image on one CPU thread (the stem and the first stage run at a
 quarter of the resolution with 64-256 channels whatever the width): the default sizes take about
-40 minutes.
+20 minutes.
 """
 from __future__ import annotations
 
