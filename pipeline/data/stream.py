@@ -13,11 +13,29 @@ those of the dataset, so scores are the same to the bit.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+import ctypes
+import itertools
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, get_worker_info
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give the heap's freed pages back to the operating system (glibc; elsewhere nothing)."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def nbytes(item: Any) -> int:
@@ -96,5 +114,10 @@ class Streamed(IterableDataset):
         if self._kept is None:
             self._fill()
         rest = self._rest()  # the workers decode ahead while the kept items are used
-        yield from self._kept  # type: ignore[misc]
-        yield from rest
+        for item in itertools.chain(self._kept, rest):  # type: ignore[arg-type]
+            yield item
+            # The consumer is done with the item (it asks for the next one). A full-resolution
+            # forward frees hundreds of MB of activations of many sizes, and glibc keeps freed
+            # heap pages: over a long split the job's memory crept up with the number of items
+            # (bench_search_memory.py). Handing them back here keeps it flat.
+            release_freed_memory()
