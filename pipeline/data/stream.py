@@ -4,10 +4,10 @@ The search jobs score every candidate on the same split. Keeping the split decod
 costs about 42 MB per 1024x2048 Cityscapes image (float image, int64 label), 25 GB for the 595
 search images of a paper run, in every parallel shard job; decoding every image again for every
 candidate costs time (most, relatively, on small images and fast devices). :class:`Streamed` does
-both within a budget: the first items of the split, up to
-``cache_bytes``, are decoded once and kept; the items beyond are decoded again on every pass, by
-one persistent worker process that decodes ahead while the network runs on the kept items (or in
-the calling process with ``workers=0``). So a small split is read as fast as a cached one and a
+both within a budget: the first items of the split, up to ``cache_bytes``, are decoded once and
+kept; the items beyond are decoded again on every pass, by one persistent worker process that
+decodes ahead while the network runs on the kept items (or in the calling process with
+``workers=0``). So a small split is read as fast as a cached one and a
 big one's memory is bounded by the budget plus the items in flight. The items and their order are
 those of the dataset, so scores are the same to the bit.
 """
