@@ -5,8 +5,8 @@ For ScaleNet-S1 (seg, W32, 512x1024) and ScaleNet-P2 (pose, W32, 256x192) it tim
 in one process (so a busy machine slows every variant alike), the eager exported network, the
 optimized TorchScript (:func:`pipeline.nets.deploy.optimize_torchscript`: BN folded, frozen,
 channels_last where faster) and onnxruntime (when the ``deploy`` extra is installed), plus a lone
-3x3 convolution 64->64 at 128x256 in channels_last (timed in bursts of ``CONV_CALLS``): the rate a convolution reaches on this
-machine, i.e. the practical limit. It prints medians, GMAC/s (analytic MACs / time) and the
+3x3 convolution 64->64 at 128x256 in channels_last, timed in bursts of ``CONV_CALLS``: the rate a
+convolution reaches on this machine, i.e. the practical limit. It prints medians, GMAC/s (analytic MACs / time) and the
 fraction of the limit; the last line reads ``S1: optimized X.XXx eager, NN% of the conv limit``.
 """
 from __future__ import annotations

@@ -128,8 +128,7 @@ def main() -> None:
                     help="decoded images a streamed job keeps (default: run.search_cache_mb)")
     a = ap.parse_args()
     if a.cache_mb is None:
-        a.cache_mb = pconfig.from_dict(pconfig.load_resolved(pconfig.DEFAULT_PARAMS)
-                                       ).run.search_cache_mb
+        a.cache_mb = pconfig.make_section(pconfig.RunConfig).search_cache_mb
     tmp = Path(tempfile.mkdtemp(prefix="bench_search_memory_"))
     sizes = sorted(a.sizes)
     # search_fraction n / train keeps exactly n images; calibration reads the rest

@@ -288,11 +288,13 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
         set_threads(args.threads)
         params, settings, source = load_stage_params(args.params, phase, args.task)
         settings = {**settings, **_read_settings(args.run_settings)}
+        run_settings = pconfig.make_section(pconfig.RunConfig, settings.get("run"),
+                                            source=f"{args.run_settings or args.params}: run")
         cfg = pconfig.from_dict(params, phase=phase)
         phash = pconfig.params_hash(params)
         seed = params.get("run", {}).get("seed", 0)
         seed_everything(seed)
-        device = args.device or settings.get("run", {}).get("device", "cpu")
+        device = args.device or run_settings.device
         if device == "auto":
             import torch
 
@@ -318,9 +320,7 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
         ctx = StageContext(phase=phase, task=args.task, cfg=cfg, params=params, params_hash=phash,
                            out=tmp, final_out=final, work=work, threads=args.threads,
                            device=device, run=run, args=args, data_hash=data_hash,
-                           settings=pconfig.make_section(
-                               pconfig.RunConfig, settings.get("run"),
-                               source=f"{args.run_settings or args.params}: run"))
+                           settings=run_settings)
         world = _world()
         run.set_tags({TAG_WORLD_SIZE: str(world[0]), TAG_DEVICES: world[1] or "none"})
         metrics = body(ctx)
