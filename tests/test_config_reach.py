@@ -176,9 +176,9 @@ def test_every_training_key_reaches_the_loop(data, tmp_path):
     for key, files in elsewhere.items():
         for f in files:
             assert _read_in(key, f), f"{key} is not read in {f}"
-    # The fine-tuning section's own keys choose the models (pipeline.report.select).
+    # The fine-tuning section's own keys choose the models (pipeline.finetune.select).
     for key in set(_leaf_keys(pc.FinetuneTrainConfig)) - set(_leaf_keys(TrainConfig)):
-        assert _read_in(key, "pipeline/report/select.py", "pipeline/stages/finetune.py"), key
+        assert _read_in(key, "pipeline/finetune/select.py", "pipeline/stages/finetune.py"), key
 
 
 def test_task_sections_reach_the_task_plug_ins():

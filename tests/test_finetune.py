@@ -13,9 +13,9 @@ from pipeline.cost import profile
 from pipeline.data.synth import generate_cityscapes, generate_coco
 from pipeline.nets.export import load_model
 from pipeline.nets.supernet import SuperNet
-from pipeline.report.finetune import RECORD_FILE, export_selected, finetune_model
-from pipeline.report.records import FinetuneRecord
-from pipeline.report.select import SelectedModel
+from pipeline.finetune.tune import RECORD_FILE, export_selected, finetune_model
+from pipeline.finetune.records import FinetuneRecord
+from pipeline.finetune.select import SelectedModel
 from pipeline.nets.calibrate import CalibrationSet
 from pipeline.space.sample import sample_arch, smallest
 from pipeline.tasks import PoseTaskConfig, SegTaskConfig, build_task

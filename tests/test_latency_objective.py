@@ -167,7 +167,7 @@ def test_search_on_the_latency_axis_end_to_end(run, capsys, monkeypatch):
     # The report draws the latency axis (the label of the search's own plots) and reports
     # HRNet's and the final models' predicted latency.
     from pipeline.report import figures
-    from pipeline.report.records import FinetuneRecord
+    from pipeline.finetune.records import FinetuneRecord
 
     rec = root / "records" / "L-top" / "finetune.json"
     FinetuneRecord(name="L-top", task="seg", arch_id=by_name["L-top"]["arch_id"], rule="front",
@@ -270,7 +270,7 @@ def test_objective_key_validated_and_read_by_its_phases(tmp_path):
                if pc.phase_params(default, ph, "seg") != pc.phase_params(latency, ph, "seg")}
     assert changed == {"search_random", "search_evolution", "finetune"}
     # Budgets are in the objective's unit.
-    from pipeline.report.select import specs_from_params
+    from pipeline.finetune.select import specs_from_params
     (spec,) = specs_from_params(pc.make_section(pc.FinetuneTrainConfig, models=[], budgets=[12.5]),
                                 objective="latency")
     assert (spec.name, spec.kind, spec.latency_ms) == ("ms12.5", "latency_ms", 12.5)

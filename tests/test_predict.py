@@ -12,7 +12,7 @@ from pipeline.cli import main
 from pipeline.errors import InputError
 from pipeline.nets.export import export_subnet, save_model
 from pipeline.nets.supernet import SuperNet
-from pipeline.report.predict_cli import read_image
+from pipeline.infer.cli import read_image
 from pipeline.space.sample import smallest
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pipeline.report.figures import ReferencePoint, group_labels, pareto_figure
-from pipeline.report.records import FinetuneRecord, RecordError
+from pipeline.finetune.records import FinetuneRecord, RecordError
 from pipeline.report.tables import (final_models_table, finetune_plot_frame, metrics_doc,
                                     write_csv, write_json)
 from pipeline.search.jobs import front_table

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline import config as pc
-from pipeline.report.select import (ModelSpec, SelectionError, SelectedModel, parse_specs,
+from pipeline.finetune.select import (ModelSpec, SelectionError, SelectedModel, parse_specs,
                                     pick_at_budget, select_models, specs_from_params)
 from pipeline.search.jobs import front_table
 from pipeline.space.sample import sample_arch

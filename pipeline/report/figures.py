@@ -21,8 +21,8 @@ import pandas as pd  # noqa: E402
 
 from pipeline.io import atomic_savefig  # noqa: E402
 
-from .records import FinetuneRecord  # noqa: E402
-from .select import GFLOPS, SCORE  # noqa: E402
+from pipeline.finetune.records import FinetuneRecord  # noqa: E402
+from pipeline.finetune.select import GFLOPS, SCORE  # noqa: E402
 
 #: Columns of the results table that say which stage / generation produced a candidate.
 STAGE, GENERATION = "stage", "generation"

@@ -18,7 +18,7 @@ import sys
 from importlib import metadata
 from typing import Any, Iterable, Mapping, Sequence
 
-from .records import FinetuneRecord
+from pipeline.finetune.records import FinetuneRecord
 
 #: Distributions whose versions ``software.html`` lists (the project's dependencies).
 PACKAGES = ("torch", "numpy", "pandas", "matplotlib", "pillow", "pycocotools", "pyyaml",

@@ -14,7 +14,7 @@ import pandas as pd
 
 from pipeline.space.arch import atomic_write_text
 
-from .records import FinetuneRecord
+from pipeline.finetune.records import FinetuneRecord
 
 
 def _fmt(v: float, digits: int = 4) -> str:

@@ -1,7 +1,7 @@
 """Stage ``finetune``: choose the final models, then fine-tune each one (one job per model).
 
 Selection (one job per task) reads the final Pareto front and the ``finetune.<task>`` parameters
-(:func:`pipeline.report.select.specs_from_params`), and also measures the HRNet reference point
+(:func:`pipeline.finetune.select.specs_from_params`), and also measures the HRNet reference point
 the report draws: HRNet's subnet of the supernet, BN-calibrated, scored on the search split like
 every candidate::
 
@@ -13,7 +13,7 @@ writes ``selection.json`` (models, reference) and ``archs/<name>.json``. With
 ``search.objective: latency`` the budgets are in ms along the front's ``latency_ms`` column and
 ``--latency-table`` (the search's table) adds HRNet's predicted latency to the reference.
 
-Fine-tuning one model (:func:`pipeline.report.finetune.finetune_model`)::
+Fine-tuning one model (:func:`pipeline.finetune.tune.finetune_model`)::
 
     python -m pipeline.stages.finetune --model S1 --selection .../select/selection.json \\
         --params ... --task seg --checkpoint ... --out results/seg/finetune/S1
@@ -82,7 +82,7 @@ def _reference(ctx: StageContext, latency: Any = None) -> dict[str, Any]:
 
 
 def select_body(ctx: StageContext) -> dict[str, float]:
-    from pipeline.report.select import select_models, specs_from_params
+    from pipeline.finetune.select import select_models, specs_from_params
     from pipeline.search.table import load_table
     from pipeline.stages.build import search_cost
 
@@ -111,7 +111,7 @@ def select_body(ctx: StageContext) -> dict[str, float]:
 # -- fine-tuning one model --------------------------------------------------------------------------
 def read_selection(path: Path, name: str, task: str) -> Any:
     """The selected model ``name`` of a ``selection.json``, or a one-line error."""
-    from pipeline.report.select import SelectedModel, SelectionError
+    from pipeline.finetune.select import SelectedModel, SelectionError
 
     doc = read_json(path, "selection file", StageInputError)
     if not isinstance(doc, dict) or doc.get("schema") != SELECTION_SCHEMA or doc.get("task") != task:
@@ -129,7 +129,7 @@ def read_selection(path: Path, name: str, task: str) -> Any:
 def model_body(ctx: StageContext) -> dict[str, float]:
     from pipeline.nets.init import file_sha256
     from pipeline.nets.deploy import write_deployable
-    from pipeline.report.finetune import MODEL_DIR, RECORD_FILE, finetune_model
+    from pipeline.finetune.tune import MODEL_DIR, RECORD_FILE, finetune_model
     from pipeline.stages.build import (build_task, cost_input_hw, load_calibration, load_supernet,
                                        make_cost_fn, train_run)
     from pipeline.stages.training import start_weights

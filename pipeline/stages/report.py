@@ -79,7 +79,7 @@ def body(ctx: StageContext) -> dict[str, float]:
     from pipeline.report.figures import GFLOPS_LABEL, ReferencePoint, pareto_figure
     from pipeline.report.markdown import report_md, screening_line, task_section
     from pipeline.report.pages import final_models_html, parameters_html, software_html
-    from pipeline.report.records import FinetuneRecord
+    from pipeline.finetune.records import FinetuneRecord
     from pipeline.report.tables import (final_models_table, finetune_plot_frame, metrics_doc,
                                         write_csv, write_json)
     from pipeline.search.table import load_table

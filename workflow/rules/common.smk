@@ -284,7 +284,7 @@ def latency_arg(wc, input):
 
 
 # --- helpers of finetune.smk (here because `snakemake --lint` wants rule files without functions)
-from pipeline.report.select import SelectionError, specs_from_params
+from pipeline.finetune.select import SelectionError, specs_from_params
 def _finetune_specs(task):
     try:
         section = pconfig.make_section(pconfig.FinetuneTrainConfig, PARAMS["finetune"][task],

@@ -1,6 +1,6 @@
 """Drawing predictions: the Cityscapes palette, segmentation overlays, pose skeletons, boxes.
 
-The model runs in :mod:`pipeline.report.batch_predict`: segmentation images are padded to a
+The model runs in :mod:`pipeline.infer.batch`: segmentation images are padded to a
 multiple of 32, the logits upsampled to the padded size (bilinear, as in evaluation), cropped back
 and arg-maxed; pose boxes are cropped with the evaluation's top-down affine transform and the
 heatmaps decoded to image coordinates.

@@ -203,7 +203,7 @@ class _SegWriter:
 
     @staticmethod
     def write(job: _Job, chunk: Chunk, step: Callable[[], Any]) -> None:
-        from .batch_predict import mask_image, padded_key, seg_labels
+        from .batch import mask_image, padded_key, seg_labels
 
         groups: dict[tuple[int, int], Chunk] = defaultdict(list)
         for item in chunk:
@@ -231,7 +231,7 @@ class _PoseWriter:
 
     @staticmethod
     def write(job: _Job, chunk: Chunk, step: Callable[[], Any]) -> None:
-        from .batch_predict import coco_result, pose_crops, pose_people
+        from .batch import coco_result, pose_crops, pose_people
 
         crops = []
         for i, path, im in chunk:
