@@ -1,5 +1,5 @@
 # Quick start (see README.md):  `make run`  sets up and runs the whole default pipeline;
-#                               `make test` sets up and runs the tests.
+#                               `make test` sets up and runs the fast tests (`make test-all`: all).
 PYTHON ?= python3
 VENV   ?= .venv
 CORES  ?= 2
@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup run data test lint dryrun status ui clean-results smoke
+.PHONY: setup run data test test-all lint dryrun status ui clean-results smoke
 
 setup: $(VENV)/.installed
 
@@ -39,7 +39,12 @@ smoke: setup
 	    --config params=$(abspath params)/smoke_$$s.yaml || exit 1; \
 	done
 
+# The fast tier: everything but the end-to-end tests marked slow (the tiny pipeline run, SLURM,
+# torchrun, the browser). `make test-all` (and CI) runs everything.
 test: setup
+	$(BIN)/pytest -q -m "not slow"
+
+test-all: setup
 	$(BIN)/pytest -q
 
 lint: setup

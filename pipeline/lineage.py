@@ -170,8 +170,29 @@ def missing_code_deps(root: str | Path, stage: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.lineage``: list, per dvc.yaml stage, the imported files its deps miss."""
+    """``python -m pipeline.lineage [--write | --check]``.
+
+    ``--write`` generates dvc.yaml from :mod:`pipeline.dvcyaml`; ``--check`` (CI) fails when the
+    tree's dvc.yaml is not what it would generate. Without a flag: list, per dvc.yaml stage, the
+    imported files its deps miss (a hand-edited dvc.yaml)."""
+    import argparse
+
+    from pipeline import dvcyaml
+
+    ap = argparse.ArgumentParser(prog="python -m pipeline.lineage")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="generate dvc.yaml")
+    mode.add_argument("--check", action="store_true", help="fail if dvc.yaml is not up to date")
+    args = ap.parse_args(argv)
     root = Path.cwd()
+    if args.write:
+        changed = dvcyaml.write(root)
+        print(f"dvc.yaml {'written' if changed else 'already up to date'}")
+        return 0
+    if args.check and dvcyaml.stale(root):
+        print("dvc.yaml: not what pipeline/dvcyaml.py generates; run `python -m pipeline.lineage "
+              "--write` and commit it", file=sys.stderr)
+        return 1
     doc = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
     bad = 0
     for name, st in doc["stages"].items():

@@ -56,6 +56,10 @@ def _schedule(items: list[pytest.Item]) -> None:
     other workers."""
     unit_of: dict[str, str] = {}
     for item in items:
+        if "tiny_run" in item.fixturenames and item.get_closest_marker("slow") is None:
+            # Reading the tiny run means building it (minutes): end-to-end by definition, so
+            # `make test` (-m "not slow") leaves it to `make test-all`.
+            item.add_marker(pytest.mark.slow)
         mark = item.get_closest_marker("xdist_group")
         if mark is None:
             unit = TINY_UNIT if "tiny_run" in item.fixturenames else item.nodeid.split("::")[0]

@@ -238,6 +238,33 @@ def test_dvc_yaml_deps_cover_every_imported_module() -> None:
     r = subprocess.run([sys.executable, "-m", "pipeline.lineage"], cwd=REPO, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "pipeline.lineage", "--check"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dvc_yaml_is_generated_and_a_new_import_reaches_it(tmp_path: Path) -> None:
+    """A module a stage starts to import appears in the generated deps; the check then fails
+    on the old file and passes after --write."""
+    from pipeline import dvcyaml
+
+    tree = tmp_path / "tree"
+    shutil.copytree(REPO / "pipeline", tree / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "workflow", tree / "workflow")
+    shutil.copy(REPO / "dvc.yaml", tree / "dvc.yaml")
+    assert not dvcyaml.stale(tree)
+    (tree / "pipeline" / "newmod.py").write_text("X = 1\n")
+    report = tree / "pipeline" / "stages" / "report.py"
+    report.write_text("import pipeline.newmod  # noqa: F401\n" + report.read_text())
+    assert dvcyaml.stale(tree)
+    r = subprocess.run([sys.executable, "-m", "pipeline.lineage", "--check"], cwd=tree,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "--write" in r.stderr, r.stdout + r.stderr
+    assert dvcyaml.write(tree)
+    doc = yaml.safe_load((tree / "dvc.yaml").read_text())
+    assert "pipeline/newmod.py" in doc["stages"]["report"]["deps"]
+    assert "pipeline/newmod.py" not in doc["stages"]["prepare"]["deps"]
+    assert not dvcyaml.stale(tree)
     search = lineage.module_closure(REPO, ["pipeline.stages.search_shard"])
     assert Path("pipeline/cost.py") in search and Path("pipeline/nets/supernet.py") in search
 
