@@ -16,7 +16,7 @@ moment and started again with the same command ends with bitwise the same weight
 non-finite-loss guard and evaluations are hooks around it (pipeline.train.hooks), and the run's
 totals are a :class:`~pipeline.train.stats.RunStats` saved in every checkpoint. The configuration
 (the section and its :class:`~pipeline.train.runtime.TrainRun`) is read in :func:`build_optimizer`,
-:func:`lr_schedule`, :class:`Trainer`'s constructor and :func:`default_hooks` only.
+:func:`lr_schedule`, :meth:`Trainer.from_config` and :func:`default_hooks` only.
 """
 from __future__ import annotations
 
@@ -158,50 +158,38 @@ class StepResult:
 class Trainer:
     """The training state, :meth:`train_step`, and the hooks run around it (pipeline.train.hooks).
 
-    Building it resolves the data, the schedule and the fingerprint, and resumes from
-    ``out_dir/checkpoints`` when a checkpoint of the same configuration is there.
+    The trainer runs on the parts it is given (model, optimizer, loader and its sampler, learning
+    rate schedule), as detectron2's does, so a test can drive it with an ``nn.Linear`` and a list
+    of batches. :meth:`from_config` builds those parts from a training section, as every stage
+    does. Building either way resumes from ``out_dir/checkpoints`` when a checkpoint with the same
+    fingerprint is there.
     """
 
-    def __init__(self, task: TaskLike, model: nn.Module, cfg: TrainConfig, out_dir: str | Path,
-                 teacher: nn.Module | None = None, *, run: TrainRun = TrainRun(),
-                 info: DistInfo | None = None, split: str = "train") -> None:
-        info = info or init_distributed(run.device)
-        _deterministic(run.deterministic, info.device)
-        self.task, self.info, self.split = task, info, split
+    def __init__(self, task: TaskLike, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 loader: Any, schedule: Any, out_dir: str | Path, *, total: int, batch_size: int,
+                 sampler: Any = None, info: DistInfo | None = None, teacher: nn.Module | None = None,
+                 groups: Sequence[Any] | None = None, kd_ratio: float = 0.0, seed: int = 0,
+                 amp: bool = False, freeze_bn: bool = False, fingerprint: str = "",
+                 split: str = "train") -> None:
+        """``model`` is already on ``info.device`` (and wrapped for DDP where it runs under it);
+        ``loader`` yields batches (``sampler``, when given, has ``num_samples`` and
+        ``set_position(epoch, offset)`` for exact resumes); ``schedule(iteration)`` is the
+        learning rate; ``groups`` (a supernet) are sampled by the iteration's seed."""
+        self.task, self.split = task, split
+        self.info = info or init_distributed("cpu")
         self.ckpt_dir = Path(out_dir) / CHECKPOINT_DIR
         # The only settings the steps read (the hooks get theirs from default_hooks).
-        self.batch_size, self.seed, self.kd_ratio = cfg.batch_size, run.seed, kd_ratio_of(cfg)
-        self.amp, self.freeze_bn = cfg.amp == "bf16", run.freeze_bn
-
-        model = model.to(info.device)
-        spec = groups_of(cfg)
-        self.groups = parse_groups(spec, task.name) if spec is not None else None
-        if self.groups is not None and not callable(getattr(model, "set_arch", None)):
-            raise TrainingError(f"sampling groups are configured but {type(model).__name__} has "
-                                f"no set_arch: a supernet is needed")
+        self.batch_size, self.seed, self.kd_ratio = batch_size, seed, kd_ratio
+        self.amp, self.freeze_bn = amp, freeze_bn
+        self.groups = list(groups) if groups is not None else None
         self.group_names = [g.name for g in self.groups] if self.groups else []
-        self.use_kd = teacher is not None and self.kd_ratio > 0
-        if self.use_kd:
-            assert teacher is not None
-            teacher = teacher.to(info.device).eval()
-            for p in teacher.parameters():
-                p.requires_grad_(False)
+        self.use_kd = teacher is not None and kd_ratio > 0
         self.teacher = teacher if self.use_kd else None
-
-        self.loader, self.sampler = make_loader(
-            task.dataset(split, train=True), info, batch_size=cfg.batch_size, seed=run.seed,
-            num_workers=cfg.num_workers, collate=getattr(task, "collate", None))
-        self.iters_per_epoch = self.sampler.num_samples // cfg.batch_size
-        self.total = (cfg.iterations if cfg.iterations is not None
-                      else cfg.epochs * self.iters_per_epoch)
-        self.schedule = lr_schedule(cfg, self.total, self.iters_per_epoch)
-        self.fingerprint = fingerprint(
-            {**fingerprint_settings(cfg, run), "world_size": info.world_size, "kd": self.use_kd,
-             "split": split}, task.name, getattr(model, "width", None))
-        self.model = wrap_ddp(convert_sync_bn(model, info) if cfg.sync_bn else model, info)
-        self.net = unwrap(self.model)
-        self.optimizer = build_optimizer(cfg, [p for p in self.net.parameters()
-                                               if p.requires_grad])
+        self.loader, self.sampler, self.schedule = loader, sampler, schedule
+        self.iters_per_epoch = (sampler.num_samples // batch_size if sampler is not None
+                                else len(loader))
+        self.total, self.fingerprint = total, fingerprint
+        self.model, self.net, self.optimizer = model, unwrap(model), optimizer
 
         self.iter = 0
         self.stats = RunStats.empty(len(self.group_names))
@@ -212,6 +200,44 @@ class Trainer:
         self.metrics: dict[str, float] = {}
         self.hooks: list[HookBase] = []
         self._resume()
+
+    @classmethod
+    def from_config(cls, task: TaskLike, model: nn.Module, cfg: TrainConfig, out_dir: str | Path,
+                    teacher: nn.Module | None = None, *, run: TrainRun = TrainRun(),
+                    info: DistInfo | None = None, split: str = "train") -> "Trainer":
+        """The parts a training section describes: the task's split in a resumable loader, the
+        optimizer and schedule of the recipe, sampling groups, the frozen teacher, DDP."""
+        info = info or init_distributed(run.device)
+        _deterministic(run.deterministic, info.device)
+        kd_ratio = kd_ratio_of(cfg)
+        model = model.to(info.device)
+        spec = groups_of(cfg)
+        groups = parse_groups(spec, task.name) if spec is not None else None
+        if groups is not None and not callable(getattr(model, "set_arch", None)):
+            raise TrainingError(f"sampling groups are configured but {type(model).__name__} has "
+                                f"no set_arch: a supernet is needed")
+        use_kd = teacher is not None and kd_ratio > 0
+        if use_kd:
+            assert teacher is not None
+            teacher = teacher.to(info.device).eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+
+        loader, sampler = make_loader(
+            task.dataset(split, train=True), info, batch_size=cfg.batch_size, seed=run.seed,
+            num_workers=cfg.num_workers, collate=getattr(task, "collate", None))
+        iters_per_epoch = sampler.num_samples // cfg.batch_size
+        total = cfg.iterations if cfg.iterations is not None else cfg.epochs * iters_per_epoch
+        schedule = lr_schedule(cfg, total, iters_per_epoch)
+        fp = fingerprint({**fingerprint_settings(cfg, run), "world_size": info.world_size,
+                          "kd": use_kd, "split": split}, task.name, getattr(model, "width", None))
+        model = wrap_ddp(convert_sync_bn(model, info) if cfg.sync_bn else model, info)
+        optimizer = build_optimizer(cfg, [p for p in unwrap(model).parameters() if p.requires_grad])
+        return cls(task, model, optimizer, loader, schedule, out_dir, total=total,
+                   batch_size=cfg.batch_size, sampler=sampler, info=info,
+                   teacher=teacher if use_kd else None, groups=groups, kd_ratio=kd_ratio,
+                   seed=run.seed, amp=cfg.amp == "bf16", freeze_bn=run.freeze_bn,
+                   fingerprint=fp, split=split)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -292,7 +318,8 @@ class Trainer:
                 h.before_train(self)
             while self.iter < self.total:
                 epoch, start = divmod(self.iter, self.iters_per_epoch)
-                self.sampler.set_position(epoch, start * self.batch_size)
+                if self.sampler is not None:
+                    self.sampler.set_position(epoch, start * self.batch_size)
                 self.stats.begin_epoch(epoch)
                 data = iter(self.loader)
                 for _ in range(min(self.iters_per_epoch - start, self.total - self.iter)):
@@ -352,7 +379,8 @@ def train(task: TaskLike, model: nn.Module, cfg: TrainConfig, out_dir: str | Pat
     :class:`TrainingError` on a non-finite loss and
     :class:`~pipeline.train.checkpoint.CheckpointError` for an unusable resume checkpoint.
     """
-    trainer = Trainer(task, model, cfg, out_dir, teacher, run=run, info=info, split=split)
+    trainer = Trainer.from_config(task, model, cfg, out_dir, teacher, run=run, info=info,
+                                  split=split)
     trainer.run(default_hooks(cfg, task.name, tracker if trainer.info.is_main else None, hooks,
                               run))
     return trainer.summary()
