@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup run data test test-all lint dryrun status ui clean-results smoke
+.PHONY: setup run data test test-all docs lint dryrun status ui clean-results smoke
 
 setup: $(VENV)/.installed
 
@@ -16,7 +16,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,slurm,deploy]'
+	$(BIN)/pip install -q -e '.[test,slurm,deploy,docs]'
 	touch $@
 
 # The built-in data, deterministic: its hash is the one pinned in data.dvc.
@@ -46,6 +46,10 @@ test: setup
 
 test-all: setup
 	$(BIN)/pytest -q
+
+# The documentation site in site/ (a broken link or anchor fails the build).
+docs: setup
+	$(BIN)/mkdocs build --strict
 
 lint: setup
 	$(BIN)/snakemake --lint

@@ -20,13 +20,32 @@ BIN = Path(sys.executable).parent
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-def readme_bash_commands(section: str) -> list[str]:
-    """The commands of the first bash block of the README's ``## <section>``, comments dropped."""
+def doc_files() -> list[Path]:
+    """The user documentation: the README, then docs/*.md."""
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def doc_section(section: str) -> str:
+    """The body of the first ``## <section>`` of the README or a docs/ page, or of a page titled
+    ``# <section>`` (what a user reads), up to the next heading of that level."""
     import re
 
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    body = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", body, re.S).group(1)
+    for path in doc_files():
+        text = path.read_text(encoding="utf-8")
+        m = re.search(rf"(?m)^(#{{1,2}}) {re.escape(section)}[ \t]*$", text)
+        if m:
+            body = text[m.end():]
+            end = re.search(rf"(?m)^{m.group(1)} ", body)
+            return body[:end.start()] if end else body
+    raise AssertionError(f"no section '## {section}' in README.md or docs/")
+
+
+def readme_bash_commands(section: str) -> list[str]:
+    """The commands of the first bash block of the documentation's ``## <section>``, comments
+    dropped."""
+    import re
+
+    block = re.search(r"```bash\n(.*?)```", doc_section(section), re.S).group(1)
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import doc_section
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SCALENAS = str(BIN / "scalenas")
@@ -252,8 +254,7 @@ def test_snakemake_bad_parameters_stop_before_any_job(tmp_path: Path, setup, par
 
 # -- kill -9 of Snakemake and its job, then the README's recovery steps ----------------------------
 def _readme_resume_commands() -> list[str]:
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Resume", 1)[1].split("\n## ", 1)[0]
+    section = doc_section("Resume")
     block = section.split("```bash", 1)[1].split("```", 1)[0]
     return [l.split("#")[0].strip() for l in block.strip().splitlines() if l.split("#")[0].strip()]
 

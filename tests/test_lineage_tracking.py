@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from cdp import Browser
-from conftest import clone_env
+from conftest import clone_env, doc_files, doc_section
 from pipeline import lineage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,9 +58,7 @@ def test_dvc_status_up_to_date_after_snakemake(clone: Path) -> None:
 
 def readme_filters() -> list[str]:
     """Every filter string the README's MLflow section prints."""
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("## MLflow: runs and candidates"):]
-    section = section[:section.index("\n## ", 5)]
+    section = doc_section("MLflow: runs and candidates")
     found = re.findall(r'filter_string="([^"]+)"', section)
     inline = re.sub(r"```.*?```", " ", section, flags=re.S)  # a fence would shift the pairs of `
     found += [c for c in re.findall(r"`([^`]+)`", inline)
@@ -327,7 +325,7 @@ def test_no_dvc_inside_dvc_and_no_lineage_for_other_params(tmp_path, monkeypatch
 
 def readme_command(prefix: str) -> list[str]:
     """The README's command line that starts with ``prefix`` (in a ```bash block)."""
-    text = (REPO / "README.md").read_text()
+    text = "\n".join(p.read_text() for p in doc_files())
     lines = [ln.split("  #")[0].strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)
              for ln in block.splitlines() if ln.strip().startswith(prefix)]
     assert lines, f"README shows no `{prefix} ...` command"

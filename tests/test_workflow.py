@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import doc_section
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SNAKEMAKE = str(BIN / "snakemake")
@@ -73,8 +75,7 @@ def test_latency_objective_builds_the_table_its_search_reads(tmp_path: Path) -> 
         d["search"]["objective"] = "latency"
         d["tracking"]["enabled"] = False
     params = _params(tmp_path, latency)
-    readme = (REPO / "README.md").read_text().split("## Latency as a search objective", 1)[1]
-    assert "snakemake --cores 2 latency_all" in readme.split("\n## ", 1)[0]
+    assert "snakemake --cores 2 latency_all" in doc_section("Latency as a search objective")
     r = smk(tmp_path, params, "latency_all")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     (table,) = (tmp_path / "results" / "seg" / "search" / "latency").glob("*/table.json")
