@@ -94,7 +94,7 @@ def main() -> None:
     groups = search_groups(cfg)
     per_cell = int(cfg.search.random.samples_per_cell)
     gens = int(cfg.search.evolution.generations)
-    hv = lambda pts: hypervolume([e.gflops for e in pts], [e.score for e in pts], ref)  # noqa: E731
+    hv = lambda pts: hypervolume([e.cost for e in pts], [e.score for e in pts], ref)  # noqa: E731
     print(f"task {a.task}, reference {ref}, {gens} generations; hypervolume per front")
     wins: dict[str, list[float]] = {v: [] for v in a.variants}
     t0 = time.perf_counter()

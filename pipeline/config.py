@@ -15,6 +15,7 @@ trigger its rerun.
 from __future__ import annotations
 
 import copy
+import sys
 import dataclasses
 import io
 import math
@@ -258,8 +259,9 @@ class EvolutionConfig(_Section):
     screen_factor: int
     release_operators: bool
     attempts_per_child: int
-    flops_min: float | None
-    flops_max: float | None
+    #: Bounds of children on the search's cost axis (GFLOPs, or ms with search.objective latency).
+    cost_min: float | None
+    cost_max: float | None
     shards: int
 
 
@@ -554,8 +556,47 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
 
 
+#: Deprecated key -> its name now. The old name still works, says so once, and is resolved to
+#: the new one (so resolved files and per-rule parameter files name only the new key).
+DEPRECATED_KEYS: dict[tuple[str, ...], str] = {
+    ("search", "evolution", "flops_min"): "cost_min",
+    ("search", "evolution", "flops_max"): "cost_max",
+}
+_warned: set[str] = set()
+
+
+def rename_deprecated(doc: Any, source: str) -> Any:
+    """``doc`` with every deprecated key renamed (a copy where anything changed); both names
+    given is an error."""
+    if not isinstance(doc, Mapping):
+        return doc
+    out = None
+    for path, new in DEPRECATED_KEYS.items():
+        node: Any = out if out is not None else doc
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if not isinstance(node, Mapping) or path[-1] not in node:
+            continue
+        old_key, new_key = ".".join(path), ".".join((*path[:-1], new))
+        if new in node:
+            raise ConfigError(f"{source}: {old_key} and {new_key} both given: {old_key} is the "
+                              f"deprecated name of {new_key}; keep only {new_key}")
+        if out is None:
+            out = copy.deepcopy(dict(doc))
+            node = out
+            for part in path[:-1]:
+                node = node[part]
+        node[new] = node.pop(path[-1])
+        if old_key not in _warned:
+            _warned.add(old_key)
+            print(f"warning: {source}: {old_key} is deprecated, use {new_key} (same meaning, in "
+                  f"the unit of search.objective)", file=sys.stderr)
+    return out if out is not None else doc
+
+
 def resolve_dict(doc: Any, source: str) -> dict[str, Any]:
     """Validate a raw parameter mapping and return it with all defaults filled."""
+    doc = rename_deprecated(doc, source)
     validate(doc if doc is not None else {}, source)
     resolved = fill_defaults(doc or {})
     validate(resolved, f"{source} (after defaults)")

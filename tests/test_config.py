@@ -153,3 +153,26 @@ def test_phase_params_isolate_changes(tmp_path: Path) -> None:
         assert same == (phase != "search_random"), phase
     assert pc.params_hash(pc.phase_params(base, "prepare", "seg")) == \
         pc.params_hash(pc.phase_params(changed, "prepare", "seg"))
+
+
+def test_deprecated_flops_bounds_are_the_cost_bounds(capsys) -> None:
+    """search.evolution.flops_min/flops_max (their old names) resolve to cost_min/cost_max: the
+    same resolved parameters, one warning per name, and both names at once is an error."""
+    from pipeline import config as C
+
+    C._warned.clear()
+    new = C.resolve_dict({"search": {"evolution": {"cost_min": 0.1, "cost_max": 0.2}}}, "new.yaml")
+    old_doc = {"search": {"evolution": {"flops_min": 0.1, "flops_max": 0.2}}}
+    old = C.resolve_dict(old_doc, "old.yaml")
+    assert old == new and "flops_min" not in old["search"]["evolution"]
+    assert old_doc["search"]["evolution"] == {"flops_min": 0.1, "flops_max": 0.2}  # not mutated
+    C.resolve_dict(old_doc, "old.yaml")
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["warning: old.yaml: search.evolution.flops_min is deprecated, use "
+                   "search.evolution.cost_min (same meaning, in the unit of search.objective)",
+                   "warning: old.yaml: search.evolution.flops_max is deprecated, use "
+                   "search.evolution.cost_max (same meaning, in the unit of search.objective)"]
+    with pytest.raises(C.ConfigError, match="search.evolution.flops_max and "
+                       "search.evolution.cost_max both given"):
+        C.resolve_dict({"search": {"evolution": {"flops_max": 1, "cost_max": 1}}}, "x.yaml")
+    assert C.from_dict(old).search.evolution.cost_max == 0.2

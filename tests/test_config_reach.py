@@ -120,7 +120,7 @@ def test_every_evolution_key_reaches_the_evolution():
     seen: set[str] = set()
     for release in (False, True):
         section = make_section(EvolutionConfig, parents=4, population=3, screen_factor=2,
-                               release_operators=release, flops_min=0.0, flops_max=100.0)
+                               release_operators=release, cost_min=0.0, cost_max=100.0)
         spy = Recorder(section, "search.evolution.", seen)
         operators(spy)
         next_generation(pool, initial_rng_state(0), spy, task="seg", generation=1,

@@ -136,13 +136,13 @@ def test_search_on_the_latency_axis_end_to_end(run, capsys, monkeypatch):
 
     # The cost bounds are in ms too.
     bounded = json.loads(json.dumps(doc))
-    bounded["search"]["evolution"]["flops_max"] = 1e-6
+    bounded["search"]["evolution"]["cost_max"] = 1e-6
     capsys.readouterr()
     assert evolve.main(["--params", str(_write(root, bounded, "bounded.yaml")), "--task", "seg",
                         "--out", str(root / "bounded"), "--generation", "1", "--pool", str(pool),
                         *lat]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "flops_max = 1e-06 is below the smallest seg subnet" in err[0]
+    assert len(err) == 1 and "cost_max = 1e-06 is below the smallest seg subnet" in err[0]
     assert " ms): no architecture satisfies the latency bounds" in err[0], err
 
     # Fine-tune budgets follow: a latency_ms budget and a front fraction along the latency span.

@@ -37,7 +37,7 @@ def test_release_parents_are_the_cheapest_of_the_overflowing_layer():
     archs = [sample_arch(np.random.default_rng(i), 0.5, (2, 3), TASK) for i in range(4)]
     pool = [Evaluated(a, g, s) for a, g, s in zip(archs, [4.0, 1.0, 3.0, 2.0], [.4, .1, .3, .2])]
     chosen = select_parents(pool, 2, fill="cheapest")
-    assert [e.gflops for e in chosen] == [1.0, 2.0]
+    assert [e.cost for e in chosen] == [1.0, 2.0]
 
 
 def test_crossover_pair_hand_worked():

@@ -71,13 +71,13 @@ def test_release_operators_keep_depths_and_last_module():
         assert all(m.depths in depth_sets for m in child.modules)
 
 
-def test_flops_bounds_respected():
+def test_cost_bounds_respected():
     pool = initial_pool()
-    gf = sorted(e.gflops for e in pool)
-    cfg = evo(parents=6, population=4, flops_max=gf[len(gf) // 2])
+    gf = sorted(e.cost for e in pool)
+    cfg = evo(parents=6, population=4, cost_max=gf[len(gf) // 2])
     gen = next_generation(pool, initial_rng_state(1), cfg, task=TASK, estimate_cost=cost,
                           generation=1)
-    assert all(cost(a) <= cfg.flops_max for a in gen.children)
+    assert all(cost(a) <= cfg.cost_max for a in gen.children)
 
 
 def test_bad_inputs_one_clear_error_each():
@@ -85,21 +85,21 @@ def test_bad_inputs_one_clear_error_each():
     with pytest.raises(EvolutionError, match=r"parents \(the parent population\) = 7 is larger than the evaluated pool \(6"):
         next_generation(pool, initial_rng_state(0), evo(parents=7, population=2),
                         task=TASK, estimate_cost=cost, generation=1)
-    with pytest.raises(EvolutionError, match="flops_max = 0.001 is below the smallest seg subnet"):
+    with pytest.raises(EvolutionError, match="cost_max = 0.001 is below the smallest seg subnet"):
         next_generation(pool, initial_rng_state(0),
-                        evo(parents=3, population=2, flops_max=0.001),
+                        evo(parents=3, population=2, cost_max=0.001),
                         task=TASK, estimate_cost=cost, generation=1)
-    with pytest.raises(EvolutionError, match="flops_min = 1000.0 is above the largest"):
+    with pytest.raises(EvolutionError, match="cost_min = 1000.0 is above the largest"):
         next_generation(pool, initial_rng_state(0),
-                        evo(parents=3, population=2, flops_min=1000.0),
+                        evo(parents=3, population=2, cost_min=1000.0),
                         task=TASK, estimate_cost=cost, generation=1)
     with pytest.raises(ConfigError, match="search.evolution: .*'parens' was unexpected"):
         evo(**{"parens": 3})
     with pytest.raises(ConfigError, match="search.evolution: population: 0 is less than"):
         evo(population=0)
-    with pytest.raises(EvolutionError, match=r"flops_min \(2.0\) exceeds evolution.flops_max"):
-        next_generation(pool, initial_rng_state(0), evo(parents=3, population=2, flops_min=2.0,
-                                                        flops_max=1.0),
+    with pytest.raises(EvolutionError, match=r"cost_min \(2.0\) exceeds evolution.cost_max"):
+        next_generation(pool, initial_rng_state(0), evo(parents=3, population=2, cost_min=2.0,
+                                                        cost_max=1.0),
                         task=TASK, estimate_cost=cost, generation=1)
 
 
@@ -115,8 +115,8 @@ def test_evolution_beats_random_in_memory():
                                                         (0.8, (4, 5)), (0.35, (2, 3))] * 8]
     rand = pool + [Evaluated(a, cost(a), accuracy(a)) for a in extra]
     allpts = evolved + rand
-    ref = (max(e.gflops for e in allpts) * 1.01, min(e.score for e in allpts))
-    hv = lambda pts: hypervolume([e.gflops for e in pts], [e.score for e in pts], ref)
+    ref = (max(e.cost for e in allpts) * 1.01, min(e.score for e in allpts))
+    hv = lambda pts: hypervolume([e.cost for e in pts], [e.score for e in pts], ref)
     assert hv(evolved) > hv(rand) > hv(pool)
 
 
@@ -132,11 +132,11 @@ def hard_accuracy(arch):
 
 
 def _hv_gain(cfg, seed):
-    pool = [Evaluated(e.arch, e.gflops, hard_accuracy(e.arch)) for e in initial_pool(12, seed)]
+    pool = [Evaluated(e.arch, e.cost, hard_accuracy(e.arch)) for e in initial_pool(12, seed)]
     _, evolved = run_evolution(pool, cfg, 2, seed=seed, task=TASK, estimate_cost=cost,
                                estimate_accuracy=hard_accuracy)
     ref = (cost(largest(TASK)), 0.0)
-    hv = lambda pts: hypervolume([e.gflops for e in pts], [e.score for e in pts], ref)
+    hv = lambda pts: hypervolume([e.cost for e in pts], [e.score for e in pts], ref)
     return hv(evolved) - hv(pool)
 
 
@@ -191,7 +191,7 @@ def test_surrogate_without_skill_is_not_used():
     """Scores unrelated to the architecture: the surrogate is no better than the mean, so the
     children are kept in draw order (not silently ranked by cost)."""
     rng = np.random.default_rng(5)
-    pool = [Evaluated(e.arch, e.gflops, float(rng.random())) for e in initial_pool(12)]
+    pool = [Evaluated(e.arch, e.cost, float(rng.random())) for e in initial_pool(12)]
     cfg = evo(parents=6, population=4, screen_factor=5)
     gen = next_generation(pool, initial_rng_state(2), cfg, task=TASK, estimate_cost=cost,
                           generation=1)

@@ -60,8 +60,8 @@ def test_evolve_stage_ok_and_resumable_state(tmp_path):
 @pytest.mark.parametrize("evolution, pool_edit, message", [
     ("{generations: 1, population: 4, parents: 9}", None,
      "evolution.parents (the parent population) = 9 is larger than the evaluated pool (4 candidates)"),
-    ("{generations: 1, population: 4, parents: 3, flops_max: 0.0001}", None,
-     "flops_max = 0.0001 is below the smallest seg subnet"),
+    ("{generations: 1, population: 4, parents: 3, cost_max: 0.0001}", None,
+     "cost_max = 0.0001 is below the smallest seg subnet"),
     ("{generations: 1, population: 4, parents: 3}", "corrupt",
      "results.csv:3: corrupt row: column 'score' = 'oops' is not float"),
 ])

@@ -29,7 +29,7 @@ The search takes an efficiency estimator (``estimate_cost``: architecture -> cos
 ``run_evolution``, an accuracy estimator as arguments, so the analytic cost model and the measured
 evaluation (or a cheap stand-in in tests) swap freely. The cost is GFLOPs by default; with
 ``axis`` = :func:`pipeline.search.objective.latency_axis` it is predicted milliseconds (the pool's
-``Evaluated.gflops``, the estimator, the bounds ``flops_min``/``flops_max`` and the reference point
+``Evaluated.cost``, the estimator, the bounds ``cost_min``/``cost_max`` and the reference point
 are then all in ms), and errors and the generation record say so.
 """
 from __future__ import annotations
@@ -64,10 +64,10 @@ class EvolutionError(InputError):
 
 
 class Evaluated(NamedTuple):
-    """One member of the evaluated pool (``gflops``: its cost on the search's axis)."""
+    """One member of the evaluated pool (``cost``: on the search's axis, GFLOPs or ms)."""
 
     arch: Architecture
-    gflops: float
+    cost: float
     score: float
 
 
@@ -105,14 +105,18 @@ def config_record(config: EvolutionConfig, axis: CostAxis = GFLOPS_AXIS) -> dict
             "depth_mutation_prob": config.depth_mutation_prob,
             "depth_candidates": list(config.depth_candidates), "mutation": ops.mutation,
             "screen_factor": ops.screen_factor, "mutate_depth": ops.mutate_depth,
-            "mutate_last_module": ops.mutate_last_module, "flops_min": config.flops_min,
-            "flops_max": config.flops_max, "max_attempts_per_child": config.attempts_per_child,
+            "mutate_last_module": ops.mutate_last_module,
+            # In a GFLOPs search the bounds are GFLOPs, under the names the file always had.
+            **({"flops_min": config.cost_min, "flops_max": config.cost_max}
+               if axis.objective == "gflops" else
+               {"cost_min": config.cost_min, "cost_max": config.cost_max}),
+            "max_attempts_per_child": config.attempts_per_child,
             "release_selection": ops.release_selection}
 
 
-def in_bounds(config: EvolutionConfig, gflops: float) -> bool:
-    return ((config.flops_min is None or gflops >= config.flops_min)
-            and (config.flops_max is None or gflops <= config.flops_max))
+def in_bounds(config: EvolutionConfig, cost: float) -> bool:
+    return ((config.cost_min is None or cost >= config.cost_min)
+            and (config.cost_max is None or cost <= config.cost_max))
 
 
 @dataclass(frozen=True)
@@ -189,22 +193,22 @@ def default_reference(task: str, estimate_cost: CostFn) -> tuple[float, float]:
 def check_bounds_feasible(config: EvolutionConfig, task: str, estimate_cost: CostFn,
                           axis: CostAxis = GFLOPS_AXIS) -> None:
     """Fail early when the cost bounds exclude the whole space (smallest .. largest subnet)."""
-    if (config.flops_min is not None and config.flops_max is not None
-            and config.flops_min > config.flops_max):
-        raise EvolutionError(f"evolution.flops_min ({config.flops_min}) exceeds "
-                             f"evolution.flops_max ({config.flops_max}): no architecture "
+    if (config.cost_min is not None and config.cost_max is not None
+            and config.cost_min > config.cost_max):
+        raise EvolutionError(f"evolution.cost_min ({config.cost_min}) exceeds "
+                             f"evolution.cost_max ({config.cost_max}): no architecture "
                              f"satisfies the {axis.bounds}")
-    if config.flops_max is not None:
+    if config.cost_max is not None:
         lo = estimate_cost(smallest(task))
-        if lo > config.flops_max:
+        if lo > config.cost_max:
             raise EvolutionError(
-                f"evolution.flops_max = {config.flops_max} is below the smallest {task} subnet "
+                f"evolution.cost_max = {config.cost_max} is below the smallest {task} subnet "
                 f"({lo:.4f} {axis.unit}): no architecture satisfies the {axis.bounds}")
-    if config.flops_min is not None:
+    if config.cost_min is not None:
         hi = estimate_cost(largest(task))
-        if hi < config.flops_min:
+        if hi < config.cost_min:
             raise EvolutionError(
-                f"evolution.flops_min = {config.flops_min} is above the largest {task} subnet "
+                f"evolution.cost_min = {config.cost_min} is above the largest {task} subnet "
                 f"({hi:.4f} {axis.unit}): no architecture satisfies the {axis.bounds}")
 
 
@@ -216,7 +220,7 @@ def select_parents(pool: Sequence[Evaluated], parents: int,
         raise EvolutionError(
             f"evolution.parents (the parent population) = {parents} is larger than the evaluated "
             f"pool ({len(pool)} candidates): lower it or sample more candidates")
-    idx = select_by_rank([e.gflops for e in pool], [e.score for e in pool], parents,
+    idx = select_by_rank([e.cost for e in pool], [e.score for e in pool], parents,
                          [e.arch.arch_id for e in pool], fill=fill)
     return [pool[i] for i in idx]
 
@@ -258,14 +262,14 @@ def next_generation(pool: Sequence[Evaluated], rng_state: Mapping[str, Any],
                        mutate_depth=ops.mutate_depth, mode=ops.mutation)
         if child.arch_id in seen:
             continue
-        if (config.flops_min is not None or config.flops_max is not None) and \
+        if (config.cost_min is not None or config.cost_max is not None) and \
                 not in_bounds(config, estimate_cost(child)):
             out_of_bounds += 1
             continue
         seen.add(child.arch_id)
         drawn.append(child)
     if len(drawn) < config.population:
-        bounds = f"[{config.flops_min}, {config.flops_max}] {axis.unit}"
+        bounds = f"[{config.cost_min}, {config.cost_max}] {axis.unit}"
         raise EvolutionError(
             f"generation {generation}: made only {len(drawn)} of {config.population} new "
             f"children in {attempts} draws ({out_of_bounds} outside the {axis.bounds} {bounds}, "
@@ -283,7 +287,7 @@ def _release_children(parents: list[Architecture], rng: np.random.Generator, see
     """The release's children: parent ``i`` (cycling) is child ``i``'s base, one random other
     parent its partner; redrawn from the same base until new and within the bounds."""
     children: list[Architecture] = []
-    bounded = config.flops_min is not None or config.flops_max is not None
+    bounded = config.cost_min is not None or config.cost_max is not None
     for i in range(config.population):
         b = i % len(parents)
         for _ in range(config.attempts_per_child):
@@ -303,7 +307,7 @@ def _release_children(parents: list[Architecture], rng: np.random.Generator, see
         else:
             raise EvolutionError(
                 f"generation {generation}: child {i} (base {parents[b].arch_id}) found no new "
-                f"child within [{config.flops_min}, {config.flops_max}] {axis.unit} in "
+                f"child within [{config.cost_min}, {config.cost_max}] {axis.unit} in "
                 f"{config.attempts_per_child} draws (search.evolution.attempts_per_child): "
                 f"the {axis.bounds} are too tight or the space is exhausted")
     return children
@@ -331,7 +335,7 @@ def _screen(drawn: list[Architecture], pool: Sequence[Evaluated], config: Evolut
         reference = default_reference(task, estimate_cost)
     pred = model.predict(np.stack([features(a) for a in drawn]))
     cost = [float(estimate_cost(a)) for a in drawn]
-    keep = sorted(select_by_predicted_gain(cost, pred, [e.gflops for e in pool],
+    keep = sorted(select_by_predicted_gain(cost, pred, [e.cost for e in pool],
                                            [e.score for e in pool], config.population, reference))
     children = [drawn[i] for i in keep]
     return children, {**record, "predicted": {drawn[i].arch_id: float(pred[i]) for i in keep}}

@@ -27,7 +27,7 @@ def _cost(df: pd.DataFrame, cost: str) -> pd.Series:
 
 def pool_from_table(df: pd.DataFrame, cost: str = "gflops") -> list[Evaluated]:
     """The evaluated pool of a results table; ``cost`` is the column of the search's cost axis
-    (``gflops``, or ``latency_ms``: then ``Evaluated.gflops`` holds milliseconds)."""
+    (``gflops``, or ``latency_ms``: then ``Evaluated.cost`` is in milliseconds)."""
     return [Evaluated(a, float(g), float(s))
             for a, g, s in zip(architectures(df), _cost(df, cost), df["score"])]
 

@@ -6,7 +6,7 @@ children, generator state before/after) and ``candidates.json`` (the children, i
         --pool sample/merged/results.csv evolve/gen_1/merged/results.csv \\
         --prev-state evolve/gen_1/children/state.json [--latency-table .../table.json]
 
-Parents, screening and the cost bounds (``evolution.flops_min``/``flops_max``) are along the cost
+Parents, screening and the cost bounds (``evolution.cost_min``/``cost_max``) are along the cost
 axis of ``search.objective``: GFLOPs, or predicted latency in ms from ``--latency-table``.
 """
 from __future__ import annotations
