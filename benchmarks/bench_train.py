@@ -83,13 +83,13 @@ def bench_step(task: str, width: int, repeats: int) -> None:
 
 def bench_throughput(task: str, iters: int, data_root: Path) -> None:
     from pipeline.train.loop import train
-    from pipeline.stages.build import build_task
+    from pipeline.stages.build import task_from_config
     from pipeline.train.runtime import TrainRun
 
     resolved = pconfig.load_resolved(REPO / "params" / "default.yaml")
     resolved[task]["root"] = str(data_root / ("cityscapes" if task == "seg" else "coco"))
     cfg = pconfig.from_dict(resolved)
-    t = build_task(task, cfg)
+    t = task_from_config(task, cfg)
     section = getattr(cfg.supernet, task)
     tcfg = dataclasses.replace(section, iterations=iters, kd_ratio=0.0, checkpoint_every=10**9)
     model = SuperNet(task, cfg.task(task).width, t.num_outputs, seed=0)

@@ -40,7 +40,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     cfg = load_params(a.params)
-    task_obj = build.build_task(a.task, cfg)
+    task_obj = build.task_from_config(a.task, cfg)
     net = build.load_supernet(a.task, cfg, a.checkpoint, "cpu")
     cost = build.make_cost_fn(a.task, cfg)
     ref = build.reference_point(a.task, cfg)

@@ -16,7 +16,7 @@ from pipeline import config as pc
 from pipeline.data.cityscapes import IGNORE_INDEX, label_ids_to_train_ids
 from pipeline.data.synth import generate_cityscapes, generate_coco
 from pipeline.nets.supernet import SuperNet
-from pipeline.stages.build import build_task, load_calibration
+from pipeline.stages.build import task_from_config, load_calibration
 from pipeline.space.sample import smallest
 from pipeline.stages import prepare
 
@@ -54,7 +54,7 @@ def odd(tmp_path_factory):
 
 def test_seg_evaluation_on_odd_sizes_counts_at_label_resolution(odd):
     cfg = pc.load_params(params(odd, "seg", seg={"root": str(odd / "cs")}))
-    task = build_task("seg", cfg)
+    task = task_from_config("seg", cfg)
     model = net("seg")
     load_calibration(task, cfg, "cpu").calibrate(model)
     res = task.evaluate(model, "val", "cpu", batch_size=2)
@@ -70,7 +70,7 @@ def test_pose_evaluation_on_odd_sized_images(odd):
     doc["tasks"] = ["pose"]
     p.write_text(yaml.safe_dump(doc))
     cfg = pc.load_params(p)
-    task = build_task("pose", cfg)
+    task = task_from_config("pose", cfg)
     model = SuperNet("pose", width=8, seed=0)
     model.set_arch(smallest("pose"))
     load_calibration(task, cfg, "cpu").calibrate(model)
@@ -89,7 +89,7 @@ def test_seg_on_real_480x360_frames(tmp_path):
     manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
     assert manifest["splits"]["val"]["count"] == 3
     cfg = pc.load_params(p)
-    task = build_task("seg", cfg)
+    task = task_from_config("seg", cfg)
     assert Image.open(task.samples("val")[0].image).size == (480, 360)
     model = net("seg")
     calib = load_calibration(task, cfg, "cpu")
@@ -114,7 +114,7 @@ def run_prepare(tmp: Path, capsys, **over) -> tuple[int, list[str]]:
 
 
 def first_val(tmp: Path):
-    return build_task("seg", pc.load_params(params(tmp, "t", seg={"root": str(tmp / "cs")}))
+    return task_from_config("seg", pc.load_params(params(tmp, "t", seg={"root": str(tmp / "cs")}))
                       ).samples("val")[0]
 
 

@@ -10,7 +10,7 @@ import yaml
 from pipeline import config as pc
 from pipeline.data.synth import generate_cityscapes, generate_coco
 from pipeline.nets.calibrate import CalibrationError
-from pipeline.stages.build import build_task, load_calibration
+from pipeline.stages.build import task_from_config, load_calibration
 from pipeline.train.evaluate import calibration_set
 
 
@@ -44,7 +44,7 @@ def split_names(task_obj, task: str, split: str) -> set[str]:
 @pytest.mark.parametrize("augment", [False, True])
 def test_calibration_list_never_in_the_search_split(data, task, augment):
     cfg = cfg_for(data, task, 12, augment)
-    task_obj = build_task(task, cfg)
+    task_obj = task_from_config(task, cfg)
     calib = load_calibration(task_obj, cfg, "cpu")
     search, train = (split_names(task_obj, task, s) for s in ("search", "train"))
     assert search and calib.num_images == 12 and len(calib.names) == 12
@@ -55,7 +55,7 @@ def test_calibration_list_never_in_the_search_split(data, task, augment):
     if task == "seg" and not augment:  # plain 72x100 images cropped to 64x96
         assert {tuple(b.shape[-2:]) for b in calib.batches} == {(64, 96)}
     # Same list and crops in every job.
-    again = load_calibration(build_task(task, cfg), cfg, "cpu")
+    again = load_calibration(task_from_config(task, cfg), cfg, "cpu")
     assert again.names == calib.names
     assert all((a == b).all() for a, b in zip(again.batches, calib.batches))
 
@@ -63,7 +63,7 @@ def test_calibration_list_never_in_the_search_split(data, task, augment):
 @pytest.mark.parametrize("task", ["seg", "pose"])
 def test_training_checks_calibrate_on_train_images_of_any_size(data, task):
     cfg = cfg_for(data, task, 4, False)
-    task_obj = build_task(task, cfg)
+    task_obj = task_from_config(task, cfg)
     calib = calibration_set(task_obj, "cpu", 5, 0)
     train_ds = task_obj.dataset("train", train=False)
     search = split_names(task_obj, task, "search")
@@ -77,4 +77,4 @@ def test_too_many_calibration_images_names_the_train_split(data):
     cfg = cfg_for(data, "seg", 500, False)
     with pytest.raises(CalibrationError, match="calibration.images = 500 exceeds the 16 images "
                                                "of the train split"):
-        load_calibration(build_task("seg", cfg), cfg, "cpu")
+        load_calibration(task_from_config("seg", cfg), cfg, "cpu")

@@ -96,11 +96,11 @@ def test_changing_the_launcher_reruns_nothing(ddp_run: Path, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_a_failing_rank_fails_the_job_with_one_line(ddp_run: Path, monkeypatch) -> None:
-    from pipeline.stages.build import build_task
+    from pipeline.stages.build import task_from_config
 
     params = ddp_run / "p.yaml"
     monkeypatch.chdir(ddp_run)
-    task = build_task("seg", pconfig.from_dict(pconfig.load_resolved(params)))
+    task = task_from_config("seg", pconfig.from_dict(pconfig.load_resolved(params)))
     # One training image corrupt: the one rank whose share holds it fails, the other waits in a
     # collective until torchrun stops it.
     bad = Path(task.dataset("train", train=True).samples[3].image)

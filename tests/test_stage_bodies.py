@@ -17,7 +17,7 @@ from pipeline.data.synth import generate_cityscapes
 from pipeline.nets.checkpoint import load_state_dict_file
 from pipeline.nets.supernet import SuperNet
 from pipeline.search.candidates import read_candidates
-from pipeline.stages.build import build_task, load_calibration, make_evaluator
+from pipeline.stages.build import task_from_config, load_calibration, make_evaluator
 from pipeline.search.table import load_tables
 from pipeline.space.sample import smallest
 from pipeline.stages import random_search, sample, search_merge, search_shard, teacher
@@ -83,7 +83,7 @@ def shards(run):
 def test_search_shard_stage_evaluates_its_candidates_calibrated_on_train(run, shards):
     root, params, _ = run
     cl = read_candidates(shards / "candidates.json")
-    task = build_task("seg", pc.load_params(params))
+    task = task_from_config("seg", pc.load_params(params))
     search = {s.name for s in task.samples("search")}
     for s in (0, 1):
         rows = [json.loads(line) for line in
@@ -158,7 +158,7 @@ def test_make_evaluator_scores_as_calibrate_then_evaluate(run):
     assert set(row.timing) >= {"wall_s", "calib_s", "eval_s", "forward_s", "overhead_s"}
     # The same score by hand: a fresh supernet, calibrated on the same train images, scored on
     # the whole search split.
-    task = build_task("seg", cfg)
+    task = task_from_config("seg", cfg)
     net = SuperNet("seg", width=8)
     net.load_state_dict(load_state_dict_file(ckpt))
     net.set_arch(arch)

@@ -32,7 +32,7 @@ from pipeline.train.runtime import TrainRun
 STREAM_WORKERS = 1
 
 
-def build_task(task: str, cfg: Config) -> Task:
+def task_from_config(task: str, cfg: Config) -> Task:
     """The task plug-in of ``cfg``'s ``task`` section, seeded with the run's seed."""
     return TASKS[task].from_params(cfg.task(task), seed=cfg.run.seed)
 
@@ -170,7 +170,7 @@ def make_evaluator(task: str, cfg: Config, checkpoint: str | Path, device: str, 
     run setting ``run.search_cache_mb``): all loaded once for the whole job. ``latency`` (ms per
     architecture, a latency objective's :attr:`SearchCost.latency`) adds each row's predicted
     latency."""
-    task_obj = build_task(task, cfg)
+    task_obj = task_from_config(task, cfg)
     net = load_supernet(task, cfg, checkpoint, device)
     calib = load_calibration(task_obj, cfg, device)
     # Kept decoded up to a budget, the rest streamed: a small split is read as fast as when it

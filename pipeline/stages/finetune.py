@@ -58,13 +58,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def _reference(ctx: StageContext, latency: Any = None) -> dict[str, Any]:
     """HRNet at the search's width and input: analytic cost (and predicted latency with a latency
     objective's predictor ``latency``), inherited-weight search-split score."""
-    from pipeline.stages.build import (build_task, cost_input_hw, load_calibration, load_supernet,
+    from pipeline.stages.build import (task_from_config, cost_input_hw, load_calibration, load_supernet,
                                        make_cost_fn)
     from pipeline.space.sample import hrnet
 
     arch = hrnet(ctx.task)
     cost = make_cost_fn(ctx.task, ctx.cfg)(arch)
-    task_obj = build_task(ctx.task, ctx.cfg)
+    task_obj = task_from_config(ctx.task, ctx.cfg)
     net = load_supernet(ctx.task, ctx.cfg, ctx.args.checkpoint, ctx.device)
     net.set_arch(arch)
     load_calibration(task_obj, ctx.cfg, ctx.device).calibrate(net)
@@ -130,14 +130,14 @@ def model_body(ctx: StageContext) -> dict[str, float]:
     from pipeline.nets.init import file_sha256
     from pipeline.nets.deploy import write_deployable
     from pipeline.finetune.tune import MODEL_DIR, RECORD_FILE, finetune_model
-    from pipeline.stages.build import (build_task, cost_input_hw, load_calibration, load_supernet,
+    from pipeline.stages.build import (task_from_config, cost_input_hw, load_calibration, load_supernet,
                                        make_cost_fn, train_run)
     from pipeline.stages.training import start_weights
 
     if ctx.args.selection is None:
         raise StageInputError("--model needs --selection (selection.json of the selection job)")
     selected = read_selection(ctx.args.selection, ctx.args.model, ctx.task)
-    task_obj = build_task(ctx.task, ctx.cfg)
+    task_obj = task_from_config(ctx.task, ctx.cfg)
     supernet = load_supernet(ctx.task, ctx.cfg, ctx.args.checkpoint, ctx.device)
     calib = load_calibration(task_obj, ctx.cfg, ctx.device)
     section = getattr(ctx.cfg.finetune, ctx.task)

@@ -20,10 +20,10 @@ from typing import Mapping, Sequence
 from pipeline.nets.supernet import SuperNet
 from pipeline.space.arch import Architecture
 from pipeline.space.sample import largest, smallest
-from pipeline.stages.build import build_task, train_run
+from pipeline.stages.build import task_from_config, train_run
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 from pipeline.stages.training import (MODEL_FILE, base_metrics, disable_tracking_off_main,
-                                      finish_training, start_weights, write_json)
+                                      finish_training, start_weights, write_stage_json)
 from pipeline.train.artifacts import load_state, read_trained
 from pipeline.train.distributed import init_distributed, shutdown_distributed
 from pipeline.train.evaluate import CHECK_CALIBRATION_IMAGES, calibration_set, evaluate_subnet
@@ -64,7 +64,7 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
     assert name is not None
     cfg = ctx.cfg
     section = getattr(cfg.supernet, name)
-    task = build_task(name, cfg)
+    task = task_from_config(name, cfg)
     width = ctx.task_cfg.width
     run = train_run(cfg, ctx.device)
     from_teacher = section.init_from_teacher and not section.init  # init wins
@@ -100,7 +100,7 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
     metrics["baseline_search_score"] = float(task.baseline("search", info.device)["score"])
     for g, n in summary.group_counts.items():
         metrics[f"group_count/{g}"] = float(n)
-    write_json(ctx.out / "metrics.json", metrics)
+    write_stage_json(ctx.out / "metrics.json", metrics)
     return metrics
 
 

@@ -13,10 +13,10 @@ from typing import Mapping, Sequence
 
 from pipeline.nets.supernet import SuperNet
 from pipeline.space.sample import largest
-from pipeline.stages.build import build_task, train_run
+from pipeline.stages.build import task_from_config, train_run
 from pipeline.stages.common import StageContext, run_stage
 from pipeline.stages.training import (base_metrics, disable_tracking_off_main, finish_training,
-                                      start_weights, write_json)
+                                      start_weights, write_stage_json)
 from pipeline.train.distributed import init_distributed, shutdown_distributed
 from pipeline.train.evaluate import CHECK_CALIBRATION_IMAGES, calibration_set
 from pipeline.train.loop import train
@@ -26,7 +26,7 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
     name = ctx.task
     assert name is not None
     cfg = ctx.cfg
-    task = build_task(name, cfg)
+    task = task_from_config(name, cfg)
     width = ctx.task_cfg.width
     run = train_run(cfg, ctx.device)
     info = init_distributed(run.device)
@@ -54,7 +54,7 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
     base = task.baseline("search", info.device)
     metrics = {"search_score": float(ev["score"]), "baseline_search_score": float(base["score"]),
                **base_metrics(summary)}
-    write_json(ctx.out / "metrics.json", metrics)
+    write_stage_json(ctx.out / "metrics.json", metrics)
     return metrics
 
 

@@ -47,7 +47,8 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: Path, obj: Any) -> None:
+def write_stage_json(path: Path, obj: Any) -> None:
+    """A stage record (summaries, metrics) as JSON, a missing figure (NaN) as null."""
     atomic_write_text(path, json.dumps(_clean(obj), indent=1, sort_keys=True) + "\n")
 
 
@@ -56,7 +57,7 @@ def finish_training(ctx: StageContext, model: Any, meta: Mapping[str, Any],
     """Write the trained model (``model.pt``: weights + meta) and ``train_summary.json`` into the
     stage's output, tag the MLflow run with both hashes; returns the model file's hash."""
     sha = save_trained(ctx.out / MODEL_FILE, model, dict(meta))
-    write_json(ctx.out / "train_summary.json", summary.to_dict())
+    write_stage_json(ctx.out / "train_summary.json", summary.to_dict())
     ctx.run.set_tags({"scalenas.model_sha256": sha,
                       "scalenas.checkpoint_sha256": summary.checkpoint_sha256})
     return sha
