@@ -4,7 +4,7 @@ the file in the tree is not what the code gives (CI runs the check).
 A DVC stage is one phase's Snakemake target. What a person decides is in :data:`STAGES` (the
 target, its rule files, what it reads from earlier phases, its parameter sections and outputs).
 What follows from the code is computed: the code deps are every file of the package the phase's
-entry points import (:func:`pipeline.lineage.module_closure`), a subpackage named as a whole, and
+entry points import (:func:`pipeline.codedeps.module_closure`), a subpackage named as a whole, and
 the per-rule parameter files are those of the phases its rules run. So a new import can never be
 missing from dvc.yaml, which a hand-kept list allowed (and the old check only caught after).
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from pipeline import lineage
+from pipeline.codedeps import module_closure, stage_entry_modules
 
 DVC_YAML = "dvc.yaml"
 TASKS = ("seg", "pose")
@@ -93,7 +93,7 @@ STAGES: tuple[Stage, ...] = (
 def code_deps(root: Path, rules: Iterable[str]) -> list[str]:
     """The package files the rules' entry points import: a subpackage as a whole, the stages
     (each phase runs a few of them) and top-level modules file by file."""
-    files = lineage.module_closure(root, lineage.stage_entry_modules(root, rules))
+    files = module_closure(root, stage_entry_modules(root, rules))
     out = set()
     for f in files:
         parts = f.parts

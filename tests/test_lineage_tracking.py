@@ -21,7 +21,7 @@ import yaml
 
 from cdp import Browser
 from conftest import clone_env, doc_files, doc_section
-from pipeline import lineage
+from pipeline import codedeps, lineage
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -231,8 +231,8 @@ def test_browser_shows_runs_table_with_gflops_and_score(clone: Path, request) ->
 def test_dvc_yaml_deps_cover_every_imported_module() -> None:
     doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     for name, st in doc["stages"].items():
-        assert lineage.stage_entry_modules(REPO, [d for d in st["deps"] if d.endswith(".smk")]), name
-        assert lineage.missing_code_deps(REPO, st) == [], name
+        assert codedeps.stage_entry_modules(REPO, [d for d in st["deps"] if d.endswith(".smk")]), name
+        assert codedeps.missing_code_deps(REPO, st) == [], name
     r = subprocess.run([sys.executable, "-m", "pipeline.lineage"], cwd=REPO, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
@@ -263,7 +263,7 @@ def test_dvc_yaml_is_generated_and_a_new_import_reaches_it(tmp_path: Path) -> No
     assert "pipeline/newmod.py" in doc["stages"]["report"]["deps"]
     assert "pipeline/newmod.py" not in doc["stages"]["prepare"]["deps"]
     assert not dvcyaml.stale(tree)
-    search = lineage.module_closure(REPO, ["pipeline.stages.search_shard"])
+    search = codedeps.module_closure(REPO, ["pipeline.stages.search_shard"])
     assert Path("pipeline/cost.py") in search and Path("pipeline/nets/supernet.py") in search
 
 
@@ -279,7 +279,7 @@ def test_code_change_marks_search_changed(clone: Path) -> None:
         # the parameter-to-library glue pipeline/stages/build.py).
         doc = yaml.safe_load((clone / "dvc.yaml").read_text())
         importers = {n for n, st in doc["stages"].items() if Path("pipeline/cost.py") in
-                     lineage.module_closure(clone, lineage.stage_entry_modules(
+                     codedeps.module_closure(clone, codedeps.stage_entry_modules(
                          clone, [d for d in st["deps"] if str(d).endswith(".smk")]))}
         assert {"search", "finetune"} <= importers and "prepare" not in importers, importers
         assert stages == importers, out

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.synth import POSE_DIR, SEG_DIR, generate_all
-from pipeline.space.cli import seed_arg
+from pipeline.argtypes import seed_arg
 
 
 def _count(text: str) -> int:

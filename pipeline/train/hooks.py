@@ -25,8 +25,34 @@ from tqdm import tqdm
 
 from .checkpoint import LAST, file_sha256, rng_state, save_checkpoint, set_rng_state
 
-if TYPE_CHECKING:  # the trainer imports this module
-    from .loop import Trainer
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from torch import nn
+
+    from .distributed import DistInfo
+    from .stats import RunStats
+
+
+class Trainer(Protocol):
+    """What a hook reads and sets of the trainer (pipeline.train.loop.Trainer), declared here so
+    that the hooks do not import the loop that runs them."""
+
+    info: "DistInfo"
+    iter: int
+    total: int
+    iters_per_epoch: int
+    ckpt_dir: "Path"
+    last_checkpoint: "Path | None"
+    checkpoint_sha256: str
+    metrics: dict[str, float]
+    model: "nn.Module"
+    stats: "RunStats"
+    step: Any
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def set_train_mode(self) -> None: ...
 
 
 class TrainingError(RuntimeError):

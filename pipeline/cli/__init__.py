@@ -13,7 +13,7 @@ import sys
 from typing import NoReturn, Sequence
 
 #: Modules that contribute subcommand groups, in help order.
-GROUPS: tuple[str, ...] = ("pipeline.space.cli", "pipeline.data.cli", "pipeline.infer.cli",
+GROUPS: tuple[str, ...] = ("pipeline.cli.arch", "pipeline.data.cli", "pipeline.infer.cli",
                            "pipeline.nets.export_cli", "pipeline.search.latency_cli")
 
 PROG = "scalenas"

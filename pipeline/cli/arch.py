@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from .arch import MODULE_NAMES, TASKS, Architecture
-from .official import load_official, save_official
-from .registry import NAMES, resolve
-from .sample import sample_arch
+from pipeline.argtypes import seed_arg
+from pipeline.space.arch import MODULE_NAMES, TASKS, Architecture
+from pipeline.space.official import load_official, save_official
+from pipeline.space.registry import NAMES, resolve
+from pipeline.space.sample import sample_arch
 
 #: Input size (H, W) each task is profiled at unless told otherwise (scalenas.md section 3).
 DEFAULT_INPUT = {"seg": (1024, 2048), "pose": (256, 192)}
@@ -42,16 +43,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def seed_arg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer seed, got {text!r}")
     return v
 
 
