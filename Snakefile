@@ -1,6 +1,7 @@
 # ScaleNAS pipeline. Thin on purpose: every phase lives in workflow/rules/<phase>.smk, included
 # below in pipeline order (a new phase adds its line); common.smk holds parameters, per-rule
-# parameter files, MLflow hooks and helpers; pipeline/paths.py names every artifact.
+# parameter files, MLflow hooks and input functions; pipeline/plan.py decides the launcher, devices,
+# stage commands and the default targets; pipeline/paths.py names every artifact.
 # Parameters: `snakemake --cores 2 --config params=params/<file>.yaml` (default params/default.yaml)
 # or `--configfile params/<file>.yaml`. See README.md for the rules of use with DVC.
 # Snakemake's report: `snakemake --report report.zip` (figures and tables marked report(...) in the
@@ -19,4 +20,4 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        ALL_TARGETS,
+        final_targets(),

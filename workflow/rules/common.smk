@@ -5,10 +5,11 @@
 #   - its rules take `param_file("<phase>")` (results/params/{task}/<phase>.json) as an input, so a
 #     change of any of those keys, and of no other key, reruns them;
 #   - they run `stage_cmd("<module>", ...)`, a `log:` under results/logs/, and `threads:`;
-#   - they append their final targets to ALL_TARGETS (rule `all`) and define `<phase>_all`.
+#   - they define `<phase>_all`; the default rule's targets are pipeline.plan.final_targets.
+# Policy (launcher, device pool, latency device, stage commands, targets) is in pipeline/plan.py,
+# tested on its own; this file holds the parameters, input functions and Snakemake's hooks.
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from snakemake.exceptions import WorkflowError
 
 from pipeline import config as pconfig
 from pipeline import paths
-from pipeline import recovery, tracking
+from pipeline import plan, recovery, tracking
 from pipeline.errors import InputError
 from pipeline.paths import (RESULTS, RUN_SETTINGS, log_file, manifest, merged, param_file,
                             teacher_model, trained_supernet)
@@ -29,7 +30,6 @@ envvars:
 # Jobs run `python` from the interpreter that runs Snakemake (the project's venv), found on PATH.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 CONDA_ENV = "../envs/scalenas.yaml"
-ALL_TARGETS = []
 
 
 def _params_source():
@@ -91,35 +91,10 @@ write_if_changed(RUN_SETTINGS, json.dumps(
     indent=1, sort_keys=True) + "\n")
 
 
-# Launcher of distributed-capable stages (run.launcher, e.g. "torchrun --nproc_per_node 8"): an
-# environment variable, so that switching it reruns nothing.
-os.environ.update(SCALENAS_LAUNCHER=PARAMS["run"]["launcher"])
-
-
 def stage_cmd(module, *args, distributed=False, gpu=False):
-    """Shell command of a stage job: threads pinned to the rule's `threads`, output to the log.
-
-    `args` are appended verbatim (they may use {input}, {output}, {wildcards}, {params}).
-    `distributed=True` starts the stage with run.launcher (python or torchrun) instead of python.
-    `gpu=True`: the job takes `resources.gpu` devices of its own from the pool (scale-out block)."""
-    # PASSIVE: idle OpenMP threads sleep instead of spinning; with two torch jobs on 2 cores a
-    # spinning pool slowed training steps tenfold (measured).
-    env = ("OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} "
-           "OMP_WAIT_POLICY=PASSIVE")
-    launcher = "$SCALENAS_LAUNCHER" if distributed else "python"
-    if gpu:  # the pool as an environment variable too: changing run.devices reruns nothing
-        env += " SCALENAS_GPUS={resources.gpu} $SCALENAS_DEVICE_WRAP"
-    cmd = (f"{env} {launcher} -m pipeline.stages.{module} --threads {{threads}} "
-           f"--run-settings {RUN_SETTINGS} " + " ".join(args) + " > {log} 2>&1")
-    # Output patterns such as results/{task}/... may be passed as they are: a bare lower-case
-    # {name} that is not a job attribute is a wildcard.
-    return re.sub(r"(?<!\{)\{([a-z_][a-z0-9_]*)\}(?!\})",
-                  lambda m: m.group(0) if m.group(1) in _JOB_NAMES else f"{{wildcards.{m.group(1)}}}",
-                  cmd)
-
-
-_JOB_NAMES = {"input", "output", "params", "wildcards", "threads", "log", "resources", "rule",
-              "jobid", "attempt"}
+    """Shell command of a stage job (pipeline.plan.stage_cmd); `args` may use {input},
+    {output}, {params} and bare wildcards such as {task}."""
+    return plan.stage_cmd(module, args, RUN_SETTINGS, distributed=distributed, gpu=gpu)
 
 
 def data_marker(task):
@@ -146,13 +121,12 @@ def _check_cuda_here():
     """run.device 'cuda' on a machine without CUDA stops a run whose jobs execute here. At parse
     time Snakemake does not yet know whether it is a dry run (which plans a GPU recipe anywhere)
     or a cluster run (whose login node has no GPU), so this waits for onstart."""
-    if PARAMS["run"]["device"] != "cuda" or not workflow.local_exec or workflow.touch:
+    if not workflow.local_exec or workflow.touch:
         return
-    import torch
-
-    if not torch.cuda.is_available():
-        print(f"error: invalid parameters: {PARAMS_SOURCE}: run.device is 'cuda' but torch sees "
-              "no CUDA device here (use 'auto' or 'cpu')", file=sys.stderr)
+    try:
+        plan.check_cuda(PARAMS["run"]["device"], f"invalid parameters: {PARAMS_SOURCE}")
+    except plan.PlanError as e:
+        print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -196,8 +170,13 @@ onerror:
         tracking.end_pipeline(False)
 
 
-# --- helpers of train.smk (here because `snakemake --lint` wants rule files without functions)
+# Threads of a job: training jobs take run.train_threads, every other torch job run.threads,
+# and jobs that only read and write files one.
 TRAIN_THREADS = int(PARAMS["run"]["train_threads"])
+JOB_THREADS = int(PARAMS["run"]["threads"])
+
+
+# --- helpers of train.smk (here because `snakemake --lint` wants rule files without functions)
 def supernet_model(task):
     """The supernet the search and the fine-tuning read: supernet.<task>.checkpoint when given
     (no teacher or supernet job then), else the one the supernet rule trains."""
@@ -227,7 +206,6 @@ def _teacher_arg(wc, input):
 
 
 # --- helpers of search.smk (here because `snakemake --lint` wants rule files without functions)
-SEARCH_THREADS = int(PARAMS["run"]["threads"])
 _RANDOM = PARAMS["search"]["random"]
 _EVO = PARAMS["search"]["evolution"]
 GENERATIONS = int(_EVO["generations"])
@@ -261,12 +239,12 @@ def _merge_pool(wc):
 # count) builds its own table. The planning process decides the fingerprint once and hands it to
 # every job through the environment: a job that re-parses this file elsewhere (a cluster node)
 # names the same table, and its stage checks the table against it, not against the node it runs on.
-from pipeline.search.latency import PLANNED_FP_ENV, device_info
+from pipeline.search.latency import PLANNED_FP_ENV
 OBJECTIVE = PARAMS["search"]["objective"]
-LATENCY_FP = os.environ.get(PLANNED_FP_ENV) or device_info(SEARCH_THREADS)["fingerprint"]
-if not re.fullmatch(r"[0-9a-f]{16}", LATENCY_FP):
-    raise WorkflowError(f"{PLANNED_FP_ENV}={LATENCY_FP!r}: not a device fingerprint (16 hex "
-                        "digits, as a latency table's device.fingerprint)")
+try:
+    LATENCY_FP = plan.planned_fingerprint(os.environ.get(PLANNED_FP_ENV), JOB_THREADS)
+except plan.PlanError as e:
+    raise WorkflowError(str(e))
 os.environ[PLANNED_FP_ENV] = LATENCY_FP
 # Passed to the jobs of executors that do not hand them the whole environment (sbatch does).
 envvars:
@@ -309,79 +287,27 @@ def finetune_records(task):
 # --- helpers of report.smk (here because `snakemake --lint` wants rule files without functions)
 REPORT_OUTPUTS = [paths.report_file(n) for n in
                   ("REPORT.md", "metrics.json", "final_models.md", "plots/finetune.csv")]
-#: Targets of the phase: REPORT.md and the pages of Snakemake's report (requested by name, so that
-#: a run made before they existed builds them; `snakemake --report` needs every marked file).
-REPORT_TARGETS = [paths.report_file(n) for n in
-                  ("REPORT.md", "final_models.html", "parameters.html", "software.html")]
+REPORT_TARGETS = plan.report_targets()
 
 
-# --- scale-out (issue 15): launcher and device checks, the per-job device pool -------------------
-# Checked at parse time, so a launcher that cannot start or a missing GPU stops the run before any
-# job starts, with one line naming the key.
-import shlex
-import shutil
-
-_TORCHRUN_ADDR = ("--standalone", "--rdzv_endpoint", "--rdzv-endpoint", "--master_port",
-                  "--master-port", "--master_addr", "--master-addr", "--nnodes")
+def final_targets():
+    """The default rule's targets (pipeline.plan.final_targets)."""
+    return plan.final_targets(PARAMS, FINETUNE_MODELS)
 
 
-def _launcher(text):
-    """(command the training rules start, processes per job) from run.launcher."""
-    where = f"invalid parameters: {PARAMS_SOURCE}: run.launcher {text!r}"
-    try:
-        argv = shlex.split(text)
-    except ValueError as e:
-        raise WorkflowError(f"{where}: {e}")
-    if not argv or shutil.which(argv[0]) is None:
-        raise WorkflowError(f"{where}: {argv[0] if argv else ''!r} is not a command on PATH")
-    torchrun = Path(argv[0]).name == "torchrun" or argv[1:3] == ["-m", "torch.distributed.run"]
-    if not torchrun:
-        return text, 1
-    nproc = None
-    for i, a in enumerate(argv):
-        for flag in ("--nproc_per_node", "--nproc-per-node"):
-            if a == flag:
-                nproc = argv[i + 1] if i + 1 < len(argv) else ""
-            elif a.split("=", 1)[0] == flag and "=" in a:
-                nproc = a.split("=", 1)[1]
-    if nproc is None or not nproc.isdigit() or int(nproc) < 1:
-        raise WorkflowError(f"{where}: needs --nproc_per_node N with N >= 1 (the processes, and "
-                            f"devices, of one training job), got {nproc!r}")
-    # Two torchrun jobs side by side (seg and pose) must not share torchrun's default port 29500.
-    if not any(a.split("=")[0] in _TORCHRUN_ADDR for a in argv):
-        argv.insert(1 if Path(argv[0]).name == "torchrun" else 3, "--standalone")
-    return shlex.join(argv), int(nproc)
-
-
-LAUNCHER, NPROC = _launcher(PARAMS["run"]["launcher"])
-os.environ.update(SCALENAS_LAUNCHER=LAUNCHER)
-
-
-def _device_ids():
-    run = PARAMS["run"]
-    if run["device"] == "cpu":
-        return [str(d) for d in run["devices"]]
-    import torch
-
-    if not torch.cuda.is_available():
-        # No pool to build; whether that is an error waits for onstart (see _check_cuda_here).
-        return [str(d) for d in run["devices"]]
-    return [str(d) for d in run["devices"]] or [str(i) for i in range(torch.cuda.device_count())]
-
-
-DEVICE_IDS = _device_ids()
-if DEVICE_IDS and NPROC > len(DEVICE_IDS):
-    raise WorkflowError(f"invalid parameters: {PARAMS_SOURCE}: run.launcher starts {NPROC} "
-                        f"processes per job but run.devices has {len(DEVICE_IDS)} device(s)")
+# --- scale-out: the launcher, the per-job device pool (pipeline.plan), checked at parse time, so a
+# launcher that cannot start stops the run before any job starts, with one line naming the key.
+try:
+    LAUNCHER = plan.parse_launcher(PARAMS["run"]["launcher"], f"invalid parameters: {PARAMS_SOURCE}")
+    DEVICE_IDS = plan.device_ids(PARAMS["run"])
+    plan.check_pool(LAUNCHER, DEVICE_IDS, f"invalid parameters: {PARAMS_SOURCE}")
+except plan.PlanError as e:
+    raise WorkflowError(str(e))
+# An environment variable, so that switching the launcher or the pool reruns nothing.
+os.environ.update(SCALENAS_LAUNCHER=LAUNCHER.command,
+                  SCALENAS_DEVICE_WRAP=plan.device_wrap(paths.DEVICE_POOL, DEVICE_IDS))
 
 
 def gpus(distributed=False):
-    """`resources: gpu=` of a job: its processes' devices; 0 on CPU (no pool, device not 'cuda')."""
-    return (NPROC if distributed else 1) if DEVICE_IDS or PARAMS["run"]["device"] == "cuda" else 0
-
-
-# Prefix that runs a job on SCALENAS_GPUS (= resources.gpu) devices of its own
-# (pipeline/devices.py); empty without a pool, so CPU jobs start as they always did.
-os.environ.update(SCALENAS_DEVICE_WRAP=(
-    f"python -m pipeline.devices --pool {paths.DEVICE_POOL} --devices {','.join(DEVICE_IDS)} --"
-    if DEVICE_IDS else ""))
+    """`resources: gpu=` of a job (pipeline.plan.gpus)."""
+    return plan.gpus(distributed, LAUNCHER, DEVICE_IDS, PARAMS["run"]["device"])

@@ -24,7 +24,7 @@ rule finetune_select:
         log_file("finetune/select"),
     params:
         latency=latency_arg,
-    threads: int(PARAMS["run"]["threads"])
+    threads: JOB_THREADS
     resources:
         gpu=gpus(),
     conda:
@@ -48,7 +48,7 @@ rule finetune:
         model=f"{paths.finetune_model_dir()}/model/model.json",
     log:
         log_file("finetune/{model}"),
-    threads: int(PARAMS["run"]["train_threads"])
+    threads: TRAIN_THREADS
     resources:
         gpu=gpus(distributed=True),
     conda:
@@ -64,6 +64,3 @@ rule finetune:
 rule finetune_all:
     input:
         [rec for task in TASKS for rec in finetune_records(task)],
-
-
-ALL_TARGETS += [rec for task in TASKS for rec in finetune_records(task)]

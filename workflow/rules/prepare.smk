@@ -38,6 +38,3 @@ rule prepare:
 rule prepare_all:
     input:
         expand(manifest("{task}"), task=TASKS),
-
-
-ALL_TARGETS += expand(manifest("{task}"), task=TASKS)

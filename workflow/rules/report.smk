@@ -46,6 +46,3 @@ rule report:
 rule report_all:
     input:
         REPORT_TARGETS,
-
-
-ALL_TARGETS += REPORT_TARGETS

@@ -39,7 +39,7 @@ rule latency_table:
         paths.latency_table(LATENCY_FP),
     log:
         log_file(f"search/latency_{LATENCY_FP}"),
-    threads: SEARCH_THREADS
+    threads: JOB_THREADS
     conda:
         CONDA_ENV
     shell:
@@ -118,7 +118,7 @@ rule search_shard:
     params:
         phase=lambda wc: search_phase(wc.step),
         latency=latency_arg,
-    threads: SEARCH_THREADS
+    threads: JOB_THREADS
     resources:
         gpu=gpus(),
     conda:
@@ -209,6 +209,3 @@ rule search_random_all:
 rule search_evolution_all:
     input:
         [paths.final("summary.json", t) for t in TASKS],
-
-
-ALL_TARGETS += [paths.final("summary.json", t) for t in TASKS]

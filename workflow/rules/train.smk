@@ -67,6 +67,3 @@ rule supernet_all:
     input:
         [supernet_model(t) for t in TASKS],
 
-
-# A task searched from supernet.<task>.checkpoint trains neither teacher nor supernet.
-ALL_TARGETS += expand(trained_supernet("{task}"), task=TRAINED_TASKS)
