@@ -209,3 +209,28 @@ def test_overwrite_replaces_a_users_file(models, tmp_path, capsys):
     assert json.loads(record_path(mine).read_text())["sha256"] == hashlib.sha256(
         mine.read_bytes()).hexdigest()
     assert hashes(d) == before
+
+
+def test_parameter_widths_stay_within_the_saved_models_limit():
+    """A run whose width a saved model may not have would fail at the fine-tune reload, hours in:
+    the parameter schema holds the same limit."""
+    import yaml
+
+    from pipeline.limits import MAX_WIDTH
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow" / "schemas" /
+                             "params.schema.yaml").read_text())
+    widths = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("width"), dict) and node["width"].get("type") == "integer":
+                widths.append(node["width"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    assert len(widths) == 2 and all(w["maximum"] == MAX_WIDTH for w in widths)

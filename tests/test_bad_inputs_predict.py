@@ -120,6 +120,11 @@ CASES = [
      ["street.png", "-o", "street.png", "--overwrite"], 2,
      "street.png: is an input image; predict never replaces it, even with --overwrite "
      "(give another -o)"),
+    ("output-links-to-the-input", "seg",
+     both(image("street.png"), lambda d: (d / "link.png").symlink_to("street.png")),
+     ["street.png", "-o", "link.png", "--overwrite"], 2,
+     "link.png: is an input image; predict never replaces it, even with --overwrite "
+     "(give another -o)"),
     ("output-is-another-input", "seg", both(image("imgs/x.png"), image("imgs/x_pred.png")),
      ["imgs", "--overwrite"], 2,
      "imgs/x_pred.png: is an input image; predict never replaces it, even with --overwrite "
@@ -201,6 +206,22 @@ def test_refused_in_one_line_and_nothing_changes(models, tmp_path, monkeypatch, 
     assert cap.out == ""
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
     assert hashes(tmp_path) == before  # the inputs, the model and every other file, byte for byte
+
+
+def test_pil_bomb_warning_never_reaches_the_terminal(models, tmp_path):
+    """Through the real command: stderr is our one line, none of PIL's warning lines."""
+    import subprocess
+    import sys
+
+    blank("big.png", 10000, 10000)(tmp_path)
+    r = subprocess.run([str(Path(sys.executable).parent / "scalenas"), "predict", "big.png",
+                        "--model", str(models / "seg"), "-o", "o.png"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        "scalenas: error: big.png: image too large (10000x10000 = 100000000 pixels, padded to "
+        "10016x10016 = 100320256; the limit is 16777216 pixels, e.g. 4096x4096): scale it down "
+        "first"]
 
 
 # -- what is written, and what is left alone --------------------------------------------------------

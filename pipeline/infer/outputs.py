@@ -54,17 +54,15 @@ def _more(items: list[str]) -> str:
     return "; ".join(items[:SHOWN]) + extra
 
 
-def _key(path: Path) -> tuple:
-    """Identity of a path: its inode where it exists (hard links, symlinks), else its real path."""
+def _keys(path: Path) -> set[tuple]:
+    """Identities of a path: its real path, and its inode where it exists (hard links)."""
+    keys: set[tuple] = {("path", os.path.realpath(path))}
     try:
         st = os.stat(path)
-        return ("inode", st.st_dev, st.st_ino)
+        keys.add(("inode", st.st_dev, st.st_ino))
     except OSError:
-        return ("path", os.path.realpath(path))
-
-
-def _same(a: Path, b: Path) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b) or _key(a) == _key(b)
+        pass
+    return keys
 
 
 def is_own_results(path: Path) -> bool:
@@ -106,27 +104,23 @@ def plan_outputs(output: Path | None, results: Path | None, images: list[Path], 
 def check_plan(plan: Plan, inputs: dict[str, list[Path]], overwrite: bool) -> None:
     """Refuse, in one line, outputs that collide, replace an input or a model file, are folders,
     or (without ``overwrite``) replace files ``predict`` did not write."""
-    by_key: dict[tuple, list[tuple[Path | None, Path]]] = {}
+    by_path: dict[str, list[tuple[Path | None, Path]]] = {}
     for img, out in plan.all():
-        by_key.setdefault(_key(out), []).append((img, out))
+        by_path.setdefault(os.path.realpath(out), []).append((img, out))
     pairs = []
-    for group in by_key.values():
+    for group in by_path.values():
         if len(group) > 1:
             names = [str(img) if img is not None else "the results file" for img, _ in group]
             pairs.append(f"{' and '.join(names)} both write {group[0][1]}")
     if pairs:
         raise PredictError(f"outputs collide: {_more(pairs)} (rename one, or predict them into "
                            f"different -o folders)")
-    protected = {_key(p): (role, p) for role, paths in inputs.items() for p in paths}
+    protected = {key: role for role, paths in inputs.items() for p in paths for key in _keys(p)}
     for _, out in plan.all():
-        hit = protected.get(_key(out))
-        if hit is None:
-            hit = next(((role, p) for role, paths in inputs.items() for p in paths
-                        if _same(out, p)), None)
-        if hit is not None:
-            same = "" if str(hit[1]) == str(out) else f" ({hit[1]})"
-            raise PredictError(f"{out}: is {hit[0]}{same}; predict never replaces it, even "
-                               f"with --overwrite (give another -o)")
+        role = next((protected[k] for k in _keys(out) if k in protected), None)
+        if role is not None:
+            raise PredictError(f"{out}: is {role}; predict never replaces it, even with "
+                               f"--overwrite (give another -o)")
     dirs = [str(out) for _, out in plan.all() if out.is_dir()]
     if dirs:
         raise PredictError(f"{dirs[0]}: output is a folder" + (
