@@ -127,11 +127,12 @@ def _copy(models: Path, task: str, to: Path) -> Path:
     return to
 
 
+@pytest.mark.slow  # a real export: seconds of tracing
 def test_export_elsewhere_leaves_the_model_directory_byte_identical(models, tmp_path, capsys):
     d = _copy(models, "seg", tmp_path / "model")
     before = hashes(d)
     out = tmp_path / "far" / "seg.ts"
-    assert main(["export", str(d), "-o", str(out), "--channels-last", "off"]) == 0
+    assert main(["export", str(d), "-o", str(out), "--no-optimize"]) == 0
     assert f"(record {out}.json; torchscript" in capsys.readouterr().out
     assert hashes(d) == before
     rec = json.loads(record_path(out).read_text())
@@ -140,13 +141,14 @@ def test_export_elsewhere_leaves_the_model_directory_byte_identical(models, tmp_
     model = json.loads((d / "model.json").read_text())
     assert rec["model"] == {k: model[k] for k in ("task", "arch_id", "weights_sha256")}
     # Exporting again to the same place replaces its own artifact without --overwrite.
-    assert main(["export", str(d), "-o", str(out), "--channels-last", "off"]) == 0
+    assert main(["export", str(d), "-o", str(out), "--no-optimize"]) == 0
     assert hashes(d) == before
     # An artifact elsewhere is not the model's: predict runs the eager model.
     with pytest.raises(DeployError, match="no torchscript artifact recorded"):
         find_entry(d, "torchscript")
 
 
+@pytest.mark.slow  # a real export: seconds of tracing
 def test_default_export_is_found_by_its_record(models, tmp_path, capsys):
     d = _copy(models, "seg", tmp_path / "model")
     own = {k: v for k, v in hashes(d).items()}
@@ -175,37 +177,39 @@ def test_default_export_is_found_by_its_record(models, tmp_path, capsys):
         load_artifact(d, "torchscript")
 
 
+@pytest.mark.slow  # a real export: seconds of tracing
 def test_model_directory_of_an_older_version_still_reads(models, tmp_path):
     """Artifacts listed in model.json (before records moved beside them) are found and checked."""
     d = _copy(models, "seg", tmp_path / "model")
-    art = d / "deploy" / "optimized.ts"
-    assert main(["export", str(d), "--channels-last", "off"]) == 0
+    art = d / "deploy" / "model.ts"
+    assert main(["export", str(d), "--no-optimize"]) == 0
     side = json.loads(record_path(art).read_text())
     record_path(art).unlink()
     rec = json.loads((d / "model.json").read_text())
     rec["deploy"] = [{k: v for k, v in side.items() if k not in ("schema", "model")}
-                     | {"file": "deploy/optimized.ts"}]
+                     | {"file": "deploy/model.ts"}]
     (d / "model.json").write_text(json.dumps(rec))
     module, entry = load_artifact(d, "torchscript")
-    assert entry["file"] == "deploy/optimized.ts"
+    assert entry["file"] == "deploy/model.ts"
     # Re-exporting replaces it (its own artifact, listed in model.json) without --overwrite, and
     # leaves model.json as it was.
     before = (d / "model.json").read_bytes()
-    assert main(["export", str(d), "--channels-last", "off"]) == 0
+    assert main(["export", str(d), "--no-optimize"]) == 0
     assert (d / "model.json").read_bytes() == before and record_path(art).is_file()
     art.write_bytes(b"junk")
-    with pytest.raises(DeployError, match="optimized.ts: checksum does not match .*optimized.ts.json"):
+    with pytest.raises(DeployError, match="model.ts: checksum does not match .*model.ts.json"):
         load_artifact(d, "torchscript")
 
 
+@pytest.mark.slow  # a real export: seconds of tracing
 def test_overwrite_replaces_a_users_file(models, tmp_path, capsys):
     d = _copy(models, "pose", tmp_path / "model")
     before = hashes(d)
     mine = tmp_path / "mine.ts"
     mine.write_text("my own file")
-    assert main(["export", str(d), "-o", str(mine), "--channels-last", "off"]) == 2
+    assert main(["export", str(d), "-o", str(mine), "--no-optimize"]) == 2
     assert mine.read_text() == "my own file"
-    assert main(["export", str(d), "-o", str(mine), "--channels-last", "off", "--overwrite"]) == 0
+    assert main(["export", str(d), "-o", str(mine), "--no-optimize", "--overwrite"]) == 0
     assert json.loads(record_path(mine).read_text())["sha256"] == hashlib.sha256(
         mine.read_bytes()).hexdigest()
     assert hashes(d) == before

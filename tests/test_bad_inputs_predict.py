@@ -208,6 +208,7 @@ def test_refused_in_one_line_and_nothing_changes(models, tmp_path, monkeypatch, 
     assert hashes(tmp_path) == before  # the inputs, the model and every other file, byte for byte
 
 
+@pytest.mark.slow  # a real `scalenas` process
 def test_pil_bomb_warning_never_reaches_the_terminal(models, tmp_path):
     """Through the real command: stderr is our one line, none of PIL's warning lines."""
     import subprocess
