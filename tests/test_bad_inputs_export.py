@@ -143,9 +143,23 @@ def test_export_elsewhere_leaves_the_model_directory_byte_identical(models, tmp_
     # Exporting again to the same place replaces its own artifact without --overwrite.
     assert main(["export", str(d), "-o", str(out), "--no-optimize"]) == 0
     assert hashes(d) == before
-    # An artifact elsewhere is not the model's: predict runs the eager model.
+    # An artifact elsewhere is not the model's default; predict runs it when named.
     with pytest.raises(DeployError, match="no torchscript artifact recorded"):
         find_entry(d, "torchscript")
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(img)
+    capsys.readouterr()
+    assert main(["predict", str(img), "--model", str(d), "--artifact", str(out), "-q"]) == 0
+    assert f"runtime torchscript ({out})" in capsys.readouterr().out
+    assert hashes(d) == before
+    # ... but not for another model's weights.
+    rec["model"]["weights_sha256"] = "0" * 64
+    record_path(out).write_text(json.dumps(rec))
+    assert main(["predict", str(img), "--model", str(d), "--artifact", str(out), "-q",
+                 "--overwrite"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"scalenas: error: {out}: exported from other weights than {d}/model.json (record "
+        f"{out}.json); export it again"]
 
 
 @pytest.mark.slow  # a real export: seconds of tracing

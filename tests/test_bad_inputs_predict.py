@@ -150,6 +150,17 @@ CASES = [
      "x.png: -o names one picture, but 2 images are given: give a folder"),
     ("output-is-a-folder", "seg", both(image("s.png"), lambda d: (d / "s_pred.png").mkdir()),
      ["s.png", "--overwrite"], 2, "s_pred.png: output is a folder"),
+    ("artifact-without-record", "seg", both(image("p.png"), write("x.ts", "junk")),
+     ["p.png", "-o", "o.png", "--artifact", "x.ts"], 2,
+     "x.ts: no artifact record beside it (x.ts.json missing or not one of ours): export it with "
+     "scalenas export"),
+    ("artifact-and-runtime", "seg", both(image("p.png"), write("x.ts", "junk")),
+     ["p.png", "-o", "o.png", "--artifact", "x.ts", "--runtime", "eager"], 2,
+     "give either --runtime or --artifact, not both"),
+    ("results-is-the-artifact", "pose", both(image("p.png"), write("x.ts", "junk")),
+     ["p.png", "--artifact", "x.ts", "--results", "x.ts", "--overwrite"], 2,
+     "x.ts: is the artifact or its record; predict never replaces it, even with --overwrite "
+     "(give another -o)"),
     # -- item 3: sizes checked after padding, before any allocation -------------------------------
     ("one-row-image", "seg", blank("wide.png", 16777216, 1), ["wide.png", "-o", "o.png"], 2,
      "wide.png: image too large (16777216x1 = 16777216 pixels, padded to 16777216x32 = "

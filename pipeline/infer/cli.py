@@ -15,7 +15,7 @@ replaced, and left out of a folder's inputs. Two inputs that would write the sam
 the run before any work (docs/predict.md).
 
 The default runtime is the optimized TorchScript exported into the model directory (``scalenas
-export``), else the eager model. A lone image that cannot be read is an error (exit 2); in a
+export``), else the eager model; ``--artifact FILE`` runs an artifact exported elsewhere. A lone image that cannot be read is an error (exit 2); in a
 folder or list, unreadable images are skipped, listed at the end, and the exit status is 1.
 Outputs are written atomically, image by image, so what was finished stays written.
 """
@@ -177,7 +177,7 @@ def read_record(model_dir: Path) -> dict[str, Any]:
     return _read(model_dir / MODEL_FILE)
 
 
-def load_runtime(model_dir: Path, runtime: str) -> tuple[Any, Any, str]:
+def load_runtime(model_dir: Path, runtime: str, artifact: Path | None = None) -> tuple[Any, Any, str]:
     """(eager net for task/meta, callable runtime, name of the runtime used)."""
     from pipeline.nets.deploy import DeployError, find_entry, load_artifact
     from pipeline.nets.export import load_model
@@ -186,6 +186,9 @@ def load_runtime(model_dir: Path, runtime: str) -> tuple[Any, Any, str]:
         net = load_model(model_dir)
     except ArchitectureError as e:
         raise PredictError(f"{model_dir}: {e}") from None
+    if artifact is not None:
+        module, entry = load_artifact(model_dir, artifact=artifact)
+        return net, module, f"{entry['format']} ({artifact})"
     if runtime == "auto":
         try:
             find_entry(model_dir, "torchscript")
@@ -320,6 +323,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise PredictError("give either --boxes or --box, not both")
     if args.batch_size < 1:
         raise PredictError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.artifact is not None and args.runtime != "auto":
+        raise PredictError("give either --runtime or --artifact, not both")
     found = expand_inputs(args.inputs)
     paths = found.images
     given: dict[int | None, list[Box]] | None = read_boxes(args.boxes) if args.boxes else (
@@ -341,9 +346,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     plan = plan_outputs(args.output, args.results, paths, found.lone, task)
     check_plan(plan, {"an input image": paths, "the list file": found.lists,
                       "the boxes file": [args.boxes] if args.boxes else [],
-                      f"a file of the model directory {args.model}": model_files(args.model)},
+                      f"a file of the model directory {args.model}": model_files(args.model),
+                      "the artifact or its record": [] if args.artifact is None else [
+                          args.artifact, args.artifact.with_name(args.artifact.name + ".json")]},
                args.overwrite)
-    net, run, used = load_runtime(args.model, args.runtime)
+    net, run, used = load_runtime(args.model, args.runtime, args.artifact)
     writer = _WRITERS[net.task]
     job = _Job(args, plan, net, run, given)
     writer.check(job)
@@ -396,6 +403,9 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--runtime", choices=("auto", "eager", "torchscript", "onnx"), default="auto",
                    help="auto: the optimized TorchScript exported into the model directory, else "
                         "eager")
+    p.add_argument("--artifact", type=Path, default=None, metavar="FILE",
+                   help="run this artifact of `scalenas export -o FILE` (TorchScript or ONNX, as "
+                        "its record FILE.json says; it must come from the model's weights)")
     p.add_argument("--batch-size", type=int, default=4, help="images (seg) or people (pose) a batch")
     p.add_argument("--boxes", type=Path, default=None,
                    help="pose: JSON list of person boxes [x,y,w,h] or COCO detections")

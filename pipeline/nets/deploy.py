@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.errors import InputError
-from pipeline.io import atomic_write_bytes, atomic_write_text, read_json
+from pipeline.io import atomic_write_bytes, atomic_write_text, check_regular_file, read_json
 from pipeline.limits import check_input_hw
 
 from .export import MODEL_FILE, ModelFileError, StandaloneNet, load_model, read_record
@@ -404,13 +404,26 @@ def find_entry(model_dir: str | os.PathLike, fmt: str) -> dict[str, Any]:
     return found[0]
 
 
-def load_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript") -> tuple[Any, dict[str, Any]]:
-    """The recorded artifact as a callable ``(x) -> Tensor`` and its entry, checksum verified and
-    (for artifacts with their own record) checked to come from the model's weights."""
+def load_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript",
+                  artifact: str | os.PathLike | None = None) -> tuple[Any, dict[str, Any]]:
+    """The model's artifact of format ``fmt`` (or the file ``artifact``, anywhere, of the format
+    its record says) as a callable ``(x) -> Tensor`` and its record; the checksum is verified,
+    and an artifact with a record of its own must come from the model's weights."""
     d = Path(model_dir)
-    entry = find_entry(d, fmt)
-    path = d / str(entry.get("file"))
-    where = d / str(entry.get("record", MODEL_FILE))
+    if artifact is None:
+        entry = find_entry(d, fmt)
+        path = d / str(entry.get("file"))
+        where = d / str(entry.get("record", MODEL_FILE))
+    else:
+        path = Path(artifact)
+        where = record_path(path)
+        check_regular_file(path, "artifact", DeployError)
+        rec = _read_artifact_record(where)
+        if rec is None or rec.get("format") not in FORMATS:
+            raise DeployError(f"{path}: no artifact record beside it ({where} missing or not one "
+                              f"of ours): export it with scalenas export")
+        entry = {**rec, "file": str(path), "record": str(where)}
+        fmt = str(rec["format"])
     if not path.is_file():
         raise DeployError(f"{path}: artifact recorded in {where} not found")
     model = entry.get("model")
