@@ -79,6 +79,9 @@ CASES = [
      f"model; {NEVER}"),
     ("through-a-symlink", "seg", lambda d: (d / "w.ts").symlink_to("model/weights.pt"),
      ["-o", "w.ts", "--overwrite"], 2, f"w.ts: is a file of the model directory model; {NEVER}"),
+    ("onto-another-models-weights", "seg", lambda d: shutil.copytree(d / "model", d / "other"),
+     ["-o", "other/weights.pt", "--overwrite"], 2,
+     f"other/weights.pt: is a file of the model directory other; {NEVER}"),
     ("users-file", "seg", write("mine.ts", "my own file"), ["-o", "mine.ts"], 2,
      "mine.ts: exists and was not written by scalenas export; --overwrite replaces it "
      "(or give another -o)"),

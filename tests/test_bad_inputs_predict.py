@@ -142,6 +142,11 @@ CASES = [
      ["p.png", "--results", "model/model.json", "--overwrite"], 2,
      "model/model.json: is a file of the model directory model; predict never replaces it, even "
      "with --overwrite (give another -o)"),
+    ("results-is-another-models-record", "pose",
+     both(image("p.png"), lambda d: shutil.copytree(d / "model", d / "other")),
+     ["p.png", "--results", "other/model.json", "--overwrite"], 2,
+     "other/model.json: is a file of the model directory other; predict never replaces it, even "
+     "with --overwrite (give another -o)"),
     ("output-is-model-weights", "seg", image("p.png"),
      ["p.png", "-o", "model/weights.pt"], 2,
      "model/weights.pt: -o names an existing file, not a folder"),

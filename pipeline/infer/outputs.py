@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.io import read_json
+from pipeline.nets.export import is_model_file
 
 from .images import marker_of
 from .predict import PredictError
@@ -118,6 +119,8 @@ def check_plan(plan: Plan, inputs: dict[str, list[Path]], overwrite: bool) -> No
     protected = {key: role for role, paths in inputs.items() for p in paths for key in _keys(p)}
     for _, out in plan.all():
         role = next((protected[k] for k in _keys(out) if k in protected), None)
+        if role is None and is_model_file(out):
+            role = f"a file of the model directory {out.parent}"
         if role is not None:
             raise PredictError(f"{out}: is {role}; predict never replaces it, even with "
                                f"--overwrite (give another -o)")

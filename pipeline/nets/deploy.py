@@ -45,7 +45,8 @@ from pipeline.errors import InputError
 from pipeline.io import atomic_write_bytes, atomic_write_text, check_regular_file, read_json
 from pipeline.limits import check_input_hw
 
-from .export import MODEL_FILE, ModelFileError, StandaloneNet, load_model, read_record
+from .export import (MODEL_FILE, ModelFileError, StandaloneNet, is_model_file, load_model,
+                     read_record)
 from .supernet import INPUT_MULTIPLE
 
 FORMATS = ("torchscript", "onnx")
@@ -273,9 +274,10 @@ def check_output(model_dir: Path, out: Path, overwrite: bool = False) -> None:
     side = record_path(out)
     own = [f for f in model_dir.iterdir() if f.is_file()] if model_dir.is_dir() else []
     for target in (out, side):
-        if any(_same_file(target, f) for f in own):
-            what = (f"is a file of the model directory {model_dir}" if target == out else
-                    f"its record {side} would replace a file of the model directory {model_dir}")
+        if any(_same_file(target, f) for f in own) or is_model_file(target):
+            where = model_dir if any(_same_file(target, f) for f in own) else target.parent
+            what = (f"is a file of the model directory {where}" if target == out else
+                    f"its record {side} would replace a file of the model directory {where}")
             raise DeployError(f"{out}: {what}; export never replaces one, even with --overwrite "
                               f"(give another -o)")
         if target.is_dir():

@@ -118,6 +118,13 @@ def read_record(path: Path) -> dict[str, Any]:
 _read_record = read_record  # the name other modules imported before it was public
 
 
+def is_model_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is (or would replace) a saved model's own file: its record, architecture
+    or weights, in a directory that holds a model record."""
+    p = Path(path)
+    return p.name in (MODEL_FILE, ARCH_FILE, WEIGHTS_FILE) and (p.parent / MODEL_FILE).is_file()
+
+
 def check_fits(task: str, width: int, num_outputs: int, arch: Architecture,
                state: dict[str, Tensor], source: str, record: Path) -> None:
     """Compare the weights' shapes with the network the record describes, built on the meta
@@ -162,5 +169,5 @@ def load_model(directory: str | os.PathLike) -> StandaloneNet:
 
 
 __all__ = ["StandaloneNet", "export_subnet", "to_torchscript", "save_model", "load_model",
-           "read_record", "check_fits",
+           "read_record", "check_fits", "is_model_file",
            "ModelFileError", "CheckpointError"]
