@@ -93,7 +93,7 @@ CASES = [
      "beside it)"),
     ("onto-a-folder", "seg", lambda d: (d / "adir").mkdir(), ["-o", "adir", "--overwrite"], 2,
      "adir: is a folder (an artifact file path expected)"),
-    # -- item 3: sizes that set memory ----------------------------------------------------------------
+    # -- item 3: sizes that set memory -------------------------------------------------------------
     ("input-huge", "seg", nothing, ["--input", "32768x32768"], 2,
      "--input: input size too large (32768x32768 = 1073741824 pixels; the limit is 16777216 "
      "pixels, e.g. 4096x4096)"),
@@ -255,3 +255,10 @@ def test_parameter_widths_stay_within_the_saved_models_limit():
 
     walk(schema)
     assert len(widths) == 2 and all(w["maximum"] == MAX_WIDTH for w in widths)
+
+
+def test_padding_is_the_networks():
+    from pipeline.limits import PAD
+    from pipeline.nets.supernet import INPUT_MULTIPLE
+
+    assert PAD == INPUT_MULTIPLE

@@ -185,7 +185,7 @@ CASES = [
      "8 with 19 outputs, the model is a seg network of width 16 with 19 outputs; 547 shape "
      "mismatch key(s): transition1.0.0.weight (8, 256, 3, 3) vs (16, 256, 3, 3), "
      "transition1.0.1.weight (8,) vs (16,), transition1.0.1.bias (8,) vs (16,) (and 544 more)"),
-    # -- item 11: no silent wrong results -----------------------------------------------------------
+    # -- item 11: no silent wrong results ----------------------------------------------------------
     ("boxes-match-no-image", "pose",
      both(image("000000000007.jpg", 48, 64), write("dets.json", json.dumps(
          [{"image_id": 5, "bbox": [1, 1, 20, 30]}, {"image_id": 6, "bbox": [1, 1, 20, 30]}]))),
@@ -241,7 +241,7 @@ def test_pil_bomb_warning_never_reaches_the_terminal(models, tmp_path):
         "first"]
 
 
-# -- what is written, and what is left alone --------------------------------------------------------
+# -- what is written, and what is left alone -------------------------------------------------------
 def run(*argv: str) -> int:
     return main(["predict", *argv, "-q"])
 
@@ -307,7 +307,7 @@ def test_boxes_partly_matching_are_used(models, tmp_path, capsys):
     assert [r["image_id"] for r in json.loads((tmp_path / "o" / "results.json").read_text())] == [7]
 
 
-# -- 16-bit images: scaled, not clipped --------------------------------------------------------------
+# -- 16-bit images: scaled, not clipped ------------------------------------------------------------
 def test_16_bit_grey_png_is_scaled_not_clipped(tmp_path):
     ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "g16.png")

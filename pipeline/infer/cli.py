@@ -15,9 +15,10 @@ replaced, and left out of a folder's inputs. Two inputs that would write the sam
 the run before any work (docs/predict.md).
 
 The default runtime is the optimized TorchScript exported into the model directory (``scalenas
-export``), else the eager model; ``--artifact FILE`` runs an artifact exported elsewhere. A lone image that cannot be read is an error (exit 2); in a
-folder or list, unreadable images are skipped, listed at the end, and the exit status is 1.
-Outputs are written atomically, image by image, so what was finished stays written.
+export``), else the eager model; ``--artifact FILE`` runs an artifact exported elsewhere. A lone
+image that cannot be read is an error (exit 2); in a folder or list, unreadable images are
+skipped, listed at the end, and the exit status is 1. Outputs are written atomically, image by
+image, so what was finished stays written.
 """
 from __future__ import annotations
 
@@ -162,7 +163,8 @@ def _model_input_hw(meta: dict[str, Any], model_dir: Path) -> tuple[int, int]:
     hw = (meta or {}).get("input_hw")
     if not (isinstance(hw, list) and len(hw) == 2 and all(
             isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw)):
-        raise PredictError(f"{model_dir / MODEL_FILE}: pose model record lacks meta.input_hw [h, w]")
+        raise PredictError(f"{model_dir / MODEL_FILE}: pose model record lacks meta.input_hw "
+                           f"[h, w]")
     check_input_hw(f"{model_dir / MODEL_FILE}", hw[0], hw[1], "meta.input_hw", PredictError)
     if hw[0] % PAD or hw[1] % PAD:  # crops go to the network unpadded
         raise PredictError(f"{model_dir / MODEL_FILE}: meta.input_hw {hw[0]}x{hw[1]}: must be "
@@ -177,7 +179,8 @@ def read_record(model_dir: Path) -> dict[str, Any]:
     return _read(model_dir / MODEL_FILE)
 
 
-def load_runtime(model_dir: Path, runtime: str, artifact: Path | None = None) -> tuple[Any, Any, str]:
+def load_runtime(model_dir: Path, runtime: str,
+                 artifact: Path | None = None) -> tuple[Any, Any, str]:
     """(eager net for task/meta, callable runtime, name of the runtime used)."""
     from pipeline.nets.deploy import DeployError, find_entry, load_artifact
     from pipeline.nets.export import load_model

@@ -94,7 +94,8 @@ def plan_outputs(output: Path | None, results: Path | None, images: list[Path], 
                 kinds[kind] = output if kind == "pred" else output.with_name(
                     f"{output.stem}_{kind}.png")
             else:
-                kinds[kind] = (output if output is not None else img.parent) / f"{img.stem}_{kind}.png"
+                folder = output if output is not None else img.parent
+                kinds[kind] = folder / f"{img.stem}_{kind}.png"
         plan.files[img] = kinds
     if task == "pose":
         plan.results = results if results is not None else (

@@ -447,7 +447,7 @@ def load_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript",
 
 
 __all__ = ["FORMATS", "ONNX_OPSET", "TOLERANCE", "DeployError", "export_artifact", "check_output",
-           "record_path", "ARTIFACT_SCHEMA",
-           "load_artifact", "write_deployable", "find_entry", "deploy_entries", "optimize_torchscript", "onnx_bytes",
+           "record_path", "ARTIFACT_SCHEMA", "load_artifact", "write_deployable", "find_entry",
+           "deploy_entries", "optimize_torchscript", "onnx_bytes",
            "onnx_available", "OnnxRunner", "rel_err", "median_time", "build_torchscript",
            "torchscript_runtime", "ModelFileError"]

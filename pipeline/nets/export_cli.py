@@ -40,7 +40,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                             overwrite=args.overwrite)
     where = args.output or args.model_dir / entry["file"]
     extra = f", channels_last={entry['channels_last']}" if "channels_last" in entry else ""
-    print(f"{args.model_dir} -> {where} (record {record_path(where)}; {args.format}, optimized={entry['optimized']}{extra}, "
+    print(f"{args.model_dir} -> {where} (record {record_path(where)}; {args.format}, "
+          f"optimized={entry['optimized']}{extra}, "
           f"traced at {'x'.join(map(str, entry['input_shape']))}, other sizes: "
           f"{'yes' if entry['other_sizes'] else 'no'}, rel err {entry['rel_err']:.1e})")
     return 0
