@@ -11,8 +11,8 @@ import torch
 
 from pipeline.cli import main
 from pipeline.errors import InputError
-from pipeline.nets.deploy import (ONNX_OPSET, DeployError, load_artifact, onnx_available,
-                                  rel_err)
+from pipeline.nets.deploy import (ONNX_OPSET, DeployError, deploy_entries, load_artifact,
+                                  onnx_available, rel_err)
 from pipeline.nets.export import export_subnet, load_model, save_model
 from pipeline.nets.export_cli import parse_hw
 from pipeline.nets.supernet import SuperNet
@@ -48,8 +48,7 @@ def models(tmp_path_factory):
 
 
 def _entry(model_dir, fmt):
-    rec = json.loads((model_dir / "model.json").read_text())
-    return [e for e in rec["deploy"] if e["format"] == fmt][-1]
+    return [e for e in deploy_entries(model_dir) if e["format"] == fmt][-1]
 
 
 @pytest.mark.parametrize("task, cl", [("seg", "on"), ("pose", "off")])
@@ -77,8 +76,7 @@ def test_optimized_torchscript(models, task, cl, capsys):
 def test_auto_channels_last_is_measured(models, tmp_path):
     out = tmp_path / "plain.ts"
     assert main(["export", str(models["seg"]), "-o", str(out), "--input", "32x64"]) == 0
-    e = [e for e in json.loads((models["seg"] / "model.json").read_text())["deploy"]
-         if e["file"].endswith("plain.ts")][0]
+    e = json.loads((tmp_path / "plain.ts.json").read_text())  # the record beside the artifact
     t = e["measured_s"]
     assert e["channels_last"] == (t["channels_last"] < t["contiguous"])
     assert e["input_shape"] == [1, 3, 32, 64]
@@ -88,8 +86,8 @@ def test_unoptimized_trace(models, tmp_path):
     out = tmp_path / "trace.ts"
     assert main(["export", str(models["pose"]), "--no-optimize", "-o", str(out)]) == 0
     assert out.is_file()
-    assert any(e["file"].endswith("trace.ts") and e["optimized"] is False
-               for e in json.loads((models["pose"] / "model.json").read_text())["deploy"])
+    e = json.loads((tmp_path / "trace.ts.json").read_text())
+    assert e["file"] == "trace.ts" and e["optimized"] is False
 
 
 @pytest.mark.skipif(onnx_available() is not None, reason=str(onnx_available()))

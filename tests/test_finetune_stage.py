@@ -89,10 +89,12 @@ def test_select_finetune_report(setup, capsys):
     assert rec["reloaded"] == rec["finetuned"] and rec["iterations"] == 4
     net = load_model(rec_path.parent / "model")
     assert net.arch.arch_id == front["arch_id"].iloc[0]
-    # The deployable artifact next to the model: optimized TorchScript, checksummed in model.json.
-    (deployed,) = json.loads((rec_path.parent / "model" / "model.json").read_text())["deploy"]
+    # The deployable artifact next to the model: optimized TorchScript, checksummed in its record.
+    deployed = json.loads((rec_path.parent / "model" / "deploy" / "optimized.ts.json").read_text())
+    assert "deploy" not in json.loads((rec_path.parent / "model" / "model.json").read_text())
     assert deployed["optimized"] and deployed["format"] == "torchscript"
-    assert (rec_path.parent / "model" / deployed["file"]).is_file() and deployed["other_sizes"]
+    assert (rec_path.parent / "model" / "deploy" / deployed["file"]).is_file()
+    assert deployed["other_sizes"]
 
     rep = root / "out" / "report"
     assert report_stage.main([

@@ -6,83 +6,94 @@ Segmentation writes ``<name>_pred.png`` (the image blended with the Cityscapes c
 ``<name>_mask.png`` (a palette PNG of the class ids). Pose writes ``<name>_pred.png`` (skeletons
 on the person boxes) and one COCO-format results file (``results.json``); the boxes come from
 ``--boxes`` (a list of ``[x, y, w, h]``, or COCO detections with ``image_id``), else the whole
-image. Any image size works: it is padded to a multiple of 32 and the prediction is cropped back.
+image. Any image size works: it is padded to a multiple of 32 (at most 4096x4096 pixels once
+padded) and the prediction is cropped back. 16-bit greyscale images are scaled to 8 bits.
 
-The default runtime is the optimized TorchScript recorded in ``model.json`` (``scalenas export``),
-else the eager model. A lone image that cannot be read is an error (exit 2); in a folder or list,
-unreadable images are skipped, listed at the end, and the exit status is 1. Outputs are written
-atomically, image by image, so what was finished stays written.
+Outputs never replace an input or a file of the model directory, and never a file that predict
+did not write unless --overwrite is given; its own earlier pictures (marked in the PNG) are
+replaced, and left out of a folder's inputs. Two inputs that would write the same output stop
+the run before any work (docs/predict.md).
+
+The default runtime is the optimized TorchScript exported into the model directory (``scalenas
+export``), else the eager model; ``--artifact FILE`` runs an artifact exported elsewhere. A lone
+image that cannot be read is an error (exit 2); in a folder or list, unreadable images are
+skipped, listed at the end, and the exit status is 1. Outputs are written atomically, image by
+image, so what was finished stays written.
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from pipeline.io import atomic_write_bytes, atomic_write_text, check_regular_file, read_json
+from pipeline.io import atomic_write_bytes, atomic_write_text, read_json
+from pipeline.limits import MAX_PIXELS, PAD, padded
 from pipeline.space.arch import ArchitectureError
 
+from .images import IMAGE_SUFFIXES, marked_png, marker_of, read_image
+from .outputs import RESULTS_FILE, Plan, check_plan, plan_outputs  # noqa: F401 (RESULTS_FILE)
 from .predict import Box, PredictError, draw_pose, draw_seg, parse_box
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
 LIST_SUFFIXES = (".txt", ".lst")
-RESULTS_FILE = "results.json"
 
 
-#: Largest image ``predict`` decodes: 4096x4096. The network's first convolution alone holds 64
-#: bytes per input pixel (64 float channels at half resolution), 1 GiB at this size; a 9000x9000
-#: picture would need 5 GiB before the first layer ends.
-MAX_PIXELS = 4096 * 4096
+@dataclass
+class Inputs:
+    """The images to predict, and what the command reads (never replaced by an output)."""
+
+    images: list[Path]
+    lone: bool                       # one image named alone
+    lists: list[Path] = field(default_factory=list)
+    own_outputs: int = 0             # earlier outputs of predict left out of folders
 
 
-def read_image(path: Path) -> Image.Image:
-    """Decode an RGB image, or raise one ``PredictError`` saying the file is not an image.
+def expand_inputs(inputs: list[Path]) -> Inputs:
+    """The image paths named by ``inputs``: a folder's images (sorted) but the pictures an
+    earlier ``predict`` wrote there, a list file's lines, or an image."""
+    found = Inputs([], False)
+    seen: set[str] = set()
 
-    The size is checked from the header, before any pixel is decoded."""
-    check_regular_file(path, "image file", PredictError)
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise PredictError(f"{path}: image too large ({w}x{h} = {w * h} pixels; the limit "
-                                   f"is {MAX_PIXELS} pixels, e.g. 4096x4096): scale it down first")
-            im.load()
-            return im.convert("RGB")
-    except PredictError:
-        raise
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as e:
-        raise PredictError(f"{path}: not a readable image file ({type(e).__name__})") from None
+    def add(path: Path) -> None:
+        # The same image named twice (a folder and its file, two list lines) is predicted once.
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            found.images.append(path)
 
-
-def expand_inputs(inputs: list[Path]) -> tuple[list[Path], bool]:
-    """The image paths named by ``inputs`` and whether the input was one lone image."""
-    paths: list[Path] = []
     for p in inputs:
         if p.is_dir():
-            paths += sorted(f for f in p.iterdir()
-                            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            for f in sorted(f for f in p.iterdir()
+                            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES):
+                if marker_of(f) is not None:
+                    found.own_outputs += 1
+                else:
+                    add(f)
         elif p.is_file() and p.suffix.lower() in LIST_SUFFIXES:
             try:
                 lines = p.read_text(encoding="utf-8").splitlines()
             except (OSError, UnicodeDecodeError) as e:
                 raise PredictError(f"{p}: unreadable list file: {e}") from None
-            paths += [p.parent / line.strip() for line in lines
-                      if line.strip() and not line.lstrip().startswith("#")]
+            found.lists.append(p)
+            for line in lines:
+                if line.strip() and not line.lstrip().startswith("#"):
+                    add(p.parent / line.strip())
         elif p.exists():
-            paths.append(p)
+            add(p)
         else:
             raise PredictError(f"{p}: no such image, folder or list file")
-    if not paths:
-        raise PredictError(f"{' '.join(map(str, inputs))}: no image files found")
-    lone = len(inputs) == 1 and len(paths) == 1 and inputs[0] == paths[0]
-    return paths, lone
+    if not found.images:
+        own = (f" ({found.own_outputs} earlier output(s) of scalenas predict left out)"
+               if found.own_outputs else "")
+        raise PredictError(f"{' '.join(map(str, inputs))}: no image files found{own}")
+    found.lone = len(inputs) == 1 and len(found.images) == 1 and inputs[0] == found.images[0]
+    return found
 
 
 def read_boxes(path: Path) -> dict[int | None, list[Box]]:
@@ -131,14 +142,45 @@ def image_id_of(path: Path, index: int) -> int:
     return int(path.stem) if path.stem.isdigit() else index
 
 
+def check_boxes_match(path: Path, boxes: dict[int | None, list[Box]], images: list[Path]) -> None:
+    """Detections keyed by ``image_id`` of which none names an input image are a mistake (another
+    split's detections, or file names without the COCO number): one line, before any work."""
+    ids = {k for k in boxes if k is not None}
+    if not ids or None in boxes:
+        return
+    mine = {image_id_of(p, i) for i, p in enumerate(images)}
+    if not ids & mine:
+        raise PredictError(
+            f"{path}: 0 of its {len(ids)} image id(s) match the {len(images)} input image(s) "
+            f"(an image's id is the number of its file name, 000000000139.jpg -> 139, else its "
+            f"position in the inputs)")
+
+
 def _model_input_hw(meta: dict[str, Any], model_dir: Path) -> tuple[int, int]:
+    from pipeline.limits import check_input_hw
+    from pipeline.nets.export import MODEL_FILE
+
     hw = (meta or {}).get("input_hw")
-    if not (isinstance(hw, list) and len(hw) == 2 and all(isinstance(v, int) and v > 0 for v in hw)):
-        raise PredictError(f"{model_dir}: pose model record lacks meta.input_hw [h, w]")
+    if not (isinstance(hw, list) and len(hw) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw)):
+        raise PredictError(f"{model_dir / MODEL_FILE}: pose model record lacks meta.input_hw "
+                           f"[h, w]")
+    check_input_hw(f"{model_dir / MODEL_FILE}", hw[0], hw[1], "meta.input_hw", PredictError)
+    if hw[0] % PAD or hw[1] % PAD:  # crops go to the network unpadded
+        raise PredictError(f"{model_dir / MODEL_FILE}: meta.input_hw {hw[0]}x{hw[1]}: must be "
+                           f"multiples of {PAD}")
     return hw[0], hw[1]
 
 
-def load_runtime(model_dir: Path, runtime: str) -> tuple[Any, Any, str]:
+def read_record(model_dir: Path) -> dict[str, Any]:
+    """The model record (task, meta), read before the network is built."""
+    from pipeline.nets.export import MODEL_FILE, read_record as _read
+
+    return _read(model_dir / MODEL_FILE)
+
+
+def load_runtime(model_dir: Path, runtime: str,
+                 artifact: Path | None = None) -> tuple[Any, Any, str]:
     """(eager net for task/meta, callable runtime, name of the runtime used)."""
     from pipeline.nets.deploy import DeployError, find_entry, load_artifact
     from pipeline.nets.export import load_model
@@ -147,6 +189,9 @@ def load_runtime(model_dir: Path, runtime: str) -> tuple[Any, Any, str]:
         net = load_model(model_dir)
     except ArchitectureError as e:
         raise PredictError(f"{model_dir}: {e}") from None
+    if artifact is not None:
+        module, entry = load_artifact(model_dir, artifact=artifact)
+        return net, module, f"{entry['format']} ({artifact})"
     if runtime == "auto":
         try:
             find_entry(model_dir, "torchscript")
@@ -159,18 +204,15 @@ def load_runtime(model_dir: Path, runtime: str) -> tuple[Any, Any, str]:
     return net, module, f"{runtime} ({entry['file']})"
 
 
-def _png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+def model_files(model_dir: Path) -> list[Path]:
+    """The model directory's own files: record, architecture, weights, and its artifacts."""
+    files = [f for f in model_dir.iterdir() if f.is_file()] if model_dir.is_dir() else []
+    from pipeline.nets.deploy import DEPLOY_DIR
 
-
-def _out_path(args: argparse.Namespace, path: Path, lone: bool, kind: str) -> Path:
-    if lone and args.output is not None and args.output.suffix.lower() == ".png":
-        return args.output if kind == "pred" else args.output.with_name(
-            f"{args.output.stem}_{kind}.png")
-    folder = args.output if args.output is not None else path.parent
-    return folder / f"{path.stem}_{kind}.png"
+    deploy = model_dir / DEPLOY_DIR
+    if deploy.is_dir():
+        files += [f for f in deploy.rglob("*") if f.is_file()]
+    return files
 
 
 @dataclass
@@ -178,23 +220,31 @@ class _Job:
     """What one ``predict`` call writes, shared by the task writers."""
 
     args: argparse.Namespace
-    lone: bool
+    plan: Plan
     net: Any
     run: Any
     given: dict[int | None, list[Box]] | None
     input_hw: tuple[int, int] = (0, 0)  # pose: the model's crop size
-    written: int = 0
+    images: int = 0                     # images predicted
+    files: int = 0                      # files written
     results: list[dict[str, Any]] = field(default_factory=list)
 
-    def out(self, path: Path, kind: str) -> Path:
-        return _out_path(self.args, path, self.lone, kind)
+    def write(self, path: Path, kind: str, image: Image.Image) -> None:
+        atomic_write_bytes(self.plan.files[path][kind], marked_png(image, f"{kind} of {path.name}"))
+        self.files += 1
 
 
 Chunk = list[tuple[int, Path, Image.Image]]
 
 
+def _pixels(image: Image.Image) -> int:
+    h, w = padded(image.height, image.width)
+    return h * w
+
+
 class _SegWriter:
-    """Class-id palette masks and blended pictures; images of one padded size share a batch."""
+    """Class-id palette masks and blended pictures; images of one padded size share a batch, of
+    at most :data:`MAX_PIXELS` padded pixels in all (a lone image may fill it)."""
 
     @staticmethod
     def check(job: _Job) -> None:
@@ -208,17 +258,19 @@ class _SegWriter:
         groups: dict[tuple[int, int], Chunk] = defaultdict(list)
         for item in chunk:
             groups[padded_key(item[2])].append(item)
-        for items in groups.values():
-            labels = seg_labels(job.run, [im for _, _, im in items])
-            for (_, path, im), lab in zip(items, labels):
-                atomic_write_bytes(job.out(path, "mask"), _png(mask_image(lab, job.net.num_outputs)))
-                atomic_write_bytes(job.out(path, "pred"),
-                                   _png(draw_seg(im, lab, job.net.num_outputs)))
-                job.written += 1
-                step()
+        for same in groups.values():
+            per = max(1, MAX_PIXELS // _pixels(same[0][2]))
+            for s in range(0, len(same), per):
+                items = same[s:s + per]
+                labels = seg_labels(job.run, [im for _, _, im in items])
+                for (_, path, im), lab in zip(items, labels):
+                    job.write(path, "mask", mask_image(lab, job.net.num_outputs))
+                    job.write(path, "pred", draw_seg(im, lab, job.net.num_outputs))
+                    job.images += 1
+                    step()
 
     @staticmethod
-    def finish(job: _Job, paths: list[Path]) -> None:
+    def finish(job: _Job) -> None:
         pass
 
 
@@ -242,22 +294,23 @@ class _PoseWriter:
             boxes = [b for b in boxes if _box_fits(b, im.width, im.height)]
             crops += pose_crops(i, im, boxes, job.input_hw)
         people = []
-        size = job.args.batch_size
+        ph, pw = padded(*job.input_hw)
+        size = max(1, min(job.args.batch_size, MAX_PIXELS // (ph * pw)))
         for s in range(0, len(crops), size):
             people += pose_people(job.run, crops[s:s + size])
         for i, path, im in chunk:
             mine = [p for c, p in zip(crops, people) if c.owner == i]
             job.results += [coco_result(image_id_of(path, i), p) for p in mine]
-            atomic_write_bytes(job.out(path, "pred"), _png(draw_pose(im, mine)))
-            job.written += 1
+            job.write(path, "pred", draw_pose(im, mine))
+            job.images += 1
             step()
 
     @staticmethod
-    def finish(job: _Job, paths: list[Path]) -> None:
-        args = job.args
-        res_path = args.results or ((args.output if args.output is not None and not (
-            job.lone and args.output.suffix.lower() == ".png") else paths[0].parent) / RESULTS_FILE)
+    def finish(job: _Job) -> None:
+        res_path = job.plan.results
+        assert res_path is not None
         atomic_write_text(res_path, json.dumps(job.results) + "\n")
+        job.files += 1
         print(f"{len(job.results)} people -> {res_path}")
 
 
@@ -273,35 +326,64 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise PredictError("give either --boxes or --box, not both")
     if args.batch_size < 1:
         raise PredictError(f"--batch-size {args.batch_size}: must be at least 1")
-    paths, lone = expand_inputs(args.inputs)
+    if args.artifact is not None and args.runtime != "auto":
+        raise PredictError("give either --runtime or --artifact, not both")
+    found = expand_inputs(args.inputs)
+    paths = found.images
     given: dict[int | None, list[Box]] | None = read_boxes(args.boxes) if args.boxes else (
         {None: [parse_box(b) for b in args.box]} if args.box else None)
-    if lone:
+    if args.boxes is not None and given is not None:
+        check_boxes_match(args.boxes, given, paths)
+    if found.lone:
         # A lone unreadable image or a box outside it is an input error, before any work.
         image = read_image(paths[0])
         for b in (given or {}).get(None, []) + (given or {}).get(image_id_of(paths[0], 0), []):
             check_box(b, image.width, image.height)
-    net, run, used = load_runtime(args.model, args.runtime)
+    # Where every output goes, checked before the network is built or anything is written.
+    record = read_record(args.model)
+    task = record["task"]
+    if task not in _WRITERS:
+        raise PredictError(f"{args.model}: task {task!r} has no predict writer")
+    if task == "pose":
+        _model_input_hw(record["meta"], args.model)  # its size sets the crops' memory
+    plan = plan_outputs(args.output, args.results, paths, found.lone, task)
+    check_plan(plan, {"an input image": paths, "the list file": found.lists,
+                      "the boxes file": [args.boxes] if args.boxes else [],
+                      f"a file of the model directory {args.model}": model_files(args.model),
+                      "the artifact or its record": [] if args.artifact is None else [
+                          args.artifact, args.artifact.with_name(args.artifact.name + ".json")]},
+               args.overwrite)
+    net, run, used = load_runtime(args.model, args.runtime, args.artifact)
     writer = _WRITERS[net.task]
-    job = _Job(args, lone, net, run, given)
+    job = _Job(args, plan, net, run, given)
     writer.check(job)
     skipped: list[str] = []
     bar = tqdm(total=len(paths), desc="predict", unit="img", file=sys.stderr,
                disable=args.quiet, dynamic_ncols=True)
     with torch.no_grad():
-        # Read ahead one batch of images, then run them.
-        for start in range(0, len(paths), args.batch_size):
-            chunk: Chunk = []
-            for i in range(start, min(start + args.batch_size, len(paths))):
-                try:
-                    chunk.append((i, paths[i], read_image(paths[i])))
-                except PredictError as e:
-                    skipped.append(str(e))
-                    bar.update(1)
+        # Read ahead one batch of images (at most MAX_PIXELS padded pixels), then run them.
+        chunk: Chunk = []
+        pixels = 0
+        for i, path in enumerate(paths):
+            try:
+                im = read_image(path)
+            except PredictError as e:
+                skipped.append(str(e))
+                bar.update(1)
+                continue
+            chunk.append((i, path, im))
+            pixels += _pixels(im)
+            if len(chunk) >= args.batch_size or pixels >= MAX_PIXELS:
+                writer.write(job, chunk, lambda: bar.update(1))
+                chunk, pixels = [], 0
+        if chunk:
             writer.write(job, chunk, lambda: bar.update(1))
     bar.close()
-    writer.finish(job, paths)
-    print(f"{job.written} image(s) predicted ({net.task}, model {net.arch.arch_id}, runtime {used})")
+    writer.finish(job)
+    left_out = (f"; {found.own_outputs} earlier output(s) of predict in the folder left out"
+                if found.own_outputs else "")
+    print(f"{job.images} image(s) predicted, {job.files} file(s) written ({net.task}, model "
+          f"{net.arch.arch_id}, runtime {used}){left_out}")
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s):", file=sys.stderr)
         for line in skipped:
@@ -322,7 +404,11 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
                    help="output folder (or, for one image, the output PNG); default: next to "
                         "each image")
     p.add_argument("--runtime", choices=("auto", "eager", "torchscript", "onnx"), default="auto",
-                   help="auto: the optimized TorchScript recorded in model.json, else eager")
+                   help="auto: the optimized TorchScript exported into the model directory, else "
+                        "eager")
+    p.add_argument("--artifact", type=Path, default=None, metavar="FILE",
+                   help="run this artifact of `scalenas export -o FILE` (TorchScript or ONNX, as "
+                        "its record FILE.json says; it must come from the model's weights)")
     p.add_argument("--batch-size", type=int, default=4, help="images (seg) or people (pose) a batch")
     p.add_argument("--boxes", type=Path, default=None,
                    help="pose: JSON list of person boxes [x,y,w,h] or COCO detections")
@@ -330,5 +416,9 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
                    help="pose: one person box for every image (repeatable)")
     p.add_argument("--results", type=Path, default=None,
                    help="pose: COCO results file (default OUTPUT/results.json)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing files that predict did not write (never an input or a "
+                        "file of the model directory); its own earlier outputs are always "
+                        "replaced")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

@@ -1,4 +1,4 @@
-"""Deployable artifacts of a saved model: optimized TorchScript and ONNX, recorded in ``model.json``.
+"""Deployable artifacts of a saved model: optimized TorchScript and ONNX, each with its record.
 
 ``--optimize`` (the default for what the fine-tune stage writes) traces the eval-mode network,
 freezes it and runs ``torch.jit.optimize_for_inference``, which folds every BatchNorm into the
@@ -8,10 +8,21 @@ input and the faster one is kept (the measured times are recorded).
 
 Every artifact is checked before it is written: its output must match the eager model's to a
 relative error below :data:`TOLERANCE` at the traced input size, and it is run at a second size
-(another batch and spatial size) to record whether it accepts other sizes. The artifact is written
-atomically, then ``model.json`` is rewritten (atomically) with an entry under ``deploy``: file,
-sha256, format, traced input shape, ``other_sizes``, error, and for ONNX the opset. Loading an
-artifact (:func:`load_artifact`) checks its checksum first.
+(another batch and spatial size) to record whether it accepts other sizes.
+
+The record goes beside the artifact, never into the model directory's files: ``ART.json`` next to
+``ART`` (schema :data:`ARTIFACT_SCHEMA`: file, sha256, format, traced input shape,
+``other_sizes``, error, for ONNX the opset, and the model it was exported from: task,
+architecture id, weights checksum). An export to a path outside the model directory leaves that
+directory byte-identical. The record is written first, then the artifact, both atomically.
+Readers (:func:`deploy_entries`, :func:`load_artifact`) find the records in ``MODEL/deploy/`` and,
+for model directories written before records moved, the ``deploy`` list of ``model.json``.
+Loading checks the artifact's checksum and that it was exported from the model's weights.
+
+An export never replaces a file of the model directory itself (its record, architecture, weights),
+even with ``overwrite``; an existing file at the artifact's path (or its record's) that is not an
+artifact of ``scalenas export`` is replaced only with ``overwrite``. Both are refused before
+anything is built.
 """
 from __future__ import annotations
 
@@ -31,14 +42,19 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.errors import InputError
-from pipeline.io import atomic_write_bytes, atomic_write_text
+from pipeline.io import atomic_write_bytes, atomic_write_text, check_regular_file, read_json
+from pipeline.limits import check_input_hw
 
-from .export import MODEL_FILE, ModelFileError, StandaloneNet, _read_record, load_model
+from .export import (MODEL_FILE, ModelFileError, StandaloneNet, is_model_file, load_model,
+                     read_record)
 from .supernet import INPUT_MULTIPLE
 
 FORMATS = ("torchscript", "onnx")
 SUFFIX = {"torchscript": ".ts", "onnx": ".onnx"}
 DEPLOY_DIR = "deploy"
+#: Schema of the record written beside each artifact (``ART.json``).
+ARTIFACT_SCHEMA = "scalenas-artifact/1"
+RECORD_SUFFIX = ".json"
 #: Opset of the ONNX export: supported by onnxruntime >= 1.12 and every current deployment stack.
 ONNX_OPSET = 17
 #: Largest relative error (max |a-b| / max |b|) accepted against the eager model, per format.
@@ -227,27 +243,93 @@ def default_output(model_dir: Path, fmt: str, optimize: bool) -> Path:
     return model_dir / DEPLOY_DIR / (("optimized" if optimize else "model") + SUFFIX[fmt])
 
 
+def record_path(artifact: str | os.PathLike) -> Path:
+    """Where the record of ``artifact`` goes: beside it, ``ART`` + ``.json``."""
+    a = Path(artifact)
+    return a.with_name(a.name + RECORD_SUFFIX)
+
+
+def _read_artifact_record(path: Path) -> dict[str, Any] | None:
+    """The artifact record at ``path`` if it is one of ours, else ``None``."""
+    try:
+        rec = read_json(path, "artifact record", DeployError)
+    except DeployError:
+        return None
+    if not isinstance(rec, dict) or rec.get("schema") != ARTIFACT_SCHEMA or not isinstance(
+            rec.get("file"), str):
+        return None
+    return rec
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def check_output(model_dir: Path, out: Path, overwrite: bool = False) -> None:
+    """Refuse, in one :class:`DeployError` line, an artifact path that would replace a file of the
+    model directory (always), or a file that is not an artifact of ours (without ``overwrite``)."""
+    side = record_path(out)
+    own = [f for f in model_dir.iterdir() if f.is_file()] if model_dir.is_dir() else []
+    for target in (out, side):
+        if any(_same_file(target, f) for f in own) or is_model_file(target):
+            where = model_dir if any(_same_file(target, f) for f in own) else target.parent
+            what = (f"is a file of the model directory {where}" if target == out else
+                    f"its record {side} would replace a file of the model directory {where}")
+            raise DeployError(f"{out}: {what}; export never replaces one, even with --overwrite "
+                              f"(give another -o)")
+        if target.is_dir():
+            raise DeployError(f"{target}: is a folder (an artifact file path expected)")
+    if out.suffix.lower() == RECORD_SUFFIX:
+        raise DeployError(f"{out}: an artifact's name must not end in {RECORD_SUFFIX} (that name "
+                          f"is for the record written beside it)")
+    if overwrite:
+        return
+    legacy = {str(e.get("file")) for e in _legacy_entries(model_dir)}
+    ours_side = side.exists() and _read_artifact_record(side) is not None
+    ours_out = ours_side or any(_same_file(out, model_dir / f) for f in legacy)
+    foreign = [str(t) for t, ours in ((out, ours_out), (side, ours_side))
+               if t.exists() and not ours]
+    if foreign:
+        raise DeployError(f"{' and '.join(foreign)}: exist{'s' if len(foreign) == 1 else ''} and "
+                          f"{'was' if len(foreign) == 1 else 'were'} not written by scalenas "
+                          f"export; --overwrite replaces {'it' if len(foreign) == 1 else 'them'} "
+                          f"(or give another -o)")
+
+
 def export_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript", optimize: bool = True,
                     output: str | os.PathLike | None = None,
                     input_hw: tuple[int, int] | None = None,
-                    channels_last: bool | None = None) -> dict[str, Any]:
-    """Build, check and write one artifact of the saved model in ``model_dir``; return its record.
+                    channels_last: bool | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Build, check and write one artifact of the saved model in ``model_dir`` and its record
+    beside it; return the record (``file`` relative to the model directory).
 
-    The weights' checksum is verified first (:func:`load_model`): a model whose weights do not
-    match is refused with one :class:`ModelFileError`. ``input_hw`` defaults to the record's
-    ``meta.input_hw``, else :data:`DEFAULT_HW`. ``channels_last``: ``None`` measures which
-    memory format is faster, a bool forces one.
+    The output is checked first (:func:`check_output`), then the sizes, then the weights'
+    checksum (:func:`load_model`): each refusal is one :class:`InputError` and nothing is
+    written. ``input_hw`` defaults to the record's ``meta.input_hw``, else :data:`DEFAULT_HW`.
+    ``channels_last``: ``None`` measures which memory format is faster, a bool forces one.
     """
     if fmt not in FORMATS:
         raise DeployError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
     d = Path(model_dir)
-    net = load_model(d)
+    rec = read_record(d / MODEL_FILE)
+    out = Path(output) if output is not None else default_output(d, fmt, optimize)
+    check_output(d, out, overwrite)
     if input_hw is None:
-        hw = (net.meta or {}).get("input_hw")
-        input_hw = tuple(hw) if isinstance(hw, list) and len(hw) == 2 else DEFAULT_HW[net.task]
+        hw = rec["meta"].get("input_hw")
+        if isinstance(hw, list) and len(hw) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in hw):
+            check_input_hw(str(d / MODEL_FILE), hw[0], hw[1], "meta.input_hw", DeployError)
+            input_hw = (hw[0], hw[1])
+        else:
+            input_hw = DEFAULT_HW[rec["task"]]
     h, w = int(input_hw[0]), int(input_hw[1])
     if h <= 0 or w <= 0 or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
         raise DeployError(f"input size {h}x{w}: must be positive multiples of {INPUT_MULTIPLE}")
+    check_input_hw(f"{d}: input size", h, w, "input", DeployError)
+    net = load_model(d)
     example = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     entry: dict[str, Any] = {"format": fmt}
     if fmt == "torchscript":
@@ -266,13 +348,16 @@ def export_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript", opti
     if not err < TOLERANCE[fmt]:
         raise DeployError(f"{d}: {fmt} artifact differs from the eager model by relative error "
                           f"{err:.2e} (limit {TOLERANCE[fmt]:.0e}); nothing written")
-    out = Path(output) if output is not None else default_output(d, fmt, optimize)
+    entry.update(sha256=_sha256(data), input_shape=list(example.shape), other_sizes=other_ok,
+                 rel_err=err, torch=torch.__version__.split("+")[0])
+    record = {"schema": ARTIFACT_SCHEMA, "file": out.name, **entry,
+              "model": {"task": rec["task"], "arch_id": rec["arch_id"],
+                        "weights_sha256": rec["weights_sha256"]}}
+    # Record first: an export killed between the two leaves a record whose checksum the old
+    # artifact fails (refused on load, replaced by the next export), never an unrecorded file.
+    atomic_write_text(record_path(out), json.dumps(record, indent=1) + "\n")
     atomic_write_bytes(out, data)
-    entry.update(file=os.path.relpath(out.resolve(), d.resolve()), sha256=_sha256(data),
-                 input_shape=list(example.shape), other_sizes=other_ok, rel_err=err,
-                 torch=torch.__version__.split("+")[0])
-    _record_entry(d, entry)
-    return entry
+    return {**record, "file": os.path.relpath(out.resolve(), d.resolve())}
 
 
 def write_deployable(model_dir: str | os.PathLike) -> dict[str, Any]:
@@ -281,19 +366,32 @@ def write_deployable(model_dir: str | os.PathLike) -> dict[str, Any]:
     return export_artifact(model_dir, "torchscript", optimize=True)
 
 
-def _record_entry(d: Path, entry: dict[str, Any]) -> None:
-    """Add ``entry`` to ``model.json``'s ``deploy`` list, replacing one for the same file."""
-    path = d / MODEL_FILE
-    rec = _read_record(path)
-    entries = [e for e in rec.get("deploy", []) if isinstance(e, dict)
-               and e.get("file") != entry["file"]]
-    rec["deploy"] = entries + [entry]
-    atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
+def _legacy_entries(model_dir: Path) -> list[dict[str, Any]]:
+    """Artifacts recorded in ``model.json`` itself (model directories of earlier versions)."""
+    try:
+        rec = read_record(model_dir / MODEL_FILE)
+    except ModelFileError:
+        return []
+    entries = rec.get("deploy", [])
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
 def deploy_entries(model_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    rec = _read_record(Path(model_dir) / MODEL_FILE)
-    return [e for e in rec.get("deploy", []) if isinstance(e, dict)]
+    """Records of the model's artifacts, ``file`` relative to the model directory: those beside
+    the artifacts in ``MODEL/deploy/`` (sorted by name), then those an older version wrote into
+    ``model.json``, for files without a record of their own."""
+    d = Path(model_dir)
+    read_record(d / MODEL_FILE)  # a missing or broken model record is the error to report
+    found: list[dict[str, Any]] = []
+    folder = d / DEPLOY_DIR
+    if folder.is_dir():
+        for side in sorted(folder.glob("*" + RECORD_SUFFIX)):
+            rec = _read_artifact_record(side)
+            if rec is not None:
+                found.append({**rec, "file": f"{DEPLOY_DIR}/{rec['file']}",
+                              "record": f"{DEPLOY_DIR}/{side.name}"})
+    have = {e["file"] for e in found}
+    return found + [e for e in _legacy_entries(d) if str(e.get("file")) not in have]
 
 
 def find_entry(model_dir: str | os.PathLike, fmt: str) -> dict[str, Any]:
@@ -303,21 +401,42 @@ def find_entry(model_dir: str | os.PathLike, fmt: str) -> dict[str, Any]:
     found = sorted(reversed(entries), key=lambda e: (
         not e.get("optimized"), str(e.get("file", "")).startswith("..")))
     if not found:
-        raise DeployError(f"{Path(model_dir) / MODEL_FILE}: no {fmt} artifact recorded "
+        raise DeployError(f"{Path(model_dir) / DEPLOY_DIR}: no {fmt} artifact recorded "
                           f"(run: scalenas export {model_dir} --format {fmt} --optimize)")
     return found[0]
 
 
-def load_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript") -> tuple[Any, dict[str, Any]]:
-    """The recorded artifact as a callable ``(x) -> Tensor`` and its entry, checksum verified."""
+def load_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript",
+                  artifact: str | os.PathLike | None = None) -> tuple[Any, dict[str, Any]]:
+    """The model's artifact of format ``fmt`` (or the file ``artifact``, anywhere, of the format
+    its record says) as a callable ``(x) -> Tensor`` and its record; the checksum is verified,
+    and an artifact with a record of its own must come from the model's weights."""
     d = Path(model_dir)
-    entry = find_entry(d, fmt)
-    path = d / str(entry.get("file"))
+    if artifact is None:
+        entry = find_entry(d, fmt)
+        path = d / str(entry.get("file"))
+        where = d / str(entry.get("record", MODEL_FILE))
+    else:
+        path = Path(artifact)
+        where = record_path(path)
+        check_regular_file(path, "artifact", DeployError)
+        rec = _read_artifact_record(where)
+        if rec is None or rec.get("format") not in FORMATS:
+            raise DeployError(f"{path}: no artifact record beside it ({where} missing or not one "
+                              f"of ours): export it with scalenas export")
+        entry = {**rec, "file": str(path), "record": str(where)}
+        fmt = str(rec["format"])
     if not path.is_file():
-        raise DeployError(f"{path}: artifact recorded in {d / MODEL_FILE} not found")
+        raise DeployError(f"{path}: artifact recorded in {where} not found")
+    model = entry.get("model")
+    if isinstance(model, dict):
+        weights = read_record(d / MODEL_FILE)["weights_sha256"]
+        if model.get("weights_sha256") != weights:
+            raise DeployError(f"{path}: exported from other weights than {d / MODEL_FILE} "
+                              f"(record {where}); export it again")
     data = path.read_bytes()
     if _sha256(data) != entry.get("sha256"):
-        raise DeployError(f"{path}: checksum does not match {d / MODEL_FILE} "
+        raise DeployError(f"{path}: checksum does not match {where} "
                           f"(corrupt or from another export)")
     if fmt == "onnx":
         why = onnx_available()
@@ -327,7 +446,8 @@ def load_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript") -> tup
     return torchscript_runtime(data, bool(entry.get("optimized"))), entry
 
 
-__all__ = ["FORMATS", "ONNX_OPSET", "TOLERANCE", "DeployError", "export_artifact",
-           "load_artifact", "write_deployable", "find_entry", "deploy_entries", "optimize_torchscript", "onnx_bytes",
+__all__ = ["FORMATS", "ONNX_OPSET", "TOLERANCE", "DeployError", "export_artifact", "check_output",
+           "record_path", "ARTIFACT_SCHEMA", "load_artifact", "write_deployable", "find_entry",
+           "deploy_entries", "optimize_torchscript", "onnx_bytes",
            "onnx_available", "OnnxRunner", "rel_err", "median_time", "build_torchscript",
            "torchscript_runtime", "ModelFileError"]

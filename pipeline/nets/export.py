@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from pipeline.io import atomic_write_bytes, atomic_write_text, read_json
+from pipeline.limits import check_width
 from pipeline.space.arch import Architecture, ArchitectureError, check_task
 
 from .checkpoint import CheckpointError, load_into, load_state_dict_file
@@ -99,7 +100,8 @@ def save_model(directory: str | os.PathLike, net: StandaloneNet, meta: dict[str,
     atomic_write_text(d / MODEL_FILE, json.dumps(record, indent=1) + "\n")
 
 
-def _read_record(path: Path) -> dict[str, Any]:
+def read_record(path: Path) -> dict[str, Any]:
+    """The checked model record at ``path`` (``model.json``); nothing else is read."""
     if not path.exists():
         raise ModelFileError(f"{path}: model record not found (not a saved model directory?)")
     rec = read_json(path, "model record", ModelFileError)
@@ -109,7 +111,31 @@ def _read_record(path: Path) -> dict[str, Any]:
                      ("weights_sha256", str), ("meta", dict)):
         if not isinstance(rec.get(key), typ) or isinstance(rec.get(key), bool):
             raise ModelFileError(f"{path}: field {key!r} missing or not a {typ.__name__}")
+    check_width(str(path), rec["width"], ModelFileError)
     return rec
+
+
+_read_record = read_record  # the name other modules imported before it was public
+
+
+def is_model_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is (or would replace) a saved model's own file: its record, architecture
+    or weights, in a directory that holds a model record."""
+    p = Path(path)
+    return p.name in (MODEL_FILE, ARCH_FILE, WEIGHTS_FILE) and (p.parent / MODEL_FILE).is_file()
+
+
+def check_fits(task: str, width: int, num_outputs: int, arch: Architecture,
+               state: dict[str, Tensor], source: str, record: Path) -> None:
+    """Compare the weights' shapes with the network the record describes, built on the meta
+    device (no memory), so that a record whose width or outputs disagree with its weights is
+    refused before the network is allocated."""
+    try:
+        with torch.device("meta"):
+            shape_net = StandaloneNet(task, width, num_outputs, arch)
+    except (ValueError, ArchitectureError) as e:
+        raise ModelFileError(f"{record}: {e}") from None
+    load_into(shape_net, state, source)  # copying into meta tensors is free
 
 
 def load_model(directory: str | os.PathLike) -> StandaloneNet:
@@ -131,6 +157,8 @@ def load_model(directory: str | os.PathLike) -> StandaloneNet:
         raise ModelFileError(f"{wpath}: checksum does not match {d / MODEL_FILE} "
                              f"(corrupt or from another save)")
     state = load_state_dict_file(wpath)
+    check_fits(rec["task"], rec["width"], rec["num_outputs"], arch, state, str(wpath),
+               d / MODEL_FILE)
     try:
         net = StandaloneNet(rec["task"], rec["width"], rec["num_outputs"], arch)
     except (ValueError, ArchitectureError) as e:
@@ -141,4 +169,5 @@ def load_model(directory: str | os.PathLike) -> StandaloneNet:
 
 
 __all__ = ["StandaloneNet", "export_subnet", "to_torchscript", "save_model", "load_model",
+           "read_record", "check_fits", "is_model_file",
            "ModelFileError", "CheckpointError"]

@@ -19,7 +19,7 @@ Fine-tuning one model (:func:`pipeline.finetune.tune.finetune_model`)::
         --params ... --task seg --checkpoint ... --out results/seg/finetune/S1
 
 writes ``model/`` (weights.pt, arch.json, model.json: rebuilds the network alone; deploy/optimized.ts:
-the optimized TorchScript, recorded in model.json) and
+the optimized TorchScript, and its record deploy/optimized.ts.json) and
 ``finetune.json`` (val metric with inherited weights, after fine-tuning, after reloading), and
 logs both to MLflow. Training checkpoints live in the stage's work directory, so a killed job
 resumes where it stopped.

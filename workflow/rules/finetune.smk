@@ -4,7 +4,7 @@
 #
 #   results/{task}/finetune/select/selection.json   the chosen architectures + HRNet reference
 #   results/{task}/finetune/{model}/finetune.json   val metric inherited / fine-tuned / reloaded
-#   results/{task}/finetune/{model}/model/          weights.pt, arch.json, model.json, deploy/optimized.ts
+#   results/{task}/finetune/{model}/model/          weights.pt, arch.json, model.json, deploy/optimized.ts(.json)
 # Training checkpoints live in results/{task}/finetune/.{model}.work/ (kept across kills).
 wildcard_constraints:
     model=r"(?!select$)[A-Za-z0-9][A-Za-z0-9_.-]*",
