@@ -105,7 +105,10 @@ def read_boxes(path: Path) -> dict[int | None, list[Box]]:
         key = item.get("image_id") if isinstance(item, dict) else None
         if key is not None and (not isinstance(key, int) or isinstance(key, bool)):
             raise PredictError(f"{path}: entry {i}: image_id must be an integer")
-        boxes[key].append(parse_box(",".join(str(v) for v in raw)))
+        try:
+            boxes[key].append(parse_box(",".join(str(v) for v in raw)))
+        except PredictError as e:
+            raise PredictError(f"{path}: entry {i}: {e}") from None
     return dict(boxes)
 
 
@@ -132,9 +135,16 @@ def image_id_of(path: Path, index: int) -> int:
 
 
 def _model_input_hw(meta: dict[str, Any], model_dir: Path) -> tuple[int, int]:
+    from pipeline.nets.export import MODEL_FILE
+
     hw = (meta or {}).get("input_hw")
-    if not (isinstance(hw, list) and len(hw) == 2 and all(isinstance(v, int) and v > 0 for v in hw)):
-        raise PredictError(f"{model_dir}: pose model record lacks meta.input_hw [h, w]")
+    if hw is None:
+        raise PredictError(f"{model_dir / MODEL_FILE}: pose model record lacks meta.input_hw [h, w]")
+    if not (isinstance(hw, list) and len(hw) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw)):
+        shown = repr(hw) if len(repr(hw)) <= 60 else repr(hw)[:57] + "..."
+        raise PredictError(f"{model_dir / MODEL_FILE}: meta.input_hw: expected [h, w] (two "
+                           f"positive integers), got {shown}")
     return hw[0], hw[1]
 
 
@@ -280,7 +290,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         # A lone unreadable image or a box outside it is an input error, before any work.
         image = read_image(paths[0])
         for b in (given or {}).get(None, []) + (given or {}).get(image_id_of(paths[0], 0), []):
-            check_box(b, image.width, image.height)
+            try:
+                check_box(b, image.width, image.height)
+            except PredictError as e:  # name the boxes file the box came from
+                raise PredictError(f"{args.boxes}: {e}" if args.boxes else str(e)) from None
     net, run, used = load_runtime(args.model, args.runtime)
     writer = _WRITERS[net.task]
     job = _Job(args, lone, net, run, given)
