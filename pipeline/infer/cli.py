@@ -135,17 +135,12 @@ def image_id_of(path: Path, index: int) -> int:
 
 
 def _model_input_hw(meta: dict[str, Any], model_dir: Path) -> tuple[int, int]:
-    from pipeline.nets.export import MODEL_FILE
+    from pipeline.nets.export import MODEL_FILE, meta_input_hw
 
-    hw = (meta or {}).get("input_hw")
+    hw = meta_input_hw(meta, model_dir / MODEL_FILE)
     if hw is None:
         raise PredictError(f"{model_dir / MODEL_FILE}: pose model record lacks meta.input_hw [h, w]")
-    if not (isinstance(hw, list) and len(hw) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw)):
-        shown = repr(hw) if len(repr(hw)) <= 60 else repr(hw)[:57] + "..."
-        raise PredictError(f"{model_dir / MODEL_FILE}: meta.input_hw: expected [h, w] (two "
-                           f"positive integers), got {shown}")
-    return hw[0], hw[1]
+    return hw
 
 
 def load_runtime(model_dir: Path, runtime: str) -> tuple[Any, Any, str]:

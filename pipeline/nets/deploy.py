@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from pipeline.errors import InputError
 from pipeline.io import atomic_write_bytes, atomic_write_text
 
-from .export import MODEL_FILE, ModelFileError, StandaloneNet, _read_record, load_model
+from .export import (MODEL_FILE, ModelFileError, StandaloneNet, _read_record, load_model,
+                     meta_input_hw)
 from .supernet import INPUT_MULTIPLE
 
 FORMATS = ("torchscript", "onnx")
@@ -243,8 +244,7 @@ def export_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript", opti
     d = Path(model_dir)
     net = load_model(d)
     if input_hw is None:
-        hw = (net.meta or {}).get("input_hw")
-        input_hw = tuple(hw) if isinstance(hw, list) and len(hw) == 2 else DEFAULT_HW[net.task]
+        input_hw = meta_input_hw(net.meta, d / MODEL_FILE) or DEFAULT_HW[net.task]
     h, w = int(input_hw[0]), int(input_hw[1])
     if h <= 0 or w <= 0 or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
         raise DeployError(f"input size {h}x{w}: must be positive multiples of {INPUT_MULTIPLE}")
