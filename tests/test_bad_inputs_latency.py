@@ -129,6 +129,7 @@ def test_fifo_table_is_refused_not_waited_on(tmp_path: Path) -> None:
         "scalenas: error: t.json: latency table is not a regular file (a FIFO)"]
 
 
+@pytest.mark.slow
 def test_search_job_names_the_table(table, tmp_path: Path) -> None:
     """A NaN table in a search.objective: latency run: the search job (a shard) stops with the
     table's line, through the real stage entry point, not a JSON traceback."""
