@@ -27,7 +27,7 @@ from typing import Any, Iterator, Mapping, Union
 import yaml
 
 from pipeline.errors import ConfigError  # noqa: F401  (raised here; importers use this name)
-from pipeline.io import content_hash, decode_text, read_bytes
+from pipeline.io import big_number, content_hash, decode_text, path_problem, read_bytes
 from pipeline.space.arch import TASKS as ARCH_TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -387,13 +387,23 @@ def _type_name(v: Any) -> str:
             dict: "mapping", type(None): "null"}.get(type(v), type(v).__name__)
 
 
-def _messages(doc: Any) -> list[str]:
-    """One message per problem, ``key.path: problem``, sorted by key path."""
+def strict_validator(schema: Mapping[str, Any]) -> Any:
+    """A Draft 2020-12 validator of ``schema`` in which ``integer`` means a Python int: JSON
+    Schema counts 1.0 as an integer, but a count of 1.0 would only fail later, inside a job."""
     import jsonschema
 
-    schema = load_schema()
-    validator = jsonschema.Draft202012Validator(schema)
-    out: list[tuple[str, str]] = []
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
+    return jsonschema.validators.extend(base, type_checker=checker)(schema)
+
+
+def schema_problems(doc: Any, schema: Mapping[str, Any] | None = None
+                    ) -> list[tuple[list[Any], str]]:
+    """``(key path, problem)`` for every place ``doc`` breaks ``schema`` (default: the parameter
+    schema) or holds a NaN or infinity, sorted by key path."""
+    validator = strict_validator(schema if schema is not None else load_schema())
+    out: dict[tuple[str, str], list[Any]] = {}
     for err in validator.iter_errors(doc):
         # oneOf/anyOf: report the most specific sub-error, i.e. the deepest one (a typo inside
         # a list item is that item's unknown key, not "not valid under any of the schemas").
@@ -401,24 +411,47 @@ def _messages(doc: Any) -> list[str]:
         path = list(best.absolute_path)
         if best.validator == "additionalProperties":
             allowed = set(best.schema.get("properties", {}))
-            for key in sorted(set(best.instance) - allowed):
-                out.append((_key_path(path + [key]),
-                            f"unknown key (allowed: {', '.join(sorted(allowed))})"))
+            hint = f" (allowed: {', '.join(sorted(allowed))})" if allowed else ""
+            for key in sorted(set(best.instance) - allowed, key=str):
+                out[(_key_path(path + [key]), "unknown key" + hint)] = path + [key]
             continue
-        if best.validator == "type":
-            msg = f"expected {best.validator_value}, got {_type_name(best.instance)} {best.instance!r}"
+        if "propertyNames" in best.schema_path:  # a key that names nothing the schema knows
+            path = path + [best.instance]
+            msg = f"unknown key (must match {best.validator_value})" \
+                if best.validator == "pattern" else f"unknown key: {best.message}"
+        elif best.validator == "type":
+            shown = "" if best.instance is None else f" {_short(best.instance)}"
+            msg = f"expected {best.validator_value}, got {_type_name(best.instance)}{shown}"
         elif best.validator == "enum":
-            msg = f"must be one of {best.validator_value}, got {best.instance!r}"
+            msg = f"must be one of {best.validator_value}, got {_short(best.instance)}"
+        elif best.validator == "required":
+            for key in best.validator_value:
+                if key not in best.instance:
+                    out[(_key_path(path + [key]), "missing")] = path + [key]
+            continue
         else:
             msg = best.message
-        out.append((_key_path(path), msg))
-    return [f"{k}: {m}" for k, m in sorted(set(out))]
+        out[(_key_path(path), msg)] = path
+    for path, msg in _non_finite(doc, []):
+        out[(_key_path(path), msg)] = path
+    return [(out[k], k[1]) for k in sorted(out)]
 
 
-def _non_finite(doc: Any, path: list[Any]) -> Iterator[str]:
-    """``key.path: ...`` for every NaN or infinite number (JSON Schema's ``number`` admits them)."""
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def problem_lines(doc: Any, schema: Mapping[str, Any] | None = None) -> list[str]:
+    """One message per problem, ``key.path: problem``, sorted by key path."""
+    return [f"{_key_path(path)}: {msg}" for path, msg in schema_problems(doc, schema)]
+
+
+def _non_finite(doc: Any, path: list[Any]) -> Iterator[tuple[list[Any], str]]:
+    """``(key path, problem)`` for every NaN or infinite number (JSON Schema's ``number`` admits
+    them)."""
     if isinstance(doc, float) and not math.isfinite(doc):
-        yield f"{_key_path(path)}: must be a finite number, got {doc!r}"
+        yield path, f"must be a finite number, got {doc!r}"
     elif isinstance(doc, Mapping):
         for k, v in doc.items():
             yield from _non_finite(v, path + [k])
@@ -449,14 +482,19 @@ def _deepest(err: Any) -> Any:
     return (unknown or [jsonschema.exceptions.best_match(deepest)])[0]
 
 
-def validate(doc: Any, source: str) -> None:
-    """Raise :class:`ConfigError` naming ``source`` and the key path of every problem."""
+def validate(doc: Any, source: str, owner: Any = None) -> None:
+    """Raise :class:`ConfigError` naming ``source`` and the key path of every problem.
+
+    ``owner(key path)``: the file a value comes from when it is not ``source`` itself (a
+    ``base:`` file); that file is named instead."""
     if not isinstance(doc, Mapping):
         raise ConfigError(f"{source}: expected a mapping of parameter sections, got {_type_name(doc)}")
-    msgs = sorted(set(_messages(doc)) | set(_non_finite(doc, [])))
+    msgs = [((owner and owner(path)) or source, f"{_key_path(path)}: {msg}")
+            for path, msg in schema_problems(doc)]
     if msgs:
-        more = f" (and {len(msgs) - 1} more: {'; '.join(msgs[1:])})" if len(msgs) > 1 else ""
-        raise ConfigError(f"{source}: {msgs[0]}{more}")
+        (where, first), rest = msgs[0], msgs[1:]
+        more = "; ".join(m if f == where else f"{f}: {m}" for f, m in rest)
+        raise ConfigError(f"{where}: {first}" + (f" (and {len(rest)} more: {more})" if rest else ""))
 
 
 # -- building the typed view ---------------------------------------------------------------------
@@ -554,6 +592,8 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
+    except ValueError as e:  # an integer of over 4300 digits, which Python refuses to convert
+        raise ConfigError(f"{path}: not valid YAML: {big_number(e)}") from None
 
 
 #: Deprecated key -> its name now. The old name still works, says so once, and is resolved to
@@ -644,7 +684,7 @@ def make_section(cls: type, values: Mapping[str, Any] | None = None, *, source: 
     for part in SECTION_SCHEMA[cls]:
         node = node[part]
     doc = fill_defaults(_deep_merge(dict(values or {}), kw), node, root)
-    errors = sorted(jsonschema.Draft202012Validator({**node, "$defs": root["$defs"]})
+    errors = sorted(strict_validator({**node, "$defs": root["$defs"]})
                     .iter_errors(doc), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
@@ -658,37 +698,93 @@ def load_params(path: str | Path) -> Config:
 
 
 def load_resolved(path: str | Path) -> dict[str, Any]:
-    """The validated, default-filled parameters of a file as a plain mapping."""
-    return resolve_dict(read_with_base(path), str(path))
+    """The validated, default-filled parameters of a file as a plain mapping.
+
+    A problem in a value that a ``base:`` file gives is reported with that file's name."""
+    chain = read_chain(path)
+    owner = _chain_owner(chain) if len(chain) > 1 else None
+    doc = _merge_chain(chain)
+    validate(doc if doc is not None else {}, str(path), owner)
+    resolved = fill_defaults(doc or {})
+    validate(resolved, f"{path} (after defaults)")
+    return resolved
 
 
 #: A parameter file may name a base file (relative to itself) whose values it overrides.
 BASE_KEY = "base"
+#: The longest chain of ``base:`` files followed (a real chain has two or three).
+MAX_BASE_CHAIN = 100
 
 
-def read_with_base(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
+def read_chain(path: str | Path) -> list[tuple[Path, Any]]:
+    """``[(file, its document without base:)]`` of a parameter file and its ``base:`` files, the
+    file itself first. A missing, unreadable or looping base, or a chain longer than
+    :data:`MAX_BASE_CHAIN`, is one :class:`ConfigError` naming the file whose ``base:`` it is."""
+    path = Path(path)
+    chain: list[tuple[Path, Any]] = []
+    seen: list[Path] = []
+    while True:
+        doc = read_yaml(path)
+        if chain and not isinstance(doc, Mapping):
+            raise ConfigError(f"{path}: expected a mapping of parameter sections "
+                              f"(base of {chain[-1][0]}), got {_type_name(doc)}")
+        if not isinstance(doc, Mapping) or BASE_KEY not in doc:
+            chain.append((path, doc))
+            return chain
+        chain.append((path, {k: v for k, v in doc.items() if k != BASE_KEY}))
+        seen.append(path.resolve())
+        base = doc[BASE_KEY]
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"{path}: {BASE_KEY}: expected the name of a parameter file, got {base!r}")
+        base_path = path.parent / base
+        problem = path_problem(base_path)
+        if problem == "not found":
+            raise ConfigError(f"{path}: {BASE_KEY}: parameter file not found: {base_path}")
+        if problem is not None:
+            raise ConfigError(f"{path}: {BASE_KEY}: {base_path}: {problem}")
+        if base_path.resolve() in seen:
+            cycle = " -> ".join(str(p) for p in seen + [base_path.resolve()])
+            raise ConfigError(f"{path}: {BASE_KEY}: {base} forms a cycle ({cycle})")
+        if len(chain) >= MAX_BASE_CHAIN:
+            raise ConfigError(f"{chain[0][0]}: {BASE_KEY}: a chain of more than {MAX_BASE_CHAIN} "
+                              f"parameter files (stopped at {base_path})")
+        path = base_path
+
+
+def _merge_chain(chain: list[tuple[Path, Any]]) -> Any:
+    doc = chain[-1][1]
+    for _, over in reversed(chain[:-1]):
+        doc = _deep_merge(doc, over)
+    return doc
+
+
+def read_with_base(path: str | Path) -> Any:
     """A parameter file deep-merged over its ``base:`` file (recursively; mappings merge key by
     key, any other value, lists included, replaces the base's). A missing base file or a cycle is
     one :class:`ConfigError` naming the file."""
-    path = Path(path)
-    doc = read_yaml(path)
-    if not isinstance(doc, Mapping) or BASE_KEY not in doc:
-        return doc
-    base = doc[BASE_KEY]
-    if not isinstance(base, str) or not base:
-        raise ConfigError(f"{path}: {BASE_KEY}: expected the name of a parameter file, got {base!r}")
-    base_path = path.parent / base
-    chain = _chain + (path.resolve(),)
-    if base_path.resolve() in chain:
-        cycle = " -> ".join(str(p) for p in chain + (base_path.resolve(),))
-        raise ConfigError(f"{path}: {BASE_KEY}: {base} forms a cycle ({cycle})")
-    if not base_path.is_file():
-        raise ConfigError(f"{path}: {BASE_KEY}: parameter file not found: {base_path}")
-    parent = read_with_base(base_path, chain)
-    if not isinstance(parent, Mapping):
-        raise ConfigError(f"{base_path}: expected a mapping of parameter sections "
-                          f"(base of {path}), got {_type_name(parent)}")
-    return _deep_merge(parent, {k: v for k, v in doc.items() if k != BASE_KEY})
+    return _merge_chain(read_chain(path))
+
+
+def _chain_owner(chain: list[tuple[Path, Any]]) -> Any:
+    """key path -> the base file that gives the value there (None: the file itself): the file
+    that reaches furthest along the path, the nearest to the file itself on a tie."""
+    def reach(doc: Any, path: list[Any]) -> int:
+        n = 0
+        for part in path:
+            if isinstance(doc, Mapping) and part in doc:
+                doc = doc[part]
+            elif isinstance(doc, list) and isinstance(part, int) and 0 <= part < len(doc):
+                doc = doc[part]
+            else:
+                break
+            n += 1
+        return n
+
+    def owner(path: list[Any]) -> str | None:
+        depths = [reach(doc, path) for _, doc in chain]
+        best = depths.index(max(depths))
+        return None if best == 0 else f"{chain[best][0]} (base of {chain[best - 1][0]})"
+    return owner
 
 
 def phase_keys(phase: str, task: str | None) -> tuple[str, ...]:
@@ -784,11 +880,13 @@ def check_paths(resolved: Mapping[str, Any], source: str, base: str | Path = "."
             if data.get("builtin") and (p == builtin_root or builtin_root in p.parents):
                 continue
             full = p if p.is_absolute() else base / p
-            ok = full.is_dir() if kind == "dir" else full.is_file()
-            if not ok:
+            problem = path_problem(full, kind)
+            if problem == "not found":
                 what = "directory" if kind == "dir" else "file"
                 hint = " (see README: Bring your own data)" if kind == "dir" else ""
                 problems.append(f"{where}: {what} not found: {value}{hint}")
+            elif problem is not None:  # a directory, a link loop, a FIFO: not "not found"
+                problems.append(f"{where}: {value}: {problem}")
     if problems:
         more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""
         raise ConfigError(f"{source}: {problems[0]}{more}")

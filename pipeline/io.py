@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 import stat
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -84,12 +85,10 @@ def read_bytes(path: str | os.PathLike, what: str, error: type[Exception],
     p = Path(path)
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise error(f"{p}: {what} not found") from None
     except IsADirectoryError:
         raise error(f"{p}: is a directory ({what} expected)") from None
     except OSError as e:
-        raise error(f"{p}: cannot read {what}: {e.strerror or e}") from None
+        raise error(open_problem(p, what, e)) from None
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -126,15 +125,50 @@ def _file_kind(mode: int) -> str:
     return "not a plain file"
 
 
+def open_problem(path: Path, what: str, e: OSError) -> str:
+    """One line for a path that cannot be opened: missing, a dangling link, a link loop, ...
+
+    A symbolic link loop and a link to nothing are named as such: "not found" would send the user
+    looking for a file that is, in a sense, there."""
+    if e.errno == errno.ELOOP:
+        return f"{path}: symbolic link loop ({what} expected)"
+    if e.errno == errno.ENOENT:
+        if os.path.islink(path):
+            return f"{path}: {what} not found (broken symbolic link to {os.readlink(path)})"
+        return f"{path}: {what} not found"
+    if e.errno == errno.ENOTDIR:
+        return f"{path}: {what} not found (a parent is not a directory)"
+    return f"{path}: cannot read {what}: {e.strerror or e}"
+
+
+def path_problem(path: str | os.PathLike, kind: str = "file") -> str | None:
+    """Why ``path`` is not a usable ``kind`` ("file": a regular file, "dir": a directory), as
+    the end of a message ("is a directory, a file expected", ...), or None when it is."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if e.errno == errno.ENOENT and os.path.islink(p):
+            return f"broken symbolic link to {os.readlink(p)}"
+        return "not found" if e.errno in (errno.ENOENT, errno.ENOTDIR) else (e.strerror or str(e))
+    if kind == "dir":
+        return None if stat.S_ISDIR(st.st_mode) else "not a directory"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, a file expected"
+    if not stat.S_ISREG(st.st_mode):
+        return f"not a regular file ({_file_kind(st.st_mode)})"
+    return None
+
+
 def check_regular_file(path: str | os.PathLike, what: str, error: type[Exception]) -> Path:
     """``path`` if it is a regular file (symlinks followed), else one ``error`` saying what it is."""
     p = Path(path)
     try:
         st = os.stat(p)
-    except FileNotFoundError:
-        raise error(f"{p}: {what} not found") from None
     except OSError as e:
-        raise error(f"{p}: cannot read {what}: {e.strerror or e}") from None
+        raise error(open_problem(p, what, e)) from None
     if stat.S_ISDIR(st.st_mode):
         raise error(f"{p}: is a directory ({what} expected)")
     if not stat.S_ISREG(st.st_mode):
@@ -162,6 +196,16 @@ def loads_json(text: str | bytes, source: str, what: str, error: type[Exception]
         raise error(f"{source}: unreadable {what}: nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise error(f"{source}: unreadable {what}: {e}") from None
+    except ValueError as e:  # Python refuses to convert an integer literal of over 4300 digits
+        raise error(f"{source}: unreadable {what}: {big_number(e)}") from None
+
+
+def big_number(e: ValueError) -> str:
+    """What a decoder's "Exceeds the limit (4300 digits) for integer string conversion" means,
+    without its advice to raise the interpreter's limit."""
+    if "digits" in str(e):
+        return f"a number of more than {sys.get_int_max_str_digits()} digits"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def read_json(path: str | os.PathLike, what: str, error: type[Exception],

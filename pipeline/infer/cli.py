@@ -116,7 +116,10 @@ def read_boxes(path: Path) -> dict[int | None, list[Box]]:
         key = item.get("image_id") if isinstance(item, dict) else None
         if key is not None and (not isinstance(key, int) or isinstance(key, bool)):
             raise PredictError(f"{path}: entry {i}: image_id must be an integer")
-        boxes[key].append(parse_box(",".join(str(v) for v in raw)))
+        try:
+            boxes[key].append(parse_box(",".join(str(v) for v in raw)))
+        except PredictError as e:
+            raise PredictError(f"{path}: entry {i}: {e}") from None
     return dict(boxes)
 
 
@@ -158,11 +161,10 @@ def check_boxes_match(path: Path, boxes: dict[int | None, list[Box]], images: li
 
 def _model_input_hw(meta: dict[str, Any], model_dir: Path) -> tuple[int, int]:
     from pipeline.limits import check_input_hw
-    from pipeline.nets.export import MODEL_FILE
+    from pipeline.nets.export import MODEL_FILE, meta_input_hw
 
-    hw = (meta or {}).get("input_hw")
-    if not (isinstance(hw, list) and len(hw) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw)):
+    hw = meta_input_hw(meta, model_dir / MODEL_FILE)  # malformed: one line naming the record
+    if hw is None:
         raise PredictError(f"{model_dir / MODEL_FILE}: pose model record lacks meta.input_hw "
                            f"[h, w]")
     check_input_hw(f"{model_dir / MODEL_FILE}", hw[0], hw[1], "meta.input_hw", PredictError)
@@ -338,7 +340,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         # A lone unreadable image or a box outside it is an input error, before any work.
         image = read_image(paths[0])
         for b in (given or {}).get(None, []) + (given or {}).get(image_id_of(paths[0], 0), []):
-            check_box(b, image.width, image.height)
+            try:
+                check_box(b, image.width, image.height)
+            except PredictError as e:  # name the boxes file the box came from
+                raise PredictError(f"{args.boxes}: {e}" if args.boxes else str(e)) from None
     # Where every output goes, checked before the network is built or anything is written.
     record = read_record(args.model)
     task = record["task"]

@@ -46,7 +46,7 @@ from pipeline.io import atomic_write_bytes, atomic_write_text, check_regular_fil
 from pipeline.limits import check_input_hw
 
 from .export import (MODEL_FILE, ModelFileError, StandaloneNet, is_model_file, load_model,
-                     read_record)
+                     meta_input_hw, read_record)
 from .supernet import INPUT_MULTIPLE
 
 FORMATS = ("torchscript", "onnx")
@@ -318,11 +318,10 @@ def export_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript", opti
     out = Path(output) if output is not None else default_output(d, fmt, optimize)
     check_output(d, out, overwrite)
     if input_hw is None:
-        hw = rec["meta"].get("input_hw")
-        if isinstance(hw, list) and len(hw) == 2 and all(
-                isinstance(v, int) and not isinstance(v, bool) for v in hw):
+        hw = meta_input_hw(rec["meta"], d / MODEL_FILE)  # malformed: one line naming the record
+        if hw is not None:
             check_input_hw(str(d / MODEL_FILE), hw[0], hw[1], "meta.input_hw", DeployError)
-            input_hw = (hw[0], hw[1])
+            input_hw = hw
         else:
             input_hw = DEFAULT_HW[rec["task"]]
     h, w = int(input_hw[0]), int(input_hw[1])

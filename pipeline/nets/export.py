@@ -40,6 +40,20 @@ class ModelFileError(InputError):
     """A saved model directory that is missing a file or whose files do not agree."""
 
 
+def meta_input_hw(meta: Any, record: str | os.PathLike) -> tuple[int, int] | None:
+    """The model's input size ``meta.input_hw`` [h, w] of the record ``record``, None when it
+    has none; anything but two positive integers is one :class:`ModelFileError` naming it."""
+    hw = meta.get("input_hw") if isinstance(meta, dict) else None
+    if hw is None:
+        return None
+    if not (isinstance(hw, list) and len(hw) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw)):
+        shown = repr(hw) if len(repr(hw)) <= 60 else repr(hw)[:57] + "..."
+        raise ModelFileError(f"{record}: meta.input_hw: expected [h, w] (two positive "
+                             f"integers), got {shown}")
+    return hw[0], hw[1]
+
+
 class StandaloneNet(ScaleNet):
     """One architecture as a plain network: only its active blocks, fusions and head exist."""
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.io import file_sha256  # noqa: F401 (re-exported)
-from .checkpoint import CheckpointError, describe, load_into, unwrap_state_dict
+from .checkpoint import CheckpointError, describe, load_into, torch_load, unwrap_state_dict
 
 #: Trained-model file format of pipeline.train.artifacts (not imported: nets must not need train).
 _OURS = "scalenas-trained/1"
@@ -58,14 +58,7 @@ class CheckpointInfo:
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
     """``(state_dict, meta or None)`` of any accepted file (``weights_only``, memory-mapped)."""
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: checkpoint file not found")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # truncated, garbled, not a zip file, an unsafe pickle
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{p}: not a readable PyTorch checkpoint (corrupt, truncated or "
-                              f"not a weights file): {first}") from None
+    obj = torch_load(p, mmap=True)
     meta = None
     if isinstance(obj, Mapping) and obj.get("format") == _OURS and isinstance(obj.get("meta"), Mapping):
         meta = dict(obj["meta"])
@@ -77,9 +70,15 @@ def inspect(path: str | os.PathLike, state: Mapping[str, Tensor] | None = None,
     """What the checkpoint at ``path`` is (reads it unless ``state`` is given)."""
     if state is None:
         state, meta = read_checkpoint(path)
+    for key in (_SEG_HEAD, _POSE_HEAD):
+        if key in state and state[key].dim() != 4:
+            # A head convolution is (outputs, channels, kh, kw); a scalar has no outputs to count.
+            raise CheckpointError(f"{path}: {key} has shape {tuple(state[key].shape)}, not a head "
+                                  "convolution's (outputs, channels, kh, kw): a damaged or "
+                                  "foreign checkpoint")
     head = state.get(_SEG_HEAD)
     task = "seg" if head is not None else None
-    if head is None and _POSE_HEAD in state and state[_POSE_HEAD].dim() == 4:
+    if head is None and _POSE_HEAD in state:
         head, task = state[_POSE_HEAD], "pose"
     t = state.get(_WIDTH_KEY)
     width = int(t.shape[0]) if t is not None and t.dim() == 4 else None

@@ -15,6 +15,23 @@ from typing import Any
 from pipeline.space.arch import TASKS
 
 
+def _count(least: int, what: str):
+    """An argparse type: an integer of at least ``least`` (``what`` says which)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = least - 1
+        if v < least:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+    return parse
+
+
+_positive = _count(1, "a positive integer")
+_threads = _count(0, "a positive number of threads (0: torch's default)")
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     import torch
 
@@ -64,18 +81,18 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     g.set_defaults(group_parser=g)
     b = sub.add_parser("build", help="measure the table on this machine")
     b.add_argument("--task", choices=TASKS, required=True)
-    b.add_argument("--width", type=int, default=32)
+    b.add_argument("--width", type=_positive, default=32)
     b.add_argument("--input", required=True, metavar="HxW")
     b.add_argument("--device", default="cpu")
-    b.add_argument("--repeats", type=int, default=5, help="timed runs per component (median)")
-    b.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    b.add_argument("--repeats", type=_positive, default=5, help="timed runs per component (median)")
+    b.add_argument("--threads", type=_threads, default=0, help="torch threads (default: torch's)")
     b.add_argument("-o", "--output", type=Path, default=Path("latency.json"))
     b.set_defaults(func=cmd_build)
     p = sub.add_parser("predict", help="sum the table for an architecture")
     p.add_argument("arch", help="hrnet, largest, smallest, a .json or a release .npy")
     p.add_argument("--table", type=Path, default=Path("latency.json"))
     p.add_argument("--task", choices=TASKS, default=None)
-    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--width", type=_positive, default=None)
     p.add_argument("--input", default=None, metavar="HxW", help="default: the table's")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=_threads, default=0)
     p.set_defaults(func=cmd_predict)

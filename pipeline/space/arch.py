@@ -24,7 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from pipeline.io import atomic_write_text, content_hash, decode_text, read_bytes
+from pipeline.io import atomic_write_text, big_number, content_hash, decode_text, read_bytes
 from pipeline.errors import InputError
 
 SCHEMA = "scalenas-arch/1"
@@ -107,6 +107,8 @@ class Architecture:
             raise ArchitectureError(f"{source}: malformed JSON: {e}") from None
         except RecursionError:
             raise ArchitectureError(f"{source}: malformed JSON: nested too deeply") from None
+        except ValueError as e:  # an integer of over 4300 digits, which Python refuses
+            raise ArchitectureError(f"{source}: malformed JSON: {big_number(e)}") from None
         return from_dict(doc, source=source)
 
     @classmethod

@@ -14,11 +14,10 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 from torch import Tensor, nn
 
 from pipeline.nets.checkpoint import CheckpointError as NetCheckpointError
-from pipeline.nets.checkpoint import load_into
+from pipeline.nets.checkpoint import load_into, torch_load
 
 from .checkpoint import CheckpointError, atomic_torch_save, file_sha256
 
@@ -40,12 +39,7 @@ def read_trained(path: str | os.PathLike, *, task: str | None = None, width: int
                  kind: str | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """``(state_dict, meta)`` of a trained-network file, checked against what the caller needs."""
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: trained model file not found")
-    try:
-        doc = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, garbled, or an unsafe pickle
-        raise CheckpointError(f"{p}: corrupt or unreadable model file ({type(e).__name__})") from None
+    doc = torch_load(p, what="trained model file", error=CheckpointError)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(
             doc.get("state_dict"), dict) or not isinstance(doc.get("meta"), dict):
         raise CheckpointError(f"{p}: not a trained model file of format {FORMAT!r}")

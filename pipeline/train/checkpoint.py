@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from pipeline.io import file_sha256  # noqa: F401 (re-exported)
 from pipeline.errors import InputError
+from pipeline.nets.checkpoint import torch_load
 
 FORMAT = "scalenas-train-ckpt/1"
 LAST = "last.pt"
@@ -118,13 +119,7 @@ def save_checkpoint(ckpt_dir: str | os.PathLike, state: Mapping[str, Any]) -> Pa
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load one checkpoint file safely; any damage is one :class:`CheckpointError` naming it."""
     p = Path(path)
-    try:
-        doc = torch.load(p, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{p}: checkpoint not found") from None
-    except Exception as e:  # torch raises several types for truncated/garbled/unsafe files
-        raise CheckpointError(f"{p}: corrupt or unreadable checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    doc = torch_load(p, what="checkpoint", error=CheckpointError)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not a training checkpoint of format {FORMAT!r}")
     return doc
