@@ -701,7 +701,7 @@ def load_resolved(path: str | Path) -> dict[str, Any]:
     """The validated, default-filled parameters of a file as a plain mapping.
 
     A problem in a value that a ``base:`` file gives is reported with that file's name."""
-    chain = read_chain(path)
+    chain = [(p, rename_deprecated(d, str(p))) for p, d in read_chain(path)]
     owner = _chain_owner(chain) if len(chain) > 1 else None
     doc = _merge_chain(chain)
     validate(doc if doc is not None else {}, str(path), owner)

@@ -176,3 +176,10 @@ def test_deprecated_flops_bounds_are_the_cost_bounds(capsys) -> None:
                        "search.evolution.cost_max both given"):
         C.resolve_dict({"search": {"evolution": {"flops_max": 1, "cost_max": 1}}}, "x.yaml")
     assert C.from_dict(old).search.evolution.cost_max == 0.2
+
+
+def test_deprecated_key_in_a_parameter_file_and_its_base(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text("search:\n  evolution: {flops_min: 0.1}\n")
+    (tmp_path / "p.yaml").write_text("base: b.yaml\nsearch:\n  evolution: {flops_max: 0.3}\n")
+    got = pc.load_resolved(tmp_path / "p.yaml")["search"]["evolution"]
+    assert (got["cost_min"], got["cost_max"]) == (0.1, 0.3) and "flops_max" not in got
