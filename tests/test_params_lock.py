@@ -125,12 +125,12 @@ def test_settings_copy_is_content_addressed(tmp_path: Path) -> None:
 
 # -- real Snakemake: a run in progress, a refused run, a dry run -------------------------------------
 
-def _tiny(doc: dict, seg_train: int) -> dict:
+def _tiny(doc: dict, seg_train: int, images: int) -> dict:
     doc["tasks"] = ["seg", "pose"]
     doc["tracking"]["enabled"] = False
     doc["data"].update(seg_train=seg_train, seg_val=2, seg_size=[64, 128], pose_train=6,
                        pose_val=2, pose_size=[96, 128])
-    doc["calibration"].update(images=1, batch_size=1)
+    doc["calibration"].update(images=images, batch_size=1)
     for t in ("seg", "pose"):
         doc["teacher"][t].update(iterations=1, batch_size=1)
     return doc
@@ -143,7 +143,7 @@ def _digests(root: Path) -> dict[str, str]:
 
 def _smk(cwd: Path, params: str, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(cwd), "--cores", "1",
-                           "--config", f"params={params}", *extra], cwd=cwd, capture_output=True,
+                           *extra, "--config", f"params={params}"], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=_env())
 
 
@@ -157,10 +157,16 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 def test_refused_and_dry_runs_leave_a_run_in_progress_its_own_values(tmp_path: Path) -> None:
     base = yaml.safe_load((REPO / "params" / "default.yaml").read_text())
-    (tmp_path / "p1.yaml").write_text(yaml.safe_dump(_tiny(yaml.safe_load(yaml.safe_dump(base)), 6)))
-    (tmp_path / "p2.yaml").write_text(yaml.safe_dump(_tiny(base, 8)))  # other prepare/data values
+    (tmp_path / "p1.yaml").write_text(
+        yaml.safe_dump(_tiny(yaml.safe_load(yaml.safe_dump(base)), 6, 1)))
+    # Other values of the data and prepare phases, which the first run's jobs read.
+    (tmp_path / "p2.yaml").write_text(yaml.safe_dump(_tiny(base, 8, 2)))
+    want = wp.phase_texts(pconfig.load_resolved(tmp_path / "p1.yaml"), ["seg", "pose"])
+    other = wp.phase_texts(pconfig.load_resolved(tmp_path / "p2.yaml"), ["seg", "pose"])
+    assert all(want[param_file(p, t)] != other[param_file(p, t)]
+               for p, t in (("data", None), ("prepare", "seg"), ("prepare", "pose")))
     first = subprocess.Popen([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-                              "--cores", "1", "--config", "params=p1.yaml", "prepare_all"],
+                              "--cores", "1", "prepare_all", "--config", "params=p1.yaml"],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, env=_env())
     try:
@@ -192,13 +198,13 @@ def test_refused_and_dry_runs_leave_a_run_in_progress_its_own_values(tmp_path: P
 
     # Every job of the first run read the first run's values.
     for task in ("seg", "pose"):
-        doc = json.loads((tmp_path / param_file("prepare", task)).read_text())
+        doc = json.loads(want[param_file("prepare", task)])
         resolved = json.loads((tmp_path / "results" / task / "data" / "resolved_params.json")
                               .read_text())
         assert resolved["params"] == doc["params"]
         assert resolved["params_hash"] == pconfig.params_hash(doc["params"])
-        assert resolved["source"] == "p1.yaml"
-    want = wp.phase_texts(pconfig.load_resolved(tmp_path / "p1.yaml"), ["seg", "pose"])
+    seg = json.loads((tmp_path / "results" / "seg" / "data" / "manifest.json").read_text())
+    assert seg["splits"]["train"]["count"] + seg["splits"]["search"]["count"] == 6  # p1's data
     for final, text in want.items():   # the phases outside the target too (onstart, for DVC)
         assert (tmp_path / final).read_text() == text, final
     # ... and the run is complete for its own values: nothing to plan again.
