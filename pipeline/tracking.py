@@ -191,10 +191,14 @@ def init_store(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
                     tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
                     tmp.unlink(missing_ok=True)
                     tmp_uri = f"sqlite:///{tmp}"
-                    client = _client(tmp_uri)
-                    _get_or_create_experiment_at(client, experiment, artifact_location(uri))
-                    _dispose(client)
-                    os.replace(tmp, db)
+                    try:
+                        client = _client(tmp_uri)
+                        _get_or_create_experiment_at(client, experiment, artifact_location(uri))
+                        _dispose(client)
+                        os.replace(tmp, db)
+                    except BaseException:  # e.g. a full disk: no half-built store left behind
+                        tmp.unlink(missing_ok=True)
+                        raise
         return _get_or_create_experiment(_client(uri), experiment, uri)
     except TrackingError:
         raise
