@@ -128,6 +128,9 @@ def _write_params(cwd: Path, batch: int, launcher: str = "python") -> None:
     doc["data"].update(seg_train=6, seg_val=2, seg_size=[64, 128], pose_train=6, pose_val=2,
                        pose_size=[96, 128])
     doc["calibration"].update(images=1, batch_size=1)
+    for phase in batches.PHASE_SPLITS:
+        for task in ("seg", "pose"):
+            doc[phase][task]["batch_size"] = 1
     doc["teacher"]["pose"]["batch_size"] = batch
     (cwd / "p.yaml").write_text(yaml.safe_dump(doc))
 
