@@ -63,12 +63,13 @@ def free_bytes(path: str | os.PathLike) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def find(e: BaseException, where: str | os.PathLike | None = None) -> DiskFullError | None:
+def find(e: BaseException, where: str | os.PathLike | None = None, *,
+         store: str | os.PathLike | None = None) -> DiskFullError | None:
     """The :class:`DiskFullError` that ``e`` (or an exception behind it) means, else None.
 
-    The path is the one the error names (its own, or an ``OSError``'s file name), else
-    ``where``; a short write of torch's with no OS error behind it counts only when ``where``
-    has less than :data:`LOW_SPACE` free."""
+    The path is the one the error names (its own, or an ``OSError``'s file name), else ``store``
+    (the SQLite database) for SQLite's error, else ``where``; a short write of torch's with no OS
+    error behind it counts only when ``where`` has less than :data:`LOW_SPACE` free."""
     path = None
     full = False
     for x in _links(e):
@@ -78,7 +79,10 @@ def find(e: BaseException, where: str | os.PathLike | None = None) -> DiskFullEr
             full = True
             path = path or x.filename
         text = str(x)
-        if _SQLITE_FULL in text or "[Errno 28]" in text or "No space left on device" in text:
+        if _SQLITE_FULL in text:
+            full = True
+            path = path or store
+        if "[Errno 28]" in text or "No space left on device" in text:
             full = True
         if (not full and where is not None and isinstance(x, RuntimeError)
                 and any(s in text for s in _TORCH_SHORT_WRITE)):

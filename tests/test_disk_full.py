@@ -83,6 +83,12 @@ def test_every_shape_of_a_full_disk_is_one_message(error, where, message) -> Non
     assert str(found) == message and found.errno == errno.ENOSPC
 
 
+def test_sqlite_error_names_the_store_not_the_output() -> None:
+    e = _SqlAlchemyLike(sqlite3.OperationalError("database or disk is full"))
+    assert str(diskfull.find(e, "/out/.x.tmp-1", store="/db/mlflow.db")) == (
+        "/db/mlflow.db: no space left on device")
+
+
 def test_other_errors_are_not_called_a_full_disk(tmp_path: Path) -> None:
     assert diskfull.find(ValueError("bad value"), tmp_path) is None
     assert diskfull.find(OSError(errno.EACCES, "Permission denied", "x"), tmp_path) is None
@@ -143,6 +149,23 @@ def test_stage_frame_prints_one_line_and_exits_2(full: Path, tmp_path: Path, cap
                         err[-1]), err[-1]
     # No partial output; only the stage's resume folder (kept on failure by design).
     assert [p.name for p in full.iterdir()] == [".builtin.work"]
+
+
+def test_stage_whose_mlflow_store_is_full(full: Path, tmp_path: Path, capsys,
+                                          monkeypatch) -> None:
+    """The output has room, the store's disk has none: the line names the store."""
+    from pipeline.stages import prepare
+
+    params = tmp_path / "p.yaml"
+    doc = yaml.safe_load((REPO / "params" / "default.yaml").read_text())
+    doc["tracking"].update(enabled=True, uri=f"sqlite:///{full}/mlflow.db")
+    params.write_text(yaml.safe_dump(doc))
+    monkeypatch.delenv(tracking.URI_ENV, raising=False)
+    rc = prepare.main(["--phase", "data", "--params", str(params), "--out",
+                       str(tmp_path / "builtin")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1] == f"error: data: {full}/mlflow.db: no space left on device", err
+    assert not (tmp_path / "builtin").exists()
 
 
 @pytest.mark.slow

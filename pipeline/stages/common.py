@@ -283,6 +283,7 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
     where = f"{phase}[{args.task}]" if args.task else phase
     run: tracking.StageRun | None = None
     tmp: Path | None = None
+    settings: dict[str, Any] = {}
     try:
         if args.threads < 1:
             raise StageInputError(f"--threads must be >= 1, got {args.threads}")
@@ -354,7 +355,8 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
         return EXIT_BAD_INPUT
     except Exception as e:
         # A full disk, in whatever shape the writer raised it: one line naming the path.
-        full = diskfull.find(e, tmp if tmp is not None else getattr(args, "out", None))
+        full = diskfull.find(e, tmp if tmp is not None else getattr(args, "out", None),
+                             store=_store(settings))
         if full is not None:
             _abort(run, tmp, "FAILED")
             print(f"error: {where}: {_one_line(full)}", file=sys.stderr)
@@ -364,6 +366,14 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
         _abort(run, tmp, "FAILED")
         print(f"error: {where}: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return EXIT_BUG
+
+
+def _store(settings: Mapping[str, Any] | None) -> Path | None:
+    """The SQLite file of the MLflow store the stage logs to (named when it fills the disk)."""
+    try:
+        return tracking.sqlite_path(tracking.resolve_uri((settings or {})["tracking"]["uri"]))
+    except (KeyError, TypeError, ValueError, tracking.TrackingError):
+        return None
 
 
 def _abort(run: tracking.StageRun | None, tmp: Path | None, status: str) -> None:
