@@ -76,7 +76,7 @@ def settings_text(params: Mapping[str, Any], source: str,
                   batches: list[dict[str, Any]] | None = None) -> str:
     """The run settings the jobs read: the parameter file's name, ``run`` and ``tracking``, and
     the training batches that ``prepare`` checks against the splits
-    (:mod:`pipeline.train.batches`)."""
+    (:mod:`pipeline.data.batches`)."""
     return _dumps({"source": source, "run": params["run"], "tracking": params["tracking"],
                    "batches": batches or []})
 

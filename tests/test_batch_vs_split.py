@@ -16,8 +16,8 @@ from pipeline import config as pconfig
 from pipeline.data.synth import generate_cityscapes, generate_coco
 from pipeline.errors import ConfigError
 from pipeline.stages import prepare
-from pipeline.train import batches
-from pipeline.train.batches import BatchUse
+from pipeline.data import batches
+from pipeline.data.batches import BatchUse
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

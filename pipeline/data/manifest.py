@@ -123,7 +123,7 @@ def build_manifest(task: str, make_splits: SplitMaker, root: Path, train_set: st
                    batches_source: str | None = None) -> dict[str, Any]:
     """The manifest of ``task``'s dataset at ``root`` (raises DataError for unusable data; the
     train split must hold ``calibration_images`` when given, and each split the training
-    ``batches`` (:class:`pipeline.train.batches.BatchUse`, from ``batches_source``) it feeds, as
+    ``batches`` (:class:`pipeline.data.batches.BatchUse`, from ``batches_source``) it feeds, as
     soon as the splits are counted)."""
     if not root.is_dir():
         raise DataError(f"{task}.root: dataset directory not found: {root}")
@@ -138,7 +138,7 @@ def build_manifest(task: str, make_splits: SplitMaker, root: Path, train_set: st
                              "persons" if persons else "images")
     if batches:
         from pipeline.errors import ConfigError
-        from pipeline.train.batches import check, with_trainfull
+        from pipeline.data.batches import check, with_trainfull
 
         try:
             check(task, batches, with_trainfull(counts), "persons" if persons else "images")

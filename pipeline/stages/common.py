@@ -323,7 +323,7 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
                            out=tmp, final_out=final, work=work, threads=args.threads,
                            device=device, run=run, args=args, data_hash=data_hash,
                            settings=run_settings,
-                           # the workflow's planned training batches (pipeline.train.batches)
+                           # the workflow's planned training batches (pipeline.data.batches)
                            extra={"batches": settings.get("batches") or [],
                                   "source": settings.get("source") or source})
         world = _world()

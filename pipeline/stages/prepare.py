@@ -21,7 +21,7 @@ from pipeline.data.manifest import MANIFEST, build_manifest
 from pipeline.io import atomic_write_text
 from pipeline.stages.common import StageContext, run_phased_stage
 from pipeline.tasks import TASKS
-from pipeline.train import batches
+from pipeline.data import batches
 
 
 def prepare(ctx: StageContext) -> Mapping[str, float]:

@@ -382,7 +382,7 @@ os.environ.update(SCALENAS_DEVICE_WRAP=(
 # --- every training batch against its split (issue 21), before any training job ----------------
 # Now, for a task whose manifest is up to date; else in its prepare job, which counts the splits
 # and reads the batches from the run settings.
-from pipeline.train import batches as train_batches
+from pipeline.data import batches as train_batches
 BATCH_USES = train_batches.uses(PARAMS, TASKS, NPROC, trained=TRAINED_TASKS,
                                 teacher=[t for t in TRAINED_TASKS if _needs_teacher(t)])
 _DATA_CURRENT = not BUILTIN or workflow_params.published(param_file("data", None), PARAM_TEXTS)
