@@ -125,6 +125,7 @@ def test_torch_short_write_without_an_os_error(full: Path) -> None:
     assert str(diskfull.find(e.value, full)) == f"{full}: no space left on device"
 
 
+@pytest.mark.slow  # importing MLflow and creating a store: seconds
 def test_mlflow_store(full: Path) -> None:
     uri = f"sqlite:///{full}/mlflow.db"
     with pytest.raises(DiskFullError) as e:
@@ -151,6 +152,7 @@ def test_stage_frame_prints_one_line_and_exits_2(full: Path, tmp_path: Path, cap
     assert [p.name for p in full.iterdir()] == [".builtin.work"]
 
 
+@pytest.mark.slow  # importing MLflow and creating a store: seconds
 def test_stage_whose_mlflow_store_is_full(full: Path, tmp_path: Path, capsys,
                                           monkeypatch) -> None:
     """The output has room, the store's disk has none: the line names the store."""
