@@ -6,9 +6,10 @@ before it takes its lock, and also for a dry run (``-n``) and for a run that the
 refuses, so nothing at parse time may write under ``results/``: a second ``snakemake`` with other
 parameters would change the values that the jobs of a run in progress read next. Hence:
 
-1. At parse time, :func:`stage` writes each file's text to a content-addressed copy in
-   :data:`STAGE_DIR` (Snakemake's own scratch folder: a name says its bytes, so writing it can
-   change nothing that anybody reads). Nothing under ``results/`` is touched.
+1. When Snakemake builds the job graph (after parsing, before its lock), :class:`Staged` writes
+   each file's text to a content-addressed copy in :data:`STAGE_DIR` (Snakemake's own scratch
+   folder: a name says its bytes, so writing it can change nothing that anybody reads). Nothing
+   under ``results/`` is touched.
 2. The local rule ``param_file`` publishes a staged copy as the per-rule file
    (``python -m pipeline.workflow_params STAGED OUT``). It is a job, so it runs only in a real run,
    after Snakemake holds its lock, and Snakemake plans it, and every job downstream, exactly when
@@ -150,6 +151,31 @@ def stage_settings(text: str, stage_dir: str | os.PathLike = STAGE_DIR) -> str:
     staged = Path(stage_dir) / f"run-{_digest(text)}.json"
     _put(staged, text)
     return str(staged)
+
+
+class Staged:
+    """The staged copies of one invocation, written on first use: when Snakemake builds the job
+    graph, i.e. only once every parse-time check has passed (a refused parameter file leaves
+    no trace). The run-settings path is known before: the jobs' environment names it."""
+
+    def __init__(self, texts: Mapping[str, str], settings: str,
+                 stage_dir: str | os.PathLike = STAGE_DIR) -> None:
+        self.texts = dict(texts)
+        self.settings = settings
+        self.stage_dir = stage_dir
+        self.settings_path = str(Path(stage_dir) / f"run-{_digest(settings)}.json")
+        self._copies: dict[str, str] | None = None
+
+    def ensure(self) -> dict[str, str]:
+        """Write the copies (once); ``{per-rule file: staged copy}``."""
+        if self._copies is None:
+            self._copies = stage_all(self.texts, self.stage_dir)
+            stage_settings(self.settings, self.stage_dir)
+        return self._copies
+
+    def copy(self, final: str) -> str:
+        """The staged copy of ``final`` (the input of its ``param_file`` job)."""
+        return self.ensure()[final]
 
 
 def locked_paths(lock_dir: str | os.PathLike = LOCK_DIR) -> set[str]:

@@ -117,6 +117,18 @@ def test_refresh_skips_the_files_of_another_running_snakemake(tmp_path: Path, mo
     assert wp.refresh(texts, ours={mine}, locked=wp.locked_paths()) == []   # unchanged: no write
 
 
+def test_nothing_is_staged_before_the_job_graph_needs_it(tmp_path: Path) -> None:
+    """Parsing may still fail after the texts are known (a bad tracking store): the copies are
+    written on first use only."""
+    texts = wp.phase_texts(_params(), ["seg"])
+    staged = wp.Staged(texts, wp.settings_text(_params(), "p.yaml"), tmp_path / "stage")
+    assert staged.settings_path.startswith(str(tmp_path / "stage" / "run-"))
+    assert not (tmp_path / "stage").exists()
+    copy = staged.copy(param_file("teacher", "seg"))
+    assert Path(copy).read_text() == texts[param_file("teacher", "seg")]
+    assert Path(staged.settings_path).is_file()
+
+
 def test_settings_copy_is_content_addressed(tmp_path: Path) -> None:
     one = wp.stage_settings(wp.settings_text(_params(), "p.yaml"), tmp_path)
     two = wp.stage_settings(wp.settings_text(_params(**{"run.threads": 3}), "p.yaml"), tmp_path)
@@ -170,26 +182,31 @@ def test_refused_and_dry_runs_leave_a_run_in_progress_its_own_values(tmp_path: P
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, env=_env())
     try:
-        # Paused once it holds its lock and has published its parameter files, before the jobs
-        # that read them (prepare) have run: what it reads next is what the others must not touch.
+        # Paused while its built-in data job runs (one job at a time: --cores 1): it holds its
+        # lock, its parameter files are there, and the jobs that read them (prepare) are to come.
         published = [tmp_path / param_file("prepare", t) for t in ("seg", "pose")]
         deadline = time.time() + 240
-        while not (list((tmp_path / wp.LOCK_DIR).glob("*.lock"))
+        while not ((tmp_path / "results" / "logs" / "builtin_data.log").is_file()
                    and all(p.is_file() for p in published)):
             assert first.poll() is None, first.stdout.read()
-            assert time.time() < deadline, "the first run never published its parameter files"
+            assert time.time() < deadline, "the first run never started its data job"
             time.sleep(0.05)
         first.send_signal(signal.SIGSTOP)
-        manifests = [tmp_path / "results" / t / "data" / "manifest.json" for t in ("seg", "pose")]
-        assert not all(m.is_file() for m in manifests), "the first run finished too early"
+        assert list((tmp_path / wp.LOCK_DIR).glob("*.lock"))
         params_before = _digests(tmp_path / "results" / "params")
 
+        # The whole target: refused (the lock, or the data job's files marked incomplete).
         refused = _smk(tmp_path, "p2.yaml", "prepare_all")
+        out = refused.stdout + refused.stderr
         assert refused.returncode != 0
+        assert "LockException" in out or "IncompleteFilesException" in out, out[-3000:]
+        # Just a parameter file that the paused run reads next: refused by the lock.
+        refused = _smk(tmp_path, "p2.yaml", param_file("prepare", "seg"))
         assert "LockException" in refused.stdout + refused.stderr, refused.stderr[-3000:]
-        dry = _smk(tmp_path, "p2.yaml", "-n")
+        # A dry run (past the running job's incomplete marks) plans p2's jobs and writes nothing.
+        dry = _smk(tmp_path, "p2.yaml", "-n", "--ignore-incomplete")
         assert dry.returncode == 0, dry.stderr[-3000:]
-        assert "builtin_data" in dry.stdout + dry.stderr   # it plans p2's data, writes none
+        assert "param_file" in dry.stdout + dry.stderr
         assert _digests(tmp_path / "results" / "params") == params_before
     finally:
         first.send_signal(signal.SIGCONT)

@@ -6,7 +6,9 @@ a rank's share of its split never fills and the job stops, late (after the data 
 the start of the job). The workflow checks every phase here as soon as the split sizes are known:
 at parse time against an up-to-date manifest, and in each task's ``prepare`` job right after it
 counts the splits (the uses travel in the run settings, which are never an input: changing a batch
-size does not rerun ``prepare``).
+size does not rerun ``prepare``). The data jobs have a higher Snakemake priority than the training
+jobs, so with one job at a time every task's check runs before any training job; with several,
+one task's training may already run while another's prepare refuses (no new job starts then).
 
 Calibration is not checked: its images are read in batches of ``calibration.batch_size`` whose
 last one may be partial, so a batch larger than the calibration set is one smaller batch, not an

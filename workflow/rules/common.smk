@@ -58,11 +58,11 @@ wildcard_constraints:
     task="|".join(TASKS),
 
 
-# The parameter files of the rules, per phase (policy in pipeline/workflow_params.py). Staged at
-# parse time outside results/ (a dry run, or a run the lock refuses, changes nothing there),
-# published by the param_file jobs after the lock, the other phases' files refreshed by onstart.
+# The parameter files of the rules, per phase (policy in pipeline/workflow_params.py). Staged
+# outside results/ when the job graph is built (STAGED, at the end of this file; a dry run, or a
+# run the lock refuses, changes nothing there), published by the param_file jobs after the lock,
+# the other phases' files refreshed by onstart.
 PARAM_TEXTS = workflow_params.phase_texts(PARAMS, TASKS)
-STAGED_PARAMS = workflow_params.stage_all(PARAM_TEXTS)
 #: Every per-rule parameter file, in pipeline order (the report lists them in parameters.html).
 PARAM_FILES = list(PARAM_TEXTS)
 # Launcher of distributed-capable stages (run.launcher, e.g. "torchrun --nproc_per_node 8"): an
@@ -133,6 +133,7 @@ def _check_cuda_here():
 def _start():
     """The onstart hook: after Snakemake holds its lock, in real and --touch runs only."""
     _check_cuda_here()
+    STAGED.ensure()  # the run settings the jobs read
     # After the lock: this run's per-rule files, and those of phases no running Snakemake uses.
     workflow_params.refresh(
         PARAM_TEXTS, ours={str(f) for f in workflow.persistence.all_inputfiles()}
@@ -396,6 +397,7 @@ for _task in TASKS:
 
 # Execution settings (device, threads, tracking; the batches above): read by the jobs, never an
 # input, so changing them reruns nothing; a content-addressed copy, so a run in progress keeps its
-# own.
-os.environ[workflow_params.RUN_SETTINGS_ENV] = workflow_params.stage_settings(
-    workflow_params.settings_text(PARAMS, PARAMS_SOURCE, train_batches.to_json(BATCH_USES)))
+# own. Staged with the parameter copies, after every check above.
+STAGED = workflow_params.Staged(PARAM_TEXTS, workflow_params.settings_text(
+    PARAMS, PARAMS_SOURCE, train_batches.to_json(BATCH_USES)))
+os.environ[workflow_params.RUN_SETTINGS_ENV] = STAGED.settings_path
