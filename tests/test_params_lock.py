@@ -200,9 +200,11 @@ def test_refused_and_dry_runs_leave_a_run_in_progress_its_own_values(tmp_path: P
         out = refused.stdout + refused.stderr
         assert refused.returncode != 0
         assert "LockException" in out or "IncompleteFilesException" in out, out[-3000:]
+        assert _digests(tmp_path / "results" / "params") == params_before
         # Just a parameter file that the paused run reads next: refused by the lock.
         refused = _smk(tmp_path, "p2.yaml", param_file("prepare", "seg"))
         assert "LockException" in refused.stdout + refused.stderr, refused.stderr[-3000:]
+        assert _digests(tmp_path / "results" / "params") == params_before
         # A dry run (past the running job's incomplete marks) plans p2's jobs and writes nothing.
         dry = _smk(tmp_path, "p2.yaml", "-n", "--ignore-incomplete")
         assert dry.returncode == 0, dry.stderr[-3000:]
