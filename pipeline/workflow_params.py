@@ -17,10 +17,10 @@ parameters would change the values that the jobs of a run in progress read next.
    Snakemake's records), and :func:`stage` gives the staged copy an mtime after the published
    file's when they differ and not after when they agree (planning without ``.snakemake/``
    records goes by mtimes).
-3. The ``onstart`` hook (after the lock, real and ``--touch`` runs only) refreshes the files of
-   phases outside this run's targets (:func:`refresh`), so that ``dvc repro``, whose stages run
-   one phase each, sees a later phase's values change; it skips any file that another running
-   Snakemake has in its lock.
+3. The ``onstart`` hook (after the lock, real and ``--touch`` runs only) writes this run's files
+   (a ``--touch`` run publishes nothing else) and those of phases outside its targets
+   (:func:`refresh`), so that ``dvc repro``, whose stages run one phase each, sees a later phase's
+   values change; it skips any file that another running Snakemake has in its lock.
 
 The run settings (``run``, ``tracking``: never an input, changing them reruns nothing) are one more
 content-addressed copy (:func:`stage_settings`), named to the jobs through an environment variable,
