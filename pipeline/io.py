@@ -46,6 +46,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
 
 
 def _write_error(path: Path, e: OSError) -> OSError:
+    if e.errno == errno.ENOSPC:
+        from pipeline.diskfull import DiskFullError
+
+        return DiskFullError(path)
     err = OSError(f"{path}: cannot write ({e.strerror or e})")
     err.errno = e.errno
     return err

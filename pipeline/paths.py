@@ -9,8 +9,6 @@ from __future__ import annotations
 RESULTS = "results"
 PARAMS_DIR = f"{RESULTS}/params"
 LOGS = f"{RESULTS}/logs"
-#: Execution settings (device, threads, tracking) the jobs read; never a rule input.
-RUN_SETTINGS = f"{PARAMS_DIR}/run.json"
 #: Lock files of the per-job device pool (pipeline/devices.py); never a rule input.
 DEVICE_POOL = f"{RESULTS}/.devices"
 

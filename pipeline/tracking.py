@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from pipeline import diskfull
 from pipeline.errors import InputError
 
 # Telemetry off before mlflow is ever imported (it reads these at import time).
@@ -110,6 +111,19 @@ def artifact_location(uri: str) -> str | None:
 
 
 @contextmanager
+def _full_disk_named(uri: str) -> Iterator[None]:
+    """A full disk under the store (SQLite's "database or disk is full" deep in SQLAlchemy's
+    traceback) as one :class:`pipeline.diskfull.DiskFullError` naming the database."""
+    try:
+        yield
+    except Exception as e:
+        full = diskfull.find(e, sqlite_path(uri))
+        if full is not None:
+            raise full from None
+        raise
+
+
+@contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
@@ -177,14 +191,21 @@ def init_store(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
                     tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
                     tmp.unlink(missing_ok=True)
                     tmp_uri = f"sqlite:///{tmp}"
-                    client = _client(tmp_uri)
-                    _get_or_create_experiment_at(client, experiment, artifact_location(uri))
-                    _dispose(client)
-                    os.replace(tmp, db)
+                    try:
+                        client = _client(tmp_uri)
+                        _get_or_create_experiment_at(client, experiment, artifact_location(uri))
+                        _dispose(client)
+                        os.replace(tmp, db)
+                    except BaseException:  # e.g. a full disk: no half-built store left behind
+                        tmp.unlink(missing_ok=True)
+                        raise
         return _get_or_create_experiment(_client(uri), experiment, uri)
     except TrackingError:
         raise
     except Exception as e:  # mlflow raises many types; name the store in one line
+        full = diskfull.find(e, db)
+        if full is not None:
+            raise full from None
         raise TrackingError(f"tracking.uri {uri}: unusable MLflow store: "
                             f"{' '.join(str(e).split())[:300]}") from e
 
@@ -358,10 +379,12 @@ def start_run(name: str, *, uri: str | None = None, experiment: str | None = Non
     all_tags = {TAG_COMMIT: git_commit(), TAG_OWNER: process_owner(), **(tags or {})}
     if parent:
         all_tags[PARENT_TAG] = parent
-    run = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
-    stage = StageRun(client, run.info.run_id, exp_id)
-    if params:
-        stage.log_params(params)
+    with _full_disk_named(uri):
+        run = client.create_run(exp_id, run_name=name,
+                                tags={k: str(v) for k, v in all_tags.items()})
+        stage = StageRun(client, run.info.run_id, exp_id)
+        if params:
+            stage.log_params(params)
     return stage
 
 
@@ -472,7 +495,8 @@ def start_pipeline(name: str, *, uri: str, experiment: str, params: Mapping[str,
     os.environ[URI_ENV] = uri
     os.environ[EXPERIMENT_ENV] = experiment
     init_store(uri, experiment)
-    mark_stale_runs(uri, experiment)
+    with _full_disk_named(uri):
+        mark_stale_runs(uri, experiment)
     run = start_run(name, uri=uri, experiment=experiment, parent_run_id="",
                     tags={TAG_KIND: "pipeline", **(tags or {})}, params=params)
     os.environ[PARENT_ENV] = run.run_id

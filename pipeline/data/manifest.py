@@ -119,9 +119,12 @@ SplitMaker = Callable[[Path, str, str, float],
 
 def build_manifest(task: str, make_splits: SplitMaker, root: Path, train_set: str, val_set: str,
                    search_fraction: float, *, builtin: bool,
-                   calibration_images: int | None = None) -> dict[str, Any]:
+                   calibration_images: int | None = None, batches: Sequence[Any] = (),
+                   batches_source: str | None = None) -> dict[str, Any]:
     """The manifest of ``task``'s dataset at ``root`` (raises DataError for unusable data; the
-    train split must hold ``calibration_images`` when given)."""
+    train split must hold ``calibration_images`` when given, and each split the training
+    ``batches`` (:class:`pipeline.data.batches.BatchUse`, from ``batches_source``) it feeds, as
+    soon as the splits are counted)."""
     if not root.is_dir():
         raise DataError(f"{task}.root: dataset directory not found: {root}")
     splits, files, persons = make_splits(root, train_set, val_set, search_fraction)
@@ -133,6 +136,14 @@ def build_manifest(task: str, make_splits: SplitMaker, root: Path, train_set: st
     counts = persons or {k: len(v) for k, v in splits.items()}
     checks.check_split_sizes(task, root, counts, calibration_images,
                              "persons" if persons else "images")
+    if batches:
+        from pipeline.errors import ConfigError
+        from pipeline.data.batches import check, with_trainfull
+
+        try:
+            check(task, batches, with_trainfull(counts), "persons" if persons else "images")
+        except ConfigError as e:
+            raise ConfigError(f"{batches_source}: {e}" if batches_source else str(e)) from None
     manifest: dict[str, Any] = {
         "task": task, "root": str(root), "builtin": builtin,
         "train_set": train_set, "val_set": val_set, "search_fraction": search_fraction,

@@ -18,8 +18,9 @@ holds no logic of its own: it defines ``body(ctx) -> metrics | None`` and calls
    previous output of the stage, so no stale file survives); on failure
    removes the temporary directory (the final directory is never half-written), prints one line
    ``error: <phase>[<task>]: <message>`` on stderr and exits non-zero: 2 for the project's input
-   errors (:class:`pipeline.errors.InputError`), 1 for anything else (a bug), with its traceback
-   above the line.
+   errors (:class:`pipeline.errors.InputError`) and a full disk (``<path>: no space left on
+   device``, :mod:`pipeline.diskfull`), 1 for anything else (a bug), with its traceback above
+   the line.
 
 ``ctx.work`` is a persistent scratch directory (``<out>/../.<out name>.work``) for checkpoints
 and other resume state: it survives failures and kills, so a rerun can resume.
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from pipeline import config as pconfig
-from pipeline import recovery, tracking
+from pipeline import diskfull, recovery, tracking
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_BUG, InputError, StageInputError
 from pipeline.io import atomic_write_text, file_sha256, read_json
 
@@ -87,7 +88,7 @@ def build_parser(phase: str, add_args: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--out", required=True, type=Path, help="output directory of this stage")
     p.add_argument("--threads", type=int, default=1, help="torch/OMP threads (the rule's threads)")
     p.add_argument("--run-settings", type=Path, default=None,
-                   help="execution settings written by the workflow (results/params/run.json)")
+                   help="execution settings staged by the workflow (pipeline.workflow_params)")
     p.add_argument("--device", default=None, help="override run.device")
     p.add_argument("--manifest", type=Path, default=None,
                    help="data manifest (results/<task>/data/manifest.json) for the data-hash tag")
@@ -282,6 +283,7 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
     where = f"{phase}[{args.task}]" if args.task else phase
     run: tracking.StageRun | None = None
     tmp: Path | None = None
+    settings: dict[str, Any] = {}
     try:
         if args.threads < 1:
             raise StageInputError(f"--threads must be >= 1, got {args.threads}")
@@ -320,7 +322,10 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
         ctx = StageContext(phase=phase, task=args.task, cfg=cfg, params=params, params_hash=phash,
                            out=tmp, final_out=final, work=work, threads=args.threads,
                            device=device, run=run, args=args, data_hash=data_hash,
-                           settings=run_settings)
+                           settings=run_settings,
+                           # the workflow's planned training batches (pipeline.data.batches)
+                           extra={"batches": settings.get("batches") or [],
+                                  "source": settings.get("source") or source})
         world = _world()
         run.set_tags({TAG_WORLD_SIZE: str(world[0]), TAG_DEVICES: world[1] or "none"})
         metrics = body(ctx)
@@ -348,11 +353,27 @@ def run_stage(phase: str, body: Body, argv: Sequence[str] | None = None, *,
         _abort(run, tmp, "FAILED")
         print(f"error: {where}: {_one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Exception as e:  # a bug: keep the traceback for the log, then the one line
+    except Exception as e:
+        # A full disk, in whatever shape the writer raised it: one line naming the path.
+        full = diskfull.find(e, tmp if tmp is not None else getattr(args, "out", None),
+                             store=_store(settings))
+        if full is not None:
+            _abort(run, tmp, "FAILED")
+            print(f"error: {where}: {_one_line(full)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        # a bug: keep the traceback for the log, then the one line
         traceback.print_exc()
         _abort(run, tmp, "FAILED")
         print(f"error: {where}: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return EXIT_BUG
+
+
+def _store(settings: Mapping[str, Any] | None) -> Path | None:
+    """The SQLite file of the MLflow store the stage logs to (named when it fills the disk)."""
+    try:
+        return tracking.sqlite_path(tracking.resolve_uri((settings or {})["tracking"]["uri"]))
+    except (KeyError, TypeError, ValueError, tracking.TrackingError):
+        return None
 
 
 def _abort(run: tracking.StageRun | None, tmp: Path | None, status: str) -> None:

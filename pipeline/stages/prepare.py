@@ -21,13 +21,16 @@ from pipeline.data.manifest import MANIFEST, build_manifest
 from pipeline.io import atomic_write_text
 from pipeline.stages.common import StageContext, run_phased_stage
 from pipeline.tasks import TASKS
+from pipeline.data import batches
 
 
 def prepare(ctx: StageContext) -> Mapping[str, float]:
     tc = ctx.task_cfg
     manifest = build_manifest(ctx.task, TASKS[ctx.task].make_splits, Path(tc.root), tc.train_set,
                               tc.val_set, tc.search_fraction, builtin=ctx.cfg.data.builtin,
-                              calibration_images=int(ctx.cfg.calibration.images))
+                              calibration_images=int(ctx.cfg.calibration.images),
+                              batches=batches.from_json(ctx.extra.get("batches")),
+                              batches_source=ctx.extra.get("source"))
     atomic_write_text(ctx.out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     ctx.run.set_tags({"scalenas.data_hash": manifest["data_hash"]})
     ctx.run.log_artifact(ctx.out / MANIFEST)

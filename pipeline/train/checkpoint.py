@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from pipeline import diskfull
 from pipeline.io import file_sha256  # noqa: F401 (re-exported)
 from pipeline.errors import InputError
 from pipeline.nets.checkpoint import torch_load
@@ -70,7 +71,10 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 def _write_temp(obj: Any, directory: Path, prefix: str) -> str:
     """``torch.save`` into a complete, synced temporary file of ``directory``; return its path."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
+    except OSError as e:
+        raise diskfull.find(e, directory) or e
     try:
         # mkstemp makes the file private; results are meant to be shared like any other file.
         umask = os.umask(0)
@@ -80,8 +84,13 @@ def _write_temp(obj: Any, directory: Path, prefix: str) -> str:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
+    except BaseException as e:
+        # Before the partial file goes: torch's short-write error says nothing of the disk, its
+        # free space does.
+        full = diskfull.find(e, directory) if isinstance(e, Exception) else None
         Path(tmp).unlink(missing_ok=True)
+        if full is not None:
+            raise full from None
         raise
     return tmp
 

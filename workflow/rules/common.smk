@@ -17,10 +17,10 @@ from snakemake.exceptions import WorkflowError
 
 from pipeline import config as pconfig
 from pipeline import paths
-from pipeline import plan, recovery, tracking
+from pipeline import diskfull, plan, recovery, tracking, workflow_params
 from pipeline.errors import InputError
-from pipeline.paths import (RESULTS, RUN_SETTINGS, log_file, manifest, merged, param_file,
-                            teacher_model, trained_supernet)
+from pipeline.paths import (RESULTS, log_file, manifest, merged, param_file, teacher_model,
+                            trained_supernet)
 from pipeline.stages.build import check_start_weights
 
 envvars:
@@ -58,43 +58,21 @@ wildcard_constraints:
     task="|".join(TASKS),
 
 
-def write_if_changed(path, text):
-    """Write `text` to `path` only when it differs, so unchanged files keep their mtime."""
-    p = Path(path)
-    if p.is_file() and p.read_text(encoding="utf-8") == text:
-        return
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, p)
-
-
-def _phase_doc(phase, task):
-    return {"phase": phase, "task": task,
-            "params": pconfig.phase_params(PARAMS, phase, task)}
-
-
-# Per-rule parameter files, written at parse time (content-compared, so mtimes move only when a
-# value changes). Task-independent phases (no "{task}" in their keys) get one file.
+# The parameter files of the rules, per phase (policy in pipeline/workflow_params.py). Staged
+# outside results/ when the job graph is built (STAGED, at the end of this file; a dry run, or a
+# run the lock refuses, changes nothing there), published by the param_file jobs after the lock,
+# the other phases' files refreshed by onstart.
+PARAM_TEXTS = workflow_params.phase_texts(PARAMS, TASKS)
 #: Every per-rule parameter file, in pipeline order (the report lists them in parameters.html).
-PARAM_FILES = []
-for _phase, _keys in pconfig.PHASES.items():
-    for _task in (TASKS if any("{task}" in k for k in _keys) else [None]):
-        write_if_changed(param_file(_phase, _task),
-                         json.dumps(_phase_doc(_phase, _task), indent=1, sort_keys=True) + "\n")
-        PARAM_FILES.append(param_file(_phase, _task))
-
-# Execution settings (device, threads, tracking): read by the jobs, never an input, so changing
-# them reruns nothing.
-write_if_changed(RUN_SETTINGS, json.dumps(
-    {"source": PARAMS_SOURCE, "run": PARAMS["run"], "tracking": PARAMS["tracking"]},
-    indent=1, sort_keys=True) + "\n")
+PARAM_FILES = list(PARAM_TEXTS)
 
 
 def stage_cmd(module, *args, distributed=False, gpu=False):
     """Shell command of a stage job (pipeline.plan.stage_cmd); `args` may use {input},
-    {output}, {params} and bare wildcards such as {task}."""
-    return plan.stage_cmd(module, args, RUN_SETTINGS, distributed=distributed, gpu=gpu)
+    {output}, {params} and bare wildcards such as {task}. The run settings are this run's staged
+    copy (SCALENAS_RUN_SETTINGS), so a run in progress keeps its own."""
+    return plan.stage_cmd(module, args, f"${workflow_params.RUN_SETTINGS_ENV}",
+                          distributed=distributed, gpu=gpu)
 
 
 def data_marker(task):
@@ -130,8 +108,15 @@ def _check_cuda_here():
         sys.exit(2)
 
 
-onstart:
+def _start():
+    """The onstart hook: after Snakemake holds its lock, in real and --touch runs only."""
     _check_cuda_here()
+    STAGED.ensure()  # the run settings the jobs read
+    # After the lock: this run's per-rule files, and those of phases no running Snakemake uses.
+    workflow_params.refresh(
+        PARAM_TEXTS, ours={str(f) for f in workflow.persistence.all_inputfiles()}
+        | {str(f) for f in workflow.persistence.all_outputfiles()},
+        locked=workflow_params.locked_paths())
     # Temporary directories of jobs killed with an earlier Snakemake (their pids are gone).
     recovery.sweep_tree(RESULTS)
     recovery.sweep_stale(Path(DATA_ROOT).parent, Path(DATA_ROOT).name)
@@ -152,6 +137,18 @@ onstart:
             print(f"warning: tracking.required is false, running without MLflow: {e}",
                   file=sys.stderr)
             os.environ[tracking.DISABLE_ENV] = "1"
+
+
+onstart:
+    try:
+        _start()
+    except Exception as _e:
+        # A full disk (a parameter file, the MLflow store): one line naming the path, exit 2.
+        _full = diskfull.find(_e, RESULTS)
+        if _full is None:
+            raise
+        print(f"error: {_full}", file=sys.stderr)
+        sys.exit(2)
 
 
 onsuccess:
@@ -311,3 +308,26 @@ os.environ.update(SCALENAS_LAUNCHER=LAUNCHER.command,
 def gpus(distributed=False):
     """`resources: gpu=` of a job (pipeline.plan.gpus)."""
     return plan.gpus(distributed, LAUNCHER, DEVICE_IDS, PARAMS["run"]["device"])
+
+
+# --- every training batch against its split (issue 21), before any training job ----------------
+# Now, for a task whose manifest is up to date; else in its prepare job, which counts the splits
+# and reads the batches from the run settings.
+from pipeline.data import batches as train_batches
+BATCH_USES = train_batches.uses(PARAMS, TASKS, LAUNCHER.nproc, trained=TRAINED_TASKS,
+                                teacher=[t for t in TRAINED_TASKS if _needs_teacher(t)])
+_DATA_CURRENT = not BUILTIN or workflow_params.published(param_file("data", None), PARAM_TEXTS)
+for _task in TASKS:
+    try:
+        train_batches.check_manifest(_task, BATCH_USES, manifest(_task),
+                                     json.loads(PARAM_TEXTS[param_file("prepare", _task)])["params"],
+                                     data_current=_DATA_CURRENT)
+    except InputError as e:
+        raise WorkflowError(f"invalid parameters: {PARAMS_SOURCE}: {e}")
+
+# Execution settings (device, threads, tracking; the batches above): read by the jobs, never an
+# input, so changing them reruns nothing; a content-addressed copy, so a run in progress keeps its
+# own. Staged with the parameter copies, after every check above.
+STAGED = workflow_params.Staged(PARAM_TEXTS, workflow_params.settings_text(
+    PARAMS, PARAMS_SOURCE, train_batches.to_json(BATCH_USES)))
+os.environ[workflow_params.RUN_SETTINGS_ENV] = STAGED.settings_path

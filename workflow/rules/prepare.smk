@@ -12,6 +12,7 @@ if BUILTIN:
             pose=directory(f"{DATA_ROOT}/coco"),
         log:
             log_file("builtin_data", None),
+        priority: 10  # before any training job, as prepare (below)
         threads: 1
         conda:
             CONDA_ENV
@@ -27,6 +28,9 @@ rule prepare:
         manifest=manifest(),
     log:
         log_file("prepare"),
+    # Before any training job that is ready too: prepare checks every task's training batches
+    # against its splits (pipeline/data/batches.py), so a refused batch stops the run first.
+    priority: 10
     threads: 1
     conda:
         CONDA_ENV
