@@ -248,6 +248,13 @@ class _SegWriter:
     """Class-id palette masks and blended pictures; images of one padded size share a batch, of
     at most :data:`MAX_PIXELS` padded pixels in all (a lone image may fill it)."""
 
+    kinds = ("mask", "pred")
+    writes_results = False
+
+    @staticmethod
+    def check_record(record: dict[str, Any], model_dir: Path) -> None:
+        pass
+
     @staticmethod
     def check(job: _Job) -> None:
         if job.given is not None:
@@ -278,6 +285,13 @@ class _SegWriter:
 
 class _PoseWriter:
     """Skeleton pictures and one COCO results file; people from every image share batches."""
+
+    kinds = ("pred",)
+    writes_results = True
+
+    @staticmethod
+    def check_record(record: dict[str, Any], model_dir: Path) -> None:
+        _model_input_hw(record["meta"], model_dir)  # its size sets the crops' memory, checked first
 
     @staticmethod
     def check(job: _Job) -> None:
@@ -349,9 +363,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     task = record["task"]
     if task not in _WRITERS:
         raise PredictError(f"{args.model}: task {task!r} has no predict writer")
-    if task == "pose":
-        _model_input_hw(record["meta"], args.model)  # its size sets the crops' memory
-    plan = plan_outputs(args.output, args.results, paths, found.lone, task)
+    writer = _WRITERS[task]
+    writer.check_record(record, args.model)
+    plan = plan_outputs(args.output, args.results, paths, found.lone, writer.kinds,
+                        writer.writes_results)
     check_plan(plan, {"an input image": paths, "the list file": found.lists,
                       "the boxes file": [args.boxes] if args.boxes else [],
                       f"a file of the model directory {args.model}": model_files(args.model),

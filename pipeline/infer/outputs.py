@@ -28,8 +28,6 @@ from .predict import PredictError
 RESULTS_FILE = "results.json"
 #: The keys of each entry of the COCO results file that ``predict`` writes (batch.coco_result).
 RESULT_KEYS = frozenset({"image_id", "category_id", "keypoints", "score", "bbox"})
-#: What each task writes per image.
-KINDS = {"seg": ("mask", "pred"), "pose": ("pred",)}
 #: How many paths a refusal lists before "and N more".
 SHOWN = 3
 
@@ -77,8 +75,10 @@ def is_own_results(path: Path) -> bool:
 
 
 def plan_outputs(output: Path | None, results: Path | None, images: list[Path], lone: bool,
-                 task: str) -> Plan:
-    """Output paths of ``images`` for ``task`` (``-o`` is ``output``, ``--results`` ``results``)."""
+                 kinds_written: tuple[str, ...], writes_results: bool) -> Plan:
+    """Output paths of ``images`` (``-o`` is ``output``, ``--results`` ``results``): a picture
+    per image and kind (``<name>_<kind>.png``), and the results file where the task writes one
+    (what a task writes is its writer's: pipeline.infer.cli)."""
     single = lone and output is not None and output.suffix.lower() == ".png"
     if output is not None and output.suffix.lower() == ".png" and not lone:
         raise PredictError(f"{output}: -o names one picture, but {len(images)} images are given: "
@@ -88,7 +88,7 @@ def plan_outputs(output: Path | None, results: Path | None, images: list[Path], 
     plan = Plan()
     for img in images:
         kinds: dict[str, Path] = {}
-        for kind in KINDS[task]:
+        for kind in kinds_written:
             if single:
                 assert output is not None
                 kinds[kind] = output if kind == "pred" else output.with_name(
@@ -97,7 +97,7 @@ def plan_outputs(output: Path | None, results: Path | None, images: list[Path], 
                 folder = output if output is not None else img.parent
                 kinds[kind] = folder / f"{img.stem}_{kind}.png"
         plan.files[img] = kinds
-    if task == "pose":
+    if writes_results:
         plan.results = results if results is not None else (
             (output if output is not None and not single else images[0].parent) / RESULTS_FILE)
     return plan
@@ -140,4 +140,4 @@ def check_plan(plan: Plan, inputs: dict[str, list[Path]], overwrite: bool) -> No
                            f" (or give another -o)")
 
 
-__all__ = ["Plan", "plan_outputs", "check_plan", "is_own_results", "RESULTS_FILE", "KINDS"]
+__all__ = ["Plan", "plan_outputs", "check_plan", "is_own_results", "RESULTS_FILE"]
