@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.bottomup.group import (GroupParams, coco_results, find_peaks, group,
-                                     heatmap_to_image, match_by_tag)
+import torch
+
+from pipeline.bottomup.group import (GroupParams, aggregate, coco_results, find_peaks, group,
+                                     heatmap_to_image, match_by_tag, upsample2)
 from pipeline.bottomup.targets import person_joints
 from pipeline.metrics.pose import coco_keypoint_eval
 from bottomup_scenes import (REAL_SAMPLES, gt_maps, identity_errors, load_real,
@@ -19,27 +21,33 @@ CATEGORY = {"id": 1, "name": "person", "keypoints": [f"k{i}" for i in range(17)]
             "skeleton": []}
 
 
-def _decode_image(anns: list[dict], hw: tuple[int, int], scale: float):
-    """Ground truth of one image -> (people in heatmap pixels, scores, joints in input pixels)."""
+def _decode_image(anns: list[dict], hw: tuple[int, int], scale: float, both: bool = False):
+    """Ground truth of one image -> (people in heatmap pixels, scores, joints in input pixels,
+    stride). ``both``: maps at 1/4 and 1/2, aggregated at 1/2 as the head's outputs would be."""
     joints = person_joints(anns)
     joints[..., :2] *= scale
     in_h = int(np.ceil(hw[0] * scale / STRIDE)) * STRIDE
     in_w = int(np.ceil(hw[1] * scale / STRIDE)) * STRIDE
     heatmaps, tags = gt_maps(joints, (in_h, in_w), (in_h // STRIDE, in_w // STRIDE))
-    people, scores = group(heatmaps, tags)
-    return people, scores, joints
+    if not both:
+        return (*group(heatmaps, tags), joints, STRIDE)
+    half, _ = gt_maps(joints, (in_h, in_w), (in_h // 2, in_w // 2))
+    quarter = torch.from_numpy(np.concatenate([heatmaps, tags]))
+    heatmaps, tags = aggregate(quarter, torch.from_numpy(half))
+    return (*group(heatmaps, tags), joints, 2)
 
 
-def _evaluate(doc: dict, scale_of) -> tuple[float, list[str], int]:
+def _evaluate(doc: dict, scale_of, both: bool = False) -> tuple[float, list[str], int]:
     """AP over all images of ``doc``, identity failures, and number of decoded people."""
     results, errors, decoded = [], [], 0
     for im in doc["images"]:
         anns = [a for a in doc["annotations"] if a["image_id"] == im["id"]]
         scale = scale_of(im)
-        people, scores, joints = _decode_image(anns, (im["height"], im["width"]), scale)
-        tol = 0.75 * STRIDE  # a quarter-pixel-adjusted peak is within 0.25 px on each axis
-        errors += [f"image {im['id']}: {e}" for e in identity_errors(people, joints, STRIDE, tol)]
-        results += coco_results(people, scores, im["id"], heatmap_to_image(STRIDE, scale))
+        people, scores, joints, stride = _decode_image(anns, (im["height"], im["width"]), scale,
+                                                       both)
+        tol = 0.75 * STRIDE  # a quarter-pixel-adjusted 1/4 peak is within 0.25 px on each axis
+        errors += [f"image {im['id']}: {e}" for e in identity_errors(people, joints, stride, tol)]
+        results += coco_results(people, scores, im["id"], heatmap_to_image(stride, scale))
         decoded += len(people)
     return coco_keypoint_eval(doc, results)["AP"], errors, decoded
 
@@ -56,23 +64,23 @@ def _synthetic_doc(seed: int, n_images: int = 6) -> dict:
     return {"images": images, "annotations": anns, "categories": [CATEGORY]}
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_synthetic_grouping_exact_and_ap(seed):
+@pytest.mark.parametrize("seed,both", [(0, False), (1, False), (2, False), (0, True)])
+def test_synthetic_grouping_exact_and_ap(seed, both):
     doc = _synthetic_doc(seed)
     people = sum(1 for a in doc["annotations"])
-    ap, errors, decoded = _evaluate(doc, lambda im: 1.0)
+    ap, errors, decoded = _evaluate(doc, lambda im: 1.0, both)
     assert not errors, errors
     assert decoded == people  # no person split in two, none invented
     assert ap >= 0.95, ap
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize("name", sorted(REAL_SAMPLES))
-def test_real_samples_grouping_exact_and_ap(name):
+@pytest.mark.parametrize("name,both", [(n, b) for n in sorted(REAL_SAMPLES) for b in (False, True)])
+def test_real_samples_grouping_exact_and_ap(name, both):
     if not REAL_SAMPLES[name].is_file():
         pytest.skip(f"{REAL_SAMPLES[name]} not found")
     doc = load_real(name)
-    ap, errors, _ = _evaluate(doc, lambda im: SHORT_SIDE / min(im["height"], im["width"]))
+    ap, errors, _ = _evaluate(doc, lambda im: SHORT_SIDE / min(im["height"], im["width"]), both)
     assert not errors, errors
     assert ap >= 0.9, ap
 
@@ -142,6 +150,16 @@ def test_far_pair_never_displaces_a_near_one():
     assert len(people) == 3
     assert people[1, 1, :2].tolist() == [6, 5] and people[0, 1, 2] == 0
     assert people[2, 1, :2].tolist() == [9, 9]
+
+
+def test_upsample_keeps_the_grid_and_aggregate_checks_shapes():
+    maps = torch.arange(12.0).reshape(1, 3, 4)
+    up = upsample2(maps)
+    assert up.shape == (1, 6, 8)
+    assert torch.equal(up[:, ::2, ::2], maps)
+    assert up[0, 1, 1].item() == pytest.approx(maps[0, :2, :2].mean().item())
+    with pytest.raises(ValueError, match="not"):
+        aggregate(torch.zeros(34, 4, 4), torch.zeros(17, 4, 4))
 
 
 def test_coco_results_format():

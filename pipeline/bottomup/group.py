@@ -188,6 +188,29 @@ def group(heatmaps: np.ndarray | torch.Tensor, tags: np.ndarray | torch.Tensor,
     return people, scores
 
 
+def upsample2(maps: torch.Tensor) -> torch.Tensor:
+    """(..., h, w) maps at twice the resolution in the heatmap convention: pixel i goes to 2i and
+    the pixels between are interpolated linearly (the last row and column are repeated)."""
+    h, w = maps.shape[-2:]
+    flat = maps.reshape(-1, 1, h, w)
+    up = F.interpolate(flat, size=(2 * h - 1, 2 * w - 1), mode="bilinear", align_corners=True)
+    up = F.pad(up, (0, 1, 0, 1), mode="replicate")
+    return up.reshape(*maps.shape[:-2], 2 * h, 2 * w)
+
+
+def aggregate(quarter: torch.Tensor, half: torch.Tensor, num_joints: int = NUM_JOINTS
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heatmaps (J, 2h, 2w) and tags (J, 2h, 2w) at 1/2 of the input from one image's head
+    outputs, (2J, h, w) at 1/4 and (J, 2h, 2w) at 1/2: the 1/4 heatmaps and tags are brought to
+    1/2 and the heatmaps of both resolutions averaged (HigherHRNet's aggregation)."""
+    if quarter.shape[0] != 2 * num_joints or half.shape != (num_joints, 2 * quarter.shape[1],
+                                                             2 * quarter.shape[2]):
+        raise ValueError(f"outputs {tuple(quarter.shape)} and {tuple(half.shape)} are not "
+                         f"(2J, h, w) and (J, 2h, 2w) with J = {num_joints}")
+    up = upsample2(quarter)
+    return (up[:num_joints] + half) / 2, up[num_joints:]
+
+
 def coco_results(people: np.ndarray, scores: np.ndarray, image_id: int,
                  to_image: Callable[[np.ndarray], np.ndarray]) -> list[dict]:
     """COCO keypoint results of one image; ``to_image`` maps (J, 2) heatmap pixels to image
@@ -207,5 +230,5 @@ def heatmap_to_image(stride: float, scale: float = 1.0) -> Callable[[np.ndarray]
     return lambda xy: xy * (stride / scale)
 
 
-__all__ = ["GroupParams", "JOINT_ORDER", "NUM_JOINTS", "adjust", "coco_results", "find_peaks",
-           "group", "heatmap_to_image", "match_by_tag", "refine"]
+__all__ = ["GroupParams", "JOINT_ORDER", "NUM_JOINTS", "adjust", "aggregate", "coco_results",
+           "find_peaks", "group", "heatmap_to_image", "match_by_tag", "refine", "upsample2"]
