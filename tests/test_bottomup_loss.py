@@ -87,6 +87,9 @@ def _separation(tags: np.ndarray, joints: np.ndarray) -> tuple[float, float]:
     return spread, gap
 
 
+STEPS = 150
+
+
 def test_ae_loss_separates_people_on_a_tiny_net():
     """A tiny net sees the ground-truth heatmaps and the pixel coordinates. Before training its
     tags cannot tell people apart; after 150 Adam steps on the AE loss alone, each person's tags
@@ -110,7 +113,7 @@ def test_ae_loss_separates_people_on_a_tiny_net():
     with torch.no_grad():
         spread0, gap0 = _separation(net(x).numpy(), jt.numpy())
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(150):
+    for _ in range(STEPS):
         push, pull = ae_loss(net(x), jt)
         opt.zero_grad()
         (push + pull).mean().backward()
