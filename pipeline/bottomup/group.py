@@ -57,8 +57,8 @@ def find_peaks(heatmaps: np.ndarray | torch.Tensor, tags: np.ndarray | torch.Ten
     """Top candidates per joint after NMS: locations (J, K, 2) int (x, y), values (J, K), tags
     (J, K, D), K = ``max_people``, best first; slots without a peak hold value 0.
 
-    A peak exactly between two pixels leaves a plateau of equal maxima; only the first of them
-    in raster order is kept, so one joint never becomes two candidates.
+    A peak exactly between two pixels leaves a plateau of equal maxima; only the best-ranked of
+    them is kept, so one joint never becomes two candidates.
     """
     det = torch.as_tensor(heatmaps, dtype=torch.float32)
     tag = _as_tags(tags)
