@@ -158,12 +158,15 @@ def count_forward(model: nn.Module, x: Tensor) -> Cost:
             kh, kw = mod.kernel_size
             per_pos = mod.in_channels // mod.groups * kh * kw * mod.out_channels
             macs += per_pos * out.shape[-1] * out.shape[-2]
+        elif isinstance(mod, nn.ConvTranspose2d):
+            # the official counter's rule: the whole kernel at every output position
+            macs += mod.weight.numel() * out.shape[-1] * out.shape[-2]
         elif isinstance(mod, nn.Linear):
             macs += mod.in_features * mod.out_features * (out.numel() // out.shape[0]
                                                           // mod.out_features)
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))]
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d))]
     was_training = model.training
     try:
         model.eval()
