@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -65,6 +66,11 @@ TAG_GENERATION = "scalenas.generation"
 #: not on the GenAI overview.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_TAG = "mlflow.parentRunId"
+#: Where `make ui` serves a SQLite store, and the README's candidate filter: the page a user
+#: should land on (the UI's own start page shows neither the runs nor a metric column).
+UI_BASE = "http://127.0.0.1:5000"
+CANDIDATE_FILTER = 'tags.scalenas.kind = "candidate"'
+
 #: ``host:pid:start`` of the process that opened a run: a RUNNING run whose process is gone was
 #: killed (kill -9, power loss) and is marked KILLED when the next pipeline starts.
 TAG_OWNER = "scalenas.owner"
@@ -181,12 +187,60 @@ def init_store(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
                     _get_or_create_experiment_at(client, experiment, artifact_location(uri))
                     _dispose(client)
                     os.replace(tmp, db)
+        line = repoint_artifacts(uri, experiment)
+        if line:
+            print(line, file=sys.stderr)
         return _get_or_create_experiment(_client(uri), experiment, uri)
     except TrackingError:
         raise
     except Exception as e:  # mlflow raises many types; name the store in one line
         raise TrackingError(f"tracking.uri {uri}: unusable MLflow store: "
                             f"{' '.join(str(e).split())[:300]}") from e
+
+
+def repoint_artifacts(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str | None:
+    """A workspace that was copied or moved: point its experiment's artifacts at its own folder.
+
+    MLflow stores an experiment's artifact root, and each run's artifact URI, as absolute paths
+    and has no call to change them: a store moved with its workspace (``cp -a``, ``mv``) would
+    keep writing artifacts into the old place. When the SQLite store's experiment keeps them in a
+    ``mlartifacts`` folder other than the one next to the store (the layout this module creates),
+    the experiment and its runs are re-pointed at that folder, which the copy or move brought
+    along. Returns the one line saying so, else None (nothing to do, another store kind, or an
+    artifact root the user chose)."""
+    import sqlite3
+
+    db = sqlite_path(uri)
+    new = artifact_location(uri)
+    if db is None or new is None or not db.is_file():
+        return None
+    with _file_lock(db.with_name(db.name + ".lock")):
+        con = sqlite3.connect(db, timeout=60)
+        try:
+            row = con.execute("SELECT experiment_id, artifact_location FROM experiments "
+                              "WHERE name = ?", (experiment,)).fetchone()
+            if row is None or row[1] == new:
+                return None
+            exp_id, old = row
+            if not str(old).startswith("file:") or str(old).rstrip("/").rsplit("/", 1)[-1] \
+                    != ARTIFACTS_NAME:
+                return None
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master "
+                                                "WHERE type = 'table'")}
+            with con:
+                con.execute("UPDATE experiments SET artifact_location = ? "
+                            "WHERE experiment_id = ?", (new, exp_id))
+                moved = [("runs", "artifact_uri")]
+                if "logged_models" in tables:
+                    moved.append(("logged_models", "artifact_location"))
+                for table, col in moved:
+                    con.execute(f"UPDATE {table} SET {col} = ? || substr({col}, ?) "
+                                f"WHERE experiment_id = ? AND substr({col}, 1, ?) = ?",
+                                (new, len(old) + 1, exp_id, len(old), old))
+        finally:
+            con.close()
+    return (f"tracking: the workspace moved: experiment {experiment!r} now keeps its artifacts in "
+            f"{new} (was {old})")
 
 
 def _check_reachable(uri: str) -> None:
@@ -281,22 +335,45 @@ def _log_batch(client: Any, run_id: str, params: Mapping[str, Any] | None = None
 
 # -- runs ----------------------------------------------------------------------------------------
 
-class StageRun:
-    """An MLflow run of one stage: params once, metrics buffered and sent in batches."""
+@contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """A store that fails while a stage logs (a server that went away, a lost database
+    connection) raises :class:`TrackingError`: one line naming ``tracking.uri``, no traceback."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as e:
+        import requests
+        from mlflow.exceptions import MlflowException
 
-    def __init__(self, client: Any, run_id: str, experiment_id: str, flush_every: int = 500) -> None:
+        if isinstance(e, (MlflowException, requests.RequestException)):
+            raise TrackingError(f"tracking.uri {uri}: the MLflow store failed while logging: "
+                                f"{' '.join(str(e).split())[:300]}") from e
+        raise
+
+
+class StageRun:
+    """An MLflow run of one stage: params once, metrics buffered and sent in batches. Store
+    failures raise :class:`TrackingError` naming ``uri``."""
+
+    def __init__(self, client: Any, run_id: str, experiment_id: str, flush_every: int = 500,
+                 uri: str = "") -> None:
         self.client = client
         self.run_id = run_id
         self.experiment_id = experiment_id
+        self.uri = uri
         self._buffer: list[tuple[str, float, int]] = []
         self._flush_every = flush_every
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log (nested) parameters; call once per key (MLflow params are immutable)."""
-        _log_batch(self.client, self.run_id, params=params)
+        with store_errors(self.uri):
+            _log_batch(self.client, self.run_id, params=params)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        _log_batch(self.client, self.run_id, tags=tags)
+        with store_errors(self.uri):
+            _log_batch(self.client, self.run_id, tags=tags)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Buffer metric points (sent by :meth:`flush`, automatically every ``flush_every``)."""
@@ -307,26 +384,31 @@ class StageRun:
     def flush(self) -> None:
         if self._buffer:
             buf, self._buffer = self._buffer, []
-            _log_batch(self.client, self.run_id, metrics=buf)
+            with store_errors(self.uri):
+                _log_batch(self.client, self.run_id, metrics=buf)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Copy a file or directory (architectures, plots, tables) into the run's artifacts."""
         path = Path(path)
-        if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), artifact_path)
-        else:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        with store_errors(self.uri):
+            if path.is_dir():
+                self.client.log_artifacts(self.run_id, str(path), artifact_path)
+            else:
+                self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        with store_errors(self.uri):
+            self.client.log_text(self.run_id, text, artifact_file)
 
     def log_candidates(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
         """Child runs of this run, one per candidate (see :func:`log_candidates`)."""
-        return log_candidates(self.client, self.experiment_id, self.run_id, rows)
+        with store_errors(self.uri):
+            return log_candidates(self.client, self.experiment_id, self.run_id, rows)
 
     def end(self, status: str = "FINISHED") -> None:
         self.flush()
-        self.client.set_terminated(self.run_id, status=status)
+        with store_errors(self.uri):
+            self.client.set_terminated(self.run_id, status=status)
 
 
 class NullRun(StageRun):
@@ -358,8 +440,10 @@ def start_run(name: str, *, uri: str | None = None, experiment: str | None = Non
     all_tags = {TAG_COMMIT: git_commit(), TAG_OWNER: process_owner(), **(tags or {})}
     if parent:
         all_tags[PARENT_TAG] = parent
-    run = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
-    stage = StageRun(client, run.info.run_id, exp_id)
+    with store_errors(uri):
+        run = client.create_run(exp_id, run_name=name,
+                                tags={k: str(v) for k, v in all_tags.items()})
+    stage = StageRun(client, run.info.run_id, exp_id, uri=uri)
     if params:
         stage.log_params(params)
     return stage
@@ -465,6 +549,28 @@ def mark_stale_runs(uri: str, experiment: str) -> list[str]:
     return stale
 
 
+def delete_partial_candidates(uri: str, experiment: str) -> list[str]:
+    """Delete (MLflow's soft delete: hidden from searches and the UI, restorable) the candidate
+    runs of stage runs that did not finish: such a job is rerun and logs all its candidates
+    again, so keeping them would count each of them twice. Returns their run ids."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    gone = []
+    for stage in client.search_runs(
+            [exp.experiment_id], max_results=10000,
+            filter_string=f"tags.{TAG_KIND} = 'stage' and attributes.status != 'FINISHED' "
+                          "and attributes.status != 'RUNNING'"):
+        for cand in client.search_runs(
+                [exp.experiment_id], max_results=10000,
+                filter_string=f"tags.{TAG_KIND} = 'candidate' and "
+                              f"tags.`{PARENT_TAG}` = '{stage.info.run_id}'"):
+            client.delete_run(cand.info.run_id)
+            gone.append(cand.info.run_id)
+    return gone
+
+
 def start_pipeline(name: str, *, uri: str, experiment: str, params: Mapping[str, Any],
                    tags: Mapping[str, Any] | None = None) -> str:
     """Initialise the store, mark the runs of killed pipelines KILLED, open the parent run,
@@ -472,16 +578,73 @@ def start_pipeline(name: str, *, uri: str, experiment: str, params: Mapping[str,
     os.environ[URI_ENV] = uri
     os.environ[EXPERIMENT_ENV] = experiment
     init_store(uri, experiment)
-    mark_stale_runs(uri, experiment)
+    with store_errors(uri):
+        mark_stale_runs(uri, experiment)
+        delete_partial_candidates(uri, experiment)
     run = start_run(name, uri=uri, experiment=experiment, parent_run_id="",
                     tags={TAG_KIND: "pipeline", **(tags or {})}, params=params)
     os.environ[PARENT_ENV] = run.run_id
     return run.run_id
 
 
-def end_pipeline(success: bool) -> None:
-    """Close the parent run opened by :func:`start_pipeline` (FINISHED or FAILED)."""
+def end_pipeline(success: bool) -> str | None:
+    """Close the parent run opened by :func:`start_pipeline` (FINISHED or FAILED). A store that
+    is gone by then (a server that went away) is not worth a traceback: returns one line saying
+    so (the next start marks the run KILLED), else None."""
     run_id = os.environ.get(PARENT_ENV)
     if not run_id or not enabled():
-        return
-    _client(resolve_uri()).set_terminated(run_id, status="FINISHED" if success else "FAILED")
+        return None
+    uri = resolve_uri()
+    try:
+        with store_errors(uri):
+            _client(uri).set_terminated(run_id, status="FINISHED" if success else "FAILED")
+    except TrackingError as e:
+        return f"warning: the pipeline's MLflow run {run_id} stays open: {e}"
+    return None
+
+
+# -- the UI's page of the candidates ---------------------------------------------------------------
+
+def candidates_url(uri: str, experiment_id: str, base: str | None = None) -> str:
+    """The runs table of the experiment, filtered to the candidates (the README's filter) and
+    sorted by GFLOPs: on the server itself for an HTTP store, else where `make ui` serves it."""
+    from urllib.parse import quote, urlencode
+
+    if base is None:
+        base = uri if uri.startswith(("http://", "https://")) else UI_BASE
+    query = urlencode({"searchFilter": CANDIDATE_FILTER, "orderByKey": "metrics.`gflops`",
+                       "orderByAsc": "true"}, quote_via=quote)
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pipeline.tracking link [--uri URI] [--base URL]``: print the candidates' page
+    (what `make ui` prints before it starts the server)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m pipeline.tracking")
+    ap.add_argument("command", choices=["link"])
+    ap.add_argument("--uri", default="", help="tracking store (default: the workspace's)")
+    ap.add_argument("--base", default=None, help=f"UI address (default {UI_BASE})")
+    ap.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+    args = ap.parse_args(argv)
+    uri = resolve_uri(args.uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        print(f"no MLflow store at {db} yet: run the pipeline first", file=sys.stderr)
+        return 1
+    try:
+        exp = _client(uri).get_experiment_by_name(args.experiment)
+    except Exception as e:  # the UI still starts; only the link is missing
+        print(f"tracking.uri {uri}: {' '.join(str(e).split())[:200]}", file=sys.stderr)
+        return 1
+    if exp is None:
+        print(f"no experiment {args.experiment!r} in {uri} yet", file=sys.stderr)
+        return 1
+    print(f"The candidates' runs (open this, not the start page): "
+          f"{candidates_url(uri, exp.experiment_id, args.base)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
