@@ -66,14 +66,29 @@ TAG_GENERATION = "scalenas.generation"
 #: not on the GenAI overview.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_TAG = "mlflow.parentRunId"
-#: Where `make ui` serves a SQLite store, and the README's candidate filter: the page a user
-#: should land on (the UI's own start page shows neither the runs nor a metric column).
-UI_BASE = "http://127.0.0.1:5000"
-CANDIDATE_FILTER = 'tags.scalenas.kind = "candidate"'
 
 #: ``host:pid:start`` of the process that opened a run: a RUNNING run whose process is gone was
 #: killed (kill -9, power loss) and is marked KILLED when the next pipeline starts.
 TAG_OWNER = "scalenas.owner"
+#: Where `make ui` serves a SQLite store, and the README's candidate filter.
+UI_BASE = "http://127.0.0.1:5000"
+CANDIDATE_FILTER = 'tags.scalenas.kind = "candidate"'
+#: A saved view of the runs table (MLflow's "share view": an experiment tag
+#: ``mlflow.sharedViewState.<key>`` that the page ``...runs?viewStateShareKey=<key>`` opens): the
+#: README's candidate filter, sorted by GFLOPs, with the GFLOPs, score, depth and fusion columns
+#: shown (a fresh browser shows no metric or parameter column otherwise).
+VIEW_KEY = "candidates"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_STATE = {"searchFilter": CANDIDATE_FILTER, "orderByKey": "metrics.`gflops`",
+              "orderByAsc": True,
+              "selectedColumns": ["metrics.`gflops`", "metrics.`score`", "params.`depth.blocks`",
+                                  "params.`fusion.edges`"]}
+
+
+def experiment_tags() -> dict[str, str]:
+    """The tags the pipeline keeps on its experiment: its kind (a model-training experiment, so
+    the UI opens it on its runs) and the candidates' view."""
+    return {**EXPERIMENT_KIND, VIEW_TAG: json.dumps(VIEW_STATE, sort_keys=True)}
 
 
 class TrackingError(InputError):
@@ -137,13 +152,15 @@ def _get_or_create_experiment(client: Any, name: str, uri: str) -> str:
 
     exp = client.get_experiment_by_name(name)
     if exp is not None:
-        if not exp.tags.get("mlflow.experimentKind"):  # created before the tag was set
-            (k, v), = EXPERIMENT_KIND.items()
-            client.set_experiment_tag(exp.experiment_id, k, v)
+        for k, v in experiment_tags().items():  # created before these tags were set
+            if k == "mlflow.experimentKind" and exp.tags.get(k):
+                continue  # a kind the user chose in the UI stays
+            if exp.tags.get(k) != v:
+                client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     try:
         return client.create_experiment(name, artifact_location=artifact_location(uri),
-                                        tags=EXPERIMENT_KIND)
+                                        tags=experiment_tags())
     except MlflowException:
         # Another process created it between our lookup and create.
         exp = client.get_experiment_by_name(name)
@@ -262,7 +279,7 @@ def _check_reachable(uri: str) -> None:
 def _get_or_create_experiment_at(client: Any, name: str, location: str | None) -> str:
     exp = client.get_experiment_by_name(name)
     return exp.experiment_id if exp else client.create_experiment(name, artifact_location=location,
-                                                                   tags=EXPERIMENT_KIND)
+                                                                   tags=experiment_tags())
 
 
 def _dispose(client: Any) -> None:
@@ -606,15 +623,15 @@ def end_pipeline(success: bool) -> str | None:
 # -- the UI's page of the candidates ---------------------------------------------------------------
 
 def candidates_url(uri: str, experiment_id: str, base: str | None = None) -> str:
-    """The runs table of the experiment, filtered to the candidates (the README's filter) and
-    sorted by GFLOPs: on the server itself for an HTTP store, else where `make ui` serves it."""
-    from urllib.parse import quote, urlencode
-
+    """The runs table of the experiment in the candidates' view (:data:`VIEW_STATE`: the
+    README's filter, sorted by GFLOPs, their columns): on the server itself for an HTTP store,
+    else where `make ui` serves it."""
     if base is None:
         base = uri if uri.startswith(("http://", "https://")) else UI_BASE
-    query = urlencode({"searchFilter": CANDIDATE_FILTER, "orderByKey": "metrics.`gflops`",
-                       "orderByAsc": "true"}, quote_via=quote)
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+    # workflowType: the UI's GenAI / model-training switch, kept per browser and GenAI at first,
+    # which opens every experiment on its GenAI overview whatever its mlflow.experimentKind tag.
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+            "&workflowType=machine_learning")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
