@@ -132,7 +132,9 @@ def round_trip(ws: Path, remote: str, clone: Path, name: str) -> None:
     t_pull = run_readme(clone.parent, clone, pull[:upto], subs)
     dry = sh(clone, SNAKEMAKE, "-n", "--cores", "2")
     assert "Missing output files" not in dry.stdout + dry.stderr, dry.stdout[-3000:]
-    run_readme(clone, clone, pull[upto:], subs)
+    # The README's `--touch`; its last `snakemake -n` is the first check below.
+    assert pull[upto + 1:] == ["snakemake -n"], pull
+    run_readme(clone, clone, pull[upto:upto + 1], subs)
     print(f"{name}: push {t_push:.1f} s, clone + pull {t_pull:.1f} s")
     assert_up_to_date(clone)
     for phase in ("data/builtin/SYNTH.json", "results/seg/data/manifest.json",
@@ -159,6 +161,7 @@ def test_share_a_run_through_webdav(moved: Path, tmp_path: Path) -> None:
     why = webdav_missing()
     if why:
         pytest.skip(why)
+    (tmp_path / "dav" / "scalenas").mkdir(parents=True)  # the group's folder on the server
     with WebDav(tmp_path / "dav") as dav:
         round_trip(moved, f"webdav://127.0.0.1:{dav.port}/scalenas", tmp_path / "colleague",
                    "dav")
