@@ -103,10 +103,10 @@ def test_parallel_jobs_log_to_a_postgres_server(tiny_run: Path, pg, tmp_path: Pa
             assert proc.poll() is None, proc.stdout.read()[-3000:]
             assert time.monotonic() < deadline, "no run arrived in 300 s"
             exp = client.get_experiment_by_name("scalenas")
-            if exp is not None and client.search_runs(
-                    [exp.experiment_id], "tags.scalenas.kind = 'candidate' or "
-                    "(tags.scalenas.kind = 'stage' and attributes.status = 'FINISHED')",
-                    max_results=1):
+            if exp is not None and any(client.search_runs([exp.experiment_id], f, max_results=1)
+                                       for f in ("tags.scalenas.kind = 'candidate'",
+                                                 "tags.scalenas.kind = 'stage' and "
+                                                 "attributes.status = 'FINISHED'")):
                 break
             time.sleep(0.2)
         server.stop(signal.SIGKILL)
@@ -119,6 +119,7 @@ def test_parallel_jobs_log_to_a_postgres_server(tiny_run: Path, pg, tmp_path: Pa
             lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
             assert len(lines) == 1 and server.uri in lines[0], text[-2000:]
             assert "Traceback" not in text, text[-2000:]
+            print(f"{log.relative_to(ws)}: {lines[0]}")
         assert "Traceback" not in out, out[-3000:]
 
         # 3. The server is back: the rerun completes; nothing is logged twice.
