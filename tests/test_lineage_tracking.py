@@ -216,7 +216,7 @@ def test_browser_from_the_landing_page_and_the_printed_link(clone: Path, request
             proc.kill()
             proc.wait()
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## MLflow: runs and candidates"):]
+    section = " ".join(readme[readme.index("## MLflow: runs and candidates"):].split())
     assert "Welcome to MLflow" in landing and "Welcome to MLflow" in section, landing[:2000]
     assert "Token Usage" in overview and "sample:g0:" not in overview, overview[-2000:]
     assert "GenAI overview" in section
