@@ -23,10 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline import tracking
 from pipeline.io import atomic_write_text, read_json
 from pipeline.space.arch import TASKS
 from pipeline.stages.common import StageContext, StageInputError, run_stage
-from pipeline import tracking
 from pipeline.tracking import git_commit
 
 #: What "the software" is on the report's software page: a run's own parameter edits or the
