@@ -16,7 +16,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,slurm,deploy,docs]'
+	$(BIN)/pip install -q -e '.[test,slurm,deploy,docs,team]'
 	touch $@
 
 # The built-in data, deterministic: its hash is the one pinned in data.dvc.
@@ -61,8 +61,9 @@ status: setup
 	$(BIN)/snakemake -n --cores $(CORES) --quiet rules
 	$(BIN)/dvc status
 
-# MLflow UI on loopback only (http://127.0.0.1:5000).
+# MLflow UI on loopback only (http://127.0.0.1:5000); first the link to the candidates' runs.
 ui: setup
+	-@$(BIN)/python -m pipeline.tracking link
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server \
 	  --backend-store-uri sqlite:///$(abspath results/mlflow.db) \
 	  --host 127.0.0.1 --port 5000 --workers 1

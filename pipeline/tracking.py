@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -39,6 +40,8 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+# A server store prints two "View run ... at" lines per terminated run: one per candidate.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 PARENT_ENV = "SCALENAS_PARENT_RUN_ID"
 URI_ENV = "MLFLOW_TRACKING_URI"
@@ -66,9 +69,29 @@ TAG_GENERATION = "scalenas.generation"
 #: not on the GenAI overview.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PARENT_TAG = "mlflow.parentRunId"
+
 #: ``host:pid:start`` of the process that opened a run: a RUNNING run whose process is gone was
 #: killed (kill -9, power loss) and is marked KILLED when the next pipeline starts.
 TAG_OWNER = "scalenas.owner"
+#: Where `make ui` serves a SQLite store, and the README's candidate filter.
+UI_BASE = "http://127.0.0.1:5000"
+CANDIDATE_FILTER = 'tags.scalenas.kind = "candidate"'
+#: A saved view of the runs table (MLflow's "share view": an experiment tag
+#: ``mlflow.sharedViewState.<key>`` that the page ``...runs?viewStateShareKey=<key>`` opens): the
+#: README's candidate filter, sorted by GFLOPs, with the GFLOPs, score, depth and fusion columns
+#: shown (a fresh browser shows no metric or parameter column otherwise).
+VIEW_KEY = "candidates"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_STATE = {"searchFilter": CANDIDATE_FILTER, "orderByKey": "metrics.`gflops`",
+              "orderByAsc": True,
+              "selectedColumns": ["metrics.`gflops`", "metrics.`score`", "params.`depth.blocks`",
+                                  "params.`fusion.edges`"]}
+
+
+def experiment_tags() -> dict[str, str]:
+    """The tags the pipeline keeps on its experiment: its kind (a model-training experiment, so
+    the UI opens it on its runs) and the candidates' view."""
+    return {**EXPERIMENT_KIND, VIEW_TAG: json.dumps(VIEW_STATE, sort_keys=True)}
 
 
 class TrackingError(InputError):
@@ -145,13 +168,15 @@ def _get_or_create_experiment(client: Any, name: str, uri: str) -> str:
 
     exp = client.get_experiment_by_name(name)
     if exp is not None:
-        if not exp.tags.get("mlflow.experimentKind"):  # created before the tag was set
-            (k, v), = EXPERIMENT_KIND.items()
-            client.set_experiment_tag(exp.experiment_id, k, v)
+        for k, v in experiment_tags().items():  # created before these tags were set
+            if k == "mlflow.experimentKind" and exp.tags.get(k):
+                continue  # a kind the user chose in the UI stays
+            if exp.tags.get(k) != v:
+                client.set_experiment_tag(exp.experiment_id, k, v)
         return exp.experiment_id
     try:
         return client.create_experiment(name, artifact_location=artifact_location(uri),
-                                        tags=EXPERIMENT_KIND)
+                                        tags=experiment_tags())
     except MlflowException:
         # Another process created it between our lookup and create.
         exp = client.get_experiment_by_name(name)
@@ -199,6 +224,9 @@ def init_store(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
                     except BaseException:  # e.g. a full disk: no half-built store left behind
                         tmp.unlink(missing_ok=True)
                         raise
+        line = repoint_artifacts(uri, experiment)
+        if line:
+            print(line, file=sys.stderr)
         return _get_or_create_experiment(_client(uri), experiment, uri)
     except TrackingError:
         raise
@@ -208,6 +236,51 @@ def init_store(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
             raise full from None
         raise TrackingError(f"tracking.uri {uri}: unusable MLflow store: "
                             f"{' '.join(str(e).split())[:300]}") from e
+
+
+def repoint_artifacts(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str | None:
+    """A workspace that was copied or moved: point its experiment's artifacts at its own folder.
+
+    MLflow stores an experiment's artifact root, and each run's artifact URI, as absolute paths
+    and has no call to change them: a store moved with its workspace (``cp -a``, ``mv``) would
+    keep writing artifacts into the old place. When the SQLite store's experiment keeps them in a
+    ``mlartifacts`` folder other than the one next to the store (the layout this module creates),
+    the experiment and its runs are re-pointed at that folder, which the copy or move brought
+    along. Returns the one line saying so, else None (nothing to do, another store kind, or an
+    artifact root the user chose)."""
+    import sqlite3
+
+    db = sqlite_path(uri)
+    new = artifact_location(uri)
+    if db is None or new is None or not db.is_file():
+        return None
+    with _file_lock(db.with_name(db.name + ".lock")):
+        con = sqlite3.connect(db, timeout=60)
+        try:
+            row = con.execute("SELECT experiment_id, artifact_location FROM experiments "
+                              "WHERE name = ?", (experiment,)).fetchone()
+            if row is None or row[1] == new:
+                return None
+            exp_id, old = row
+            if not str(old).startswith("file:") or str(old).rstrip("/").rsplit("/", 1)[-1] \
+                    != ARTIFACTS_NAME:
+                return None
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master "
+                                                "WHERE type = 'table'")}
+            with con:
+                con.execute("UPDATE experiments SET artifact_location = ? "
+                            "WHERE experiment_id = ?", (new, exp_id))
+                moved = [("runs", "artifact_uri")]
+                if "logged_models" in tables:
+                    moved.append(("logged_models", "artifact_location"))
+                for table, col in moved:
+                    con.execute(f"UPDATE {table} SET {col} = ? || substr({col}, ?) "
+                                f"WHERE experiment_id = ? AND substr({col}, 1, ?) = ?",
+                                (new, len(old) + 1, exp_id, len(old), old))
+        finally:
+            con.close()
+    return (f"tracking: the workspace moved: experiment {experiment!r} now keeps its artifacts in "
+            f"{new} (was {old})")
 
 
 def _check_reachable(uri: str) -> None:
@@ -229,7 +302,7 @@ def _check_reachable(uri: str) -> None:
 def _get_or_create_experiment_at(client: Any, name: str, location: str | None) -> str:
     exp = client.get_experiment_by_name(name)
     return exp.experiment_id if exp else client.create_experiment(name, artifact_location=location,
-                                                                   tags=EXPERIMENT_KIND)
+                                                                   tags=experiment_tags())
 
 
 def _dispose(client: Any) -> None:
@@ -302,22 +375,45 @@ def _log_batch(client: Any, run_id: str, params: Mapping[str, Any] | None = None
 
 # -- runs ----------------------------------------------------------------------------------------
 
-class StageRun:
-    """An MLflow run of one stage: params once, metrics buffered and sent in batches."""
+@contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """A store that fails while a stage logs (a server that went away, a lost database
+    connection) raises :class:`TrackingError`: one line naming ``tracking.uri``, no traceback."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as e:
+        import requests
+        from mlflow.exceptions import MlflowException
 
-    def __init__(self, client: Any, run_id: str, experiment_id: str, flush_every: int = 500) -> None:
+        if isinstance(e, (MlflowException, requests.RequestException)):
+            raise TrackingError(f"tracking.uri {uri}: the MLflow store failed while logging: "
+                                f"{' '.join(str(e).split())[:300]}") from e
+        raise
+
+
+class StageRun:
+    """An MLflow run of one stage: params once, metrics buffered and sent in batches. Store
+    failures raise :class:`TrackingError` naming ``uri``."""
+
+    def __init__(self, client: Any, run_id: str, experiment_id: str, flush_every: int = 500,
+                 uri: str = "") -> None:
         self.client = client
         self.run_id = run_id
         self.experiment_id = experiment_id
+        self.uri = uri
         self._buffer: list[tuple[str, float, int]] = []
         self._flush_every = flush_every
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log (nested) parameters; call once per key (MLflow params are immutable)."""
-        _log_batch(self.client, self.run_id, params=params)
+        with store_errors(self.uri):
+            _log_batch(self.client, self.run_id, params=params)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        _log_batch(self.client, self.run_id, tags=tags)
+        with store_errors(self.uri):
+            _log_batch(self.client, self.run_id, tags=tags)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Buffer metric points (sent by :meth:`flush`, automatically every ``flush_every``)."""
@@ -328,26 +424,31 @@ class StageRun:
     def flush(self) -> None:
         if self._buffer:
             buf, self._buffer = self._buffer, []
-            _log_batch(self.client, self.run_id, metrics=buf)
+            with store_errors(self.uri):
+                _log_batch(self.client, self.run_id, metrics=buf)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Copy a file or directory (architectures, plots, tables) into the run's artifacts."""
         path = Path(path)
-        if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), artifact_path)
-        else:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        with store_errors(self.uri):
+            if path.is_dir():
+                self.client.log_artifacts(self.run_id, str(path), artifact_path)
+            else:
+                self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        with store_errors(self.uri):
+            self.client.log_text(self.run_id, text, artifact_file)
 
     def log_candidates(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
         """Child runs of this run, one per candidate (see :func:`log_candidates`)."""
-        return log_candidates(self.client, self.experiment_id, self.run_id, rows)
+        with store_errors(self.uri):
+            return log_candidates(self.client, self.experiment_id, self.run_id, rows)
 
     def end(self, status: str = "FINISHED") -> None:
         self.flush()
-        self.client.set_terminated(self.run_id, status=status)
+        with store_errors(self.uri):
+            self.client.set_terminated(self.run_id, status=status)
 
 
 class NullRun(StageRun):
@@ -379,11 +480,12 @@ def start_run(name: str, *, uri: str | None = None, experiment: str | None = Non
     all_tags = {TAG_COMMIT: git_commit(), TAG_OWNER: process_owner(), **(tags or {})}
     if parent:
         all_tags[PARENT_TAG] = parent
-    with _full_disk_named(uri):
+    with store_errors(uri), _full_disk_named(uri):
         run = client.create_run(exp_id, run_name=name,
                                 tags={k: str(v) for k, v in all_tags.items()})
-        stage = StageRun(client, run.info.run_id, exp_id)
-        if params:
+    stage = StageRun(client, run.info.run_id, exp_id, uri=uri)
+    if params:
+        with _full_disk_named(uri):
             stage.log_params(params)
     return stage
 
@@ -488,6 +590,28 @@ def mark_stale_runs(uri: str, experiment: str) -> list[str]:
     return stale
 
 
+def delete_partial_candidates(uri: str, experiment: str) -> list[str]:
+    """Delete (MLflow's soft delete: hidden from searches and the UI, restorable) the candidate
+    runs of stage runs that did not finish: such a job is rerun and logs all its candidates
+    again, so keeping them would count each of them twice. Returns their run ids."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    gone = []
+    for stage in client.search_runs(
+            [exp.experiment_id], max_results=10000,
+            filter_string=f"tags.{TAG_KIND} = 'stage' and attributes.status != 'FINISHED' "
+                          "and attributes.status != 'RUNNING'"):
+        for cand in client.search_runs(
+                [exp.experiment_id], max_results=10000,
+                filter_string=f"tags.{TAG_KIND} = 'candidate' and "
+                              f"tags.`{PARENT_TAG}` = '{stage.info.run_id}'"):
+            client.delete_run(cand.info.run_id)
+            gone.append(cand.info.run_id)
+    return gone
+
+
 def start_pipeline(name: str, *, uri: str, experiment: str, params: Mapping[str, Any],
                    tags: Mapping[str, Any] | None = None) -> str:
     """Initialise the store, mark the runs of killed pipelines KILLED, open the parent run,
@@ -495,17 +619,73 @@ def start_pipeline(name: str, *, uri: str, experiment: str, params: Mapping[str,
     os.environ[URI_ENV] = uri
     os.environ[EXPERIMENT_ENV] = experiment
     init_store(uri, experiment)
-    with _full_disk_named(uri):
+    with store_errors(uri), _full_disk_named(uri):
         mark_stale_runs(uri, experiment)
+        delete_partial_candidates(uri, experiment)
     run = start_run(name, uri=uri, experiment=experiment, parent_run_id="",
                     tags={TAG_KIND: "pipeline", **(tags or {})}, params=params)
     os.environ[PARENT_ENV] = run.run_id
     return run.run_id
 
 
-def end_pipeline(success: bool) -> None:
-    """Close the parent run opened by :func:`start_pipeline` (FINISHED or FAILED)."""
+def end_pipeline(success: bool) -> str | None:
+    """Close the parent run opened by :func:`start_pipeline` (FINISHED or FAILED). A store that
+    is gone by then (a server that went away) is not worth a traceback: returns one line saying
+    so (the next start marks the run KILLED), else None."""
     run_id = os.environ.get(PARENT_ENV)
     if not run_id or not enabled():
-        return
-    _client(resolve_uri()).set_terminated(run_id, status="FINISHED" if success else "FAILED")
+        return None
+    uri = resolve_uri()
+    try:
+        with store_errors(uri):
+            _client(uri).set_terminated(run_id, status="FINISHED" if success else "FAILED")
+    except TrackingError as e:
+        return f"warning: the pipeline's MLflow run {run_id} stays open: {e}"
+    return None
+
+
+# -- the UI's page of the candidates ---------------------------------------------------------------
+
+def candidates_url(uri: str, experiment_id: str, base: str | None = None) -> str:
+    """The runs table of the experiment in the candidates' view (:data:`VIEW_STATE`: the
+    README's filter, sorted by GFLOPs, their columns): on the server itself for an HTTP store,
+    else where `make ui` serves it."""
+    if base is None:
+        base = uri if uri.startswith(("http://", "https://")) else UI_BASE
+    # workflowType: the UI's GenAI / model-training switch, kept per browser and GenAI at first,
+    # which opens every experiment on its GenAI overview whatever its mlflow.experimentKind tag.
+    return (f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+            "&workflowType=machine_learning")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pipeline.tracking link [--uri URI] [--base URL]``: print the candidates' page
+    (what `make ui` prints before it starts the server)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m pipeline.tracking")
+    ap.add_argument("command", choices=["link"])
+    ap.add_argument("--uri", default="", help="tracking store (default: the workspace's)")
+    ap.add_argument("--base", default=None, help=f"UI address (default {UI_BASE})")
+    ap.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+    args = ap.parse_args(argv)
+    uri = resolve_uri(args.uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        print(f"no MLflow store at {db} yet: run the pipeline first", file=sys.stderr)
+        return 1
+    try:
+        exp = _client(uri).get_experiment_by_name(args.experiment)
+    except Exception as e:  # the UI still starts; only the link is missing
+        print(f"tracking.uri {uri}: {' '.join(str(e).split())[:200]}", file=sys.stderr)
+        return 1
+    if exp is None:
+        print(f"no experiment {args.experiment!r} in {uri} yet", file=sys.stderr)
+        return 1
+    print(f"The candidates' runs (open this, not the start page): "
+          f"{candidates_url(uri, exp.experiment_id, args.base)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

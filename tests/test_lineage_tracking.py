@@ -145,14 +145,22 @@ def _button_js(label: str, aria: bool = False) -> str:
 
 
 @pytest.mark.slow
-def test_browser_shows_runs_table_with_gflops_and_score(clone: Path, request) -> None:
+def test_browser_from_the_landing_page_and_the_printed_link(clone: Path, request) -> None:
+    """As a new user: `make ui`, a fresh browser on the start page, a click on the experiment,
+    then the link `make ui` printed. What the README says is what each page shows here."""
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} not installed (Debian package `chromium`; .ci/run installs it)")
     from pipeline import tracking
 
     uri = tracking.default_uri(clone)
-    exp_id = tracking._client(uri).get_experiment_by_name("scalenas").experiment_id
     port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    # The line `make ui` prints first (at its own port, 5000).
+    r = sh(clone, str(BIN / "python"), "-m", "pipeline.tracking", "link", timeout=120)
+    assert r.returncode == 0, r.stderr
+    (link,) = re.findall(r"(http://127\.0\.0\.1:5000/\S+)", r.stdout)
+    assert "viewStateShareKey=candidates" in link
+    link = link.replace(tracking.UI_BASE, base)
     # As `make ui` starts it.
     env = {**_env(clone), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", uri,
@@ -162,9 +170,8 @@ def test_browser_shows_runs_table_with_gflops_and_score(clone: Path, request) ->
     art.mkdir(exist_ok=True)
     png = art / "mlflow_runs.png"
     profile = clone.parent / "chromium-profile"
-    shutil.rmtree(profile, ignore_errors=True)  # a fresh browser: the column picks toggle
+    shutil.rmtree(profile, ignore_errors=True)  # a fresh browser
     try:
-        base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 120
         while True:
             try:
@@ -174,36 +181,28 @@ def test_browser_shows_runs_table_with_gflops_and_score(clone: Path, request) ->
                 assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
                 assert time.time() < deadline, "mlflow server did not start in 120 s"
                 time.sleep(0.5)
-        # The README's candidate filter and a sort by GFLOPs, through the page's URL state.
-        query = urllib.parse.urlencode({"searchFilter": 'tags.scalenas.kind = "candidate"',
-                                        "orderByKey": "metrics.`gflops`", "orderByAsc": "true"},
-                                       quote_via=urllib.parse.quote)
         with Browser(CHROMIUM, profile) as page:
-            page.goto(f"{base}/#/experiments/{exp_id}/runs?{query}")
-            page.wait("!!document.querySelector('[role=grid]') && "
-                      "document.body.innerText.includes('evolve:g1:')", "the runs table", 120)
+            # The start page: MLflow's welcome page, the experiment among the recent ones.
+            page.goto(f"{base}/")
+            exp_link = ("Array.from(document.querySelectorAll('a'))"
+                        ".find(e => e.innerText.trim() === 'scalenas')")
+            page.wait(f"!!{exp_link}", "the experiment on the start page", 120)
+            landing = page.js("document.body.innerText")
+            # A click on it: the GenAI overview (a fresh browser's UI is in GenAI mode, which
+            # ignores the experiment's kind), no runs.
+            page.click(exp_link, "the experiment's link")
+            page.wait("location.hash.includes('/overview')", "the experiment's overview", 60)
+            page.wait("document.body.innerText.includes('Token Usage')", "the overview", 60)
+            overview = page.js("document.body.innerText")
+            # The printed link: the candidates' runs, sorted by GFLOPs, their columns shown.
+            page.goto(link)
+            headers = page.wait(
+                "(h => ['gflops', 'score', 'depth.blocks', 'fusion.edges'].every(c => "
+                "h.includes(c)) && h)(Array.from(document.querySelectorAll("
+                "'[role=columnheader]')).map(e => e.innerText.trim()))",
+                "the gflops, score, depth and fusion columns", 120)
+            page.wait("document.body.innerText.includes('evolve:g1:')", "the candidates", 60)
             text = page.js("document.body.innerText")
-            # MLflow 3 shows no metric or parameter column until the user picks them: pick them
-            # as a user does, in the "Columns" menu (its search box, then the name). Dataset,
-            # Source and Models (empty here) are unticked, so that the picked columns fit.
-            page.click(_button_js("Columns"), "the Columns button")
-            box = "document.querySelector('[role=dialog] input[placeholder=\"Search columns\"]')"
-            for name in ("Dataset", "Source", "Models", "gflops", "score", "depth.blocks",
-                         "fusion.edges"):
-                page.click(box, "the column search box")
-                page.js(f"{box}.select()")
-                page.type_text(name)
-                page.click("Array.from(document.querySelectorAll('[role=dialog] "
-                           ".du-bois-light-tree-title')).find(e => e.textContent.trim() === "
-                           f"{json.dumps(name)})", f"column {name} in the Columns menu")
-            page.call("Input.dispatchKeyEvent", type="keyDown", key="Escape", code="Escape",
-                      windowsVirtualKeyCode=27)
-            close = _button_js("Close", aria=True)  # MLflow's assistant panel, opened once
-            if page.js(f"!!{close}"):
-                page.click(close, "the assistant's Close button")
-            headers = page.wait("(h => h.includes('gflops') && h.includes('score') && h)("
-                                "Array.from(document.querySelectorAll('[role=columnheader]'))"
-                                ".map(e => e.innerText.trim()))", "the gflops and score columns")
             first = page.js("Array.from(document.querySelectorAll('[role=row] [col-id*=gflops]'))"
                             ".map(e => e.innerText.trim()).filter(t => t && t !== 'gflops')")
             page.screenshot(png)
@@ -214,12 +213,15 @@ def test_browser_shows_runs_table_with_gflops_and_score(clone: Path, request) ->
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    # A training experiment: its runs, not the GenAI overview.
-    assert "Training runs" in text, text[-3000:]
-    assert "sample:g0:" in text and "evolve:g1:" in text, text[-3000:]
-    assert "Sort: gflops" in text, text[-3000:]
-    assert {"gflops", "score", "depth.blocks", "fusion.edges"} <= set(headers), headers
-    # Sorted by GFLOPs, ascending, as the URL asks.
+    readme = (REPO / "README.md").read_text()
+    section = " ".join(readme[readme.index("## MLflow: runs and candidates"):].split())
+    assert "Welcome to MLflow" in landing and "Welcome to MLflow" in section, landing[:2000]
+    assert "Token Usage" in overview and "sample:g0:" not in overview, overview[-2000:]
+    assert "GenAI overview" in section
+    assert "Sort: gflops" in text and "sample:g0:" in text, text[-3000:]
+    assert "shared view" in text and "shared view" in section
+    assert "search_evolution:seg" not in text  # candidates only, no stage run
+    # Sorted by GFLOPs, ascending.
     values = [float(v) for v in first]
     assert len(values) >= 4 and values == sorted(values), first
     assert png.stat().st_size > 10_000

@@ -59,8 +59,10 @@ def task_section(task: str, fig: str, sm: dict[str, Any], recs: list[Any],
     return "\n".join(lines) + "\n"
 
 
-def report_md(sections: list[str], table_md: str, records: list[Any], params_hash: str) -> str:
-    """REPORT.md: the overview, the final models' table, then one section per task."""
+def report_md(sections: list[str], table_md: str, records: list[Any], params_hash: str,
+              candidates_url: str = "") -> str:
+    """REPORT.md: the overview, the final models' table, then one section per task.
+    ``candidates_url``: the MLflow UI's page of the candidates, when the run was tracked."""
     improved = sum(r.gain > 0 for r in records)
     exact = sum(r.reloaded == r.finetuned for r in records)
     head = [
@@ -75,6 +77,8 @@ def report_md(sections: list[str], table_md: str, records: list[Any], params_has
         "(`dvc plots show`)",
         "- everything here is also an artifact of the MLflow run of this stage "
         f"(tracking store of the run; stage params hash `{params_hash}`)",
+        *([f"- the candidates in MLflow's runs table (a SQLite store: after `make ui`): "
+           f"<{candidates_url}>"] if candidates_url else []),
         "- run a model on an image: `scalenas predict --model <model dir> IMAGE -o OUT.png`", "",
         "## Final models", "", table_md]
     return "\n".join(head) + "\n" + "\n".join(sections)

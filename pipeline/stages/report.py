@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline import tracking
 from pipeline.io import atomic_write_text, read_json
 from pipeline.space.arch import TASKS
 from pipeline.stages.common import StageContext, StageInputError, run_stage
@@ -158,11 +159,15 @@ def body(ctx: StageContext) -> dict[str, float]:
                                      screening_line(summary.get("screening"))))
 
     table_md = final_models_table(records, latency_ms)
+    link = (tracking.candidates_url(ctx.run.uri, ctx.run.experiment_id)
+            if ctx.run.experiment_id else "")
+    if link:
+        print(f"The candidates' runs in the MLflow UI: {link}", file=sys.stderr)
     atomic_write_text(out / "final_models.md", table_md)
     write_json(out / "metrics.json", metrics_doc(records, search_metrics))
     write_csv(out / "plots" / "finetune.csv", finetune_plot_frame(records))
     atomic_write_text(out / "REPORT.md",
-                      report_md(sections, table_md, records, ctx.params_hash))
+                      report_md(sections, table_md, records, ctx.params_hash, link))
     # Snakemake's report (snakemake --report) shows HTML inline.
     atomic_write_text(out / "final_models.html", final_models_html(records, latency_ms))
     atomic_write_text(out / "parameters.html",

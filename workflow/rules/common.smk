@@ -152,8 +152,8 @@ onstart:
 
 
 onsuccess:
-    if _TRACK and not workflow.touch:
-        tracking.end_pipeline(True)
+    if _TRACK and not workflow.touch and (_line := tracking.end_pipeline(True)):
+        print(_line, file=sys.stderr)
     # Lineage stays true: record what this run produced in dvc.lock (never inside `dvc repro`).
     if not workflow.touch and not workflow.dryrun:
         from pipeline.lineage import record_after_snakemake
@@ -163,8 +163,8 @@ onsuccess:
 
 
 onerror:
-    if _TRACK and not workflow.touch:
-        tracking.end_pipeline(False)
+    if _TRACK and not workflow.touch and (_line := tracking.end_pipeline(False)):
+        print(_line, file=sys.stderr)
 
 
 # Threads of a job: training jobs take run.train_threads, every other torch job run.threads,
