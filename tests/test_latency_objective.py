@@ -22,7 +22,7 @@ from pipeline.nets.supernet import SuperNet
 from pipeline.search.jobs import candidate_records
 from pipeline.search.latency import PLANNED_FP_ENV, device_info, load_table, predict_latency
 from pipeline.search.pareto import pareto_front
-from pipeline.search.table import load_table as load_results, read_shard
+from pipeline.search.table import load_results, read_shard
 from pipeline.space.arch import Architecture
 from pipeline.space.sample import largest
 from pipeline.stages import evolve, finetune, latency, report, sample, search_merge, \

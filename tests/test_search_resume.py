@@ -27,7 +27,7 @@ DRIVER = textwrap.dedent('''
     from pipeline.config import EvolutionConfig, make_section
     from pipeline.search.evolution import Generation, initial_rng_state, next_generation
     from pipeline.search.shards import merge_outputs, run_shard
-    from pipeline.search.table import load_table, architectures
+    from pipeline.search.table import load_results, architectures
     from pipeline.search.evolution import Evaluated
 
     mode, out = sys.argv[1], Path(sys.argv[2])
@@ -52,7 +52,7 @@ DRIVER = textwrap.dedent('''
         cands_path = out / "gen_1" / "candidates.json"
         state_path = out / "gen_1" / "state.json"
         if not state_path.exists():
-            pool_df = load_table(out / "results.csv")
+            pool_df = load_results(out / "results.csv")
             pool = [Evaluated(a, float(f), float(s)) for a, f, s in
                     zip(architectures(pool_df), pool_df["gflops"], pool_df["score"])]
             cfg = make_section(EvolutionConfig, parents=4, population=6)

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.search.table import (ResultsError, Row, ShardWriter, load_table, merge_shards,
+from pipeline.search.table import (ResultsError, Row, ShardWriter, load_results, merge_shards,
                                    read_shard, write_table)
 from pipeline.space.sample import sample_arch
 
@@ -71,7 +71,7 @@ def test_merge_sorted_deduped_and_roundtrip(tmp_path):
     assert list(tim.columns[:2]) == ["arch_id", "stage"] and len(tim) == 5
     assert "wall_s" not in res.columns and "metric_miou" in res.columns
     write_table(res, tmp_path / "results.csv")
-    back = load_table(tmp_path / "results.csv")
+    back = load_results(tmp_path / "results.csv")
     assert back["arch_id"].tolist() == res["arch_id"].tolist()
     assert np.allclose(back["gflops"], res["gflops"], rtol=0, atol=0)
     res2, _ = merge_shards([a, b])
@@ -93,4 +93,4 @@ def test_corrupt_csv_row(tmp_path):
     lines[2] = ",".join(cells)
     p.write_text("\n".join(lines) + "\n")
     with pytest.raises(ResultsError, match=r"results\.csv:3: corrupt row: column 'gflops' = 'lots'"):
-        load_table(p)
+        load_results(p)

@@ -18,7 +18,7 @@ from pipeline.nets.checkpoint import load_state_dict_file
 from pipeline.nets.supernet import SuperNet
 from pipeline.search.candidates import read_candidates
 from pipeline.stages.build import task_from_config, load_calibration, make_evaluator
-from pipeline.search.table import load_tables
+from pipeline.search.table import load_all_results
 from pipeline.space.sample import smallest
 from pipeline.stages import random_search, sample, search_merge, search_shard, teacher
 
@@ -114,7 +114,7 @@ def test_merge_stage_table_front_and_hypervolume(run, shards, capsys):
               "--candidates", str(shards / "candidates.json")]
     assert search_merge.main([*common, "--out", str(out), "--shards", str(shards / "shard_0"),
                               str(shards / "shard_1")]) == 0, capsys.readouterr().err
-    res = load_tables([out / "results.csv"])
+    res = load_all_results([out / "results.csv"])
     assert len(res) == len(read_candidates(shards / "candidates.json").candidates)
     front = pd.read_csv(out / "front.csv")
     assert 1 <= len(front) <= len(res) and front["gflops"].is_monotonic_increasing
@@ -139,7 +139,7 @@ def test_random_search_stage_draws_new_candidates(run, shards, capsys):
     assert random_search.main(args) == 0, capsys.readouterr().err
     cl = read_candidates(out / "candidates.json")
     assert cl.stage == "random" and len(cl.candidates) == 1 * 3  # generations x population
-    assert not {c.arch.arch_id for c in cl.candidates} & set(load_tables([pool])["arch_id"])
+    assert not {c.arch.arch_id for c in cl.candidates} & set(load_all_results([pool])["arch_id"])
     first = (out / "candidates.json").read_bytes()
     assert random_search.main([*args[:5], str(root / "random2"), *args[6:]]) == 0
     assert (root / "random2" / "candidates.json").read_bytes() == first

@@ -188,7 +188,7 @@ def test_resume_refuses_another_configuration_and_a_corrupt_file(data, tmp_path)
         train(task, model, cfg(iterations=2, optimizer="adam", lr=2e-3), tmp_path, run=RUN)
     last = tmp_path / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
-    with pytest.raises(CheckpointError, match=r"last.pt: corrupt.*prev.pt"):
+    with pytest.raises(CheckpointError, match=r"last.pt: not a readable PyTorch checkpoint \(corrupt or truncated.*prev.pt"):
         train(task, model, cfg(iterations=2, optimizer="adam", lr=1e-3), tmp_path, run=RUN)
     assert read_checkpoint(tmp_path / "checkpoints" / "prev.pt")["iteration"] == 1
 
@@ -213,7 +213,7 @@ def test_bad_teacher_files(tmp_path):
         load_teacher(lying, "seg", 8, 19, 0)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(good.read_bytes()[:5000])
-    with pytest.raises(CheckpointError, match=r"bad.pt: corrupt"):
+    with pytest.raises(CheckpointError, match=r"bad.pt: not a readable PyTorch checkpoint \(corrupt or truncated"):
         load_teacher(bad, "seg", 8, 19, 0)
     with pytest.raises(CheckpointError, match="not found"):
         load_teacher(tmp_path / "none.pt", "seg", 8, 19, 0)

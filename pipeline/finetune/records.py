@@ -8,7 +8,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from pipeline.space.arch import atomic_write_text
+from pipeline.io import atomic_write_text
 from pipeline.io import read_json
 from pipeline.errors import InputError
 

@@ -22,7 +22,8 @@ from pipeline.io import check_regular_file, open_problem
 
 
 class CheckpointError(InputError):
-    """A checkpoint that cannot be read or does not fit the network; the message names the file."""
+    """A checkpoint that cannot be read, does not fit the network, or (a training checkpoint) is
+    of another configuration; the message names the file."""
 
 
 #: torch.save's formats: a zip archive (torch >= 1.6), or a pickle stream that starts with

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from pipeline.space.arch import atomic_write_text
+from pipeline.io import atomic_write_text
 
 from pipeline.finetune.records import FinetuneRecord
 

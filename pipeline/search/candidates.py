@@ -15,7 +15,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
+from pipeline.io import atomic_write_text
+from pipeline.space.arch import Architecture, ArchitectureError
 from pipeline.space.sample import SamplingGroup, sample_group
 from pipeline.io import read_json
 from pipeline.errors import InputError

@@ -44,7 +44,8 @@ import numpy as np
 
 from pipeline.config import EvolutionConfig
 from pipeline.io import read_json
-from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
+from pipeline.io import atomic_write_text
+from pipeline.space.arch import Architecture, ArchitectureError
 from pipeline.space.ops import crossover, crossover_pair, mutate
 from pipeline.space.sample import largest, smallest
 

@@ -31,7 +31,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from pipeline.space.arch import Architecture, ArchitectureError, atomic_write_text
+from pipeline.io import atomic_write_text
+from pipeline.space.arch import Architecture, ArchitectureError
 from pipeline.errors import InputError
 
 #: Deterministic columns of ``results.csv``, in order (metric_* columns follow, sorted by name).
@@ -299,7 +300,7 @@ _TABLE_DTYPES: dict[str, str] = {
 _OPTIONAL_DTYPES: dict[str, str] = {LATENCY: "float"}
 
 
-def load_table(path: str | os.PathLike, *, check_arch: bool = True) -> pd.DataFrame:
+def load_results(path: str | os.PathLike, *, check_arch: bool = True) -> pd.DataFrame:
     """Load a merged ``results.csv`` strictly: required columns, types per row, unique arch ids,
     finite cost/score (``latency_ms`` too, when there), and (``check_arch``) each architecture document valid and matching its id.
     Errors name the file and the CSV line."""
@@ -349,9 +350,9 @@ def load_table(path: str | os.PathLike, *, check_arch: bool = True) -> pd.DataFr
     return pd.DataFrame(out, columns=list(df.columns))
 
 
-def load_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+def load_all_results(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """Strictly load several results tables and concatenate them (an arch id may appear once)."""
-    return concat_tables([load_table(p) for p in paths], [str(p) for p in paths])
+    return concat_tables([load_results(p) for p in paths], [str(p) for p in paths])
 
 
 def concat_tables(frames: Sequence[pd.DataFrame], names: Sequence[str]) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from pipeline.search.evolution import (EvolutionError, Generation, initial_rng_s
                                        next_generation)
 from pipeline.search.jobs import pool_from_table
 from pipeline.stages.build import reference_point, search_cost
-from pipeline.search.table import load_tables
+from pipeline.search.table import load_all_results
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 
 PHASE = "search_evolution"
@@ -43,7 +43,7 @@ def body(ctx: StageContext) -> dict[str, float]:
     if not 1 <= g <= e.generations:
         raise StageInputError(f"--generation {g} outside 1..{e.generations} (search.evolution.generations)")
     cost = search_cost(ctx.task, ctx.cfg, ctx.args.latency_table)
-    pool_df = load_tables(ctx.args.pool)
+    pool_df = load_all_results(ctx.args.pool)
     if g == 1:
         rng_state = initial_rng_state(ctx.cfg.run.seed, STREAM_EVOLUTION)
     else:

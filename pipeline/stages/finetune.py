@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.io import read_json
-from pipeline.space.arch import atomic_write_text
+from pipeline.io import atomic_write_text
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 
 PHASE = "finetune"
@@ -83,7 +83,7 @@ def _reference(ctx: StageContext, latency: Any = None) -> dict[str, Any]:
 
 def select_body(ctx: StageContext) -> dict[str, float]:
     from pipeline.finetune.select import select_models, specs_from_params
-    from pipeline.search.table import load_table
+    from pipeline.search.table import load_results
     from pipeline.stages.build import search_cost
 
     if ctx.args.front is None:
@@ -91,7 +91,7 @@ def select_body(ctx: StageContext) -> dict[str, float]:
     cost = search_cost(ctx.task, ctx.cfg, ctx.args.latency_table)
     specs = specs_from_params(getattr(ctx.cfg.finetune, ctx.task), source=f"finetune.{ctx.task}",
                               objective=cost.axis.objective)
-    front = load_table(ctx.args.front)
+    front = load_results(ctx.args.front)
     chosen = select_models(specs, ctx.task, front, source=f"finetune.{ctx.task}",
                            cost=cost.axis.column)
     reference = _reference(ctx, cost.latency)

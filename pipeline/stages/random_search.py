@@ -13,7 +13,7 @@ from typing import Sequence
 
 from pipeline.search.candidates import random_baseline_candidates, write_candidates
 from pipeline.stages.build import search_groups
-from pipeline.search.table import load_tables
+from pipeline.search.table import load_all_results
 from pipeline.stages.common import StageContext, run_stage
 
 PHASE = "search_evolution"
@@ -26,7 +26,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def body(ctx: StageContext) -> dict[str, float]:
     e = ctx.cfg.search.evolution
-    pool = load_tables(ctx.args.pool)
+    pool = load_all_results(ctx.args.pool)
     count = e.generations * e.population
     cands = random_baseline_candidates(ctx.task, search_groups(ctx.cfg), count, ctx.cfg.run.seed,
                                        e.shards, set(pool["arch_id"]))

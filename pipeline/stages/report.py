@@ -83,7 +83,7 @@ def body(ctx: StageContext) -> dict[str, float]:
     from pipeline.finetune.records import FinetuneRecord
     from pipeline.report.tables import (final_models_table, finetune_plot_frame, metrics_doc,
                                         write_csv, write_json)
-    from pipeline.search.table import load_table
+    from pipeline.search.table import load_results
 
     cands = _by_task(ctx.args.candidates, "candidates")
     fronts = _by_task(ctx.args.front, "front")
@@ -105,8 +105,8 @@ def body(ctx: StageContext) -> dict[str, float]:
     latency_ms: dict[tuple[str, str], float] = {}
     sections: list[str] = []
     for task in tasks:
-        table = load_table(cands[task])
-        front = load_table(fronts[task])
+        table = load_results(cands[task])
+        front = load_results(fronts[task])
         recs = [r for r in records if r.task == task]
         reference = None
         sel = read_json(selections[task], "selection file", StageInputError) if task in selections else None

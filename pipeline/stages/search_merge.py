@@ -27,8 +27,8 @@ from pipeline.search.candidates import read_candidates
 from pipeline.search.jobs import candidate_records, front_summary, front_table
 from pipeline.stages.build import reference_point, search_cost
 from pipeline.search.plots import plot_fronts
-from pipeline.search.table import load_tables, read_shard, rows_to_frames, write_table
-from pipeline.space.arch import atomic_write_text
+from pipeline.search.table import load_all_results, read_shard, rows_to_frames, write_table
+from pipeline.io import atomic_write_text
 from pipeline.stages.common import StageContext, StageInputError, run_phased_stage
 
 PHASES = ("search_random", "search_evolution")
@@ -57,7 +57,7 @@ def body(ctx: StageContext) -> dict[str, float]:
                               f"the shards and {len(got - want)} unexpected: run every shard first")
     write_table(res, ctx.out / "results.csv")
     write_table(tim, ctx.out / "timings.csv")
-    pool = load_tables(ctx.args.pool) if ctx.args.pool else res.iloc[0:0]
+    pool = load_all_results(ctx.args.pool) if ctx.args.pool else res.iloc[0:0]
     cumulative = pd.concat([pool, res], ignore_index=True) if len(pool) else res
     ref = reference_point(ctx.task, ctx.cfg, cost)
     front = front_table(cumulative, axis.column)

@@ -36,7 +36,7 @@ from pipeline.search.evolution import Generation
 from pipeline.search.jobs import front_summary, front_table
 from pipeline.stages.build import reference_point, search_cost
 from pipeline.search.plots import plot_fronts
-from pipeline.search.table import concat_tables, load_table, write_table
+from pipeline.search.table import concat_tables, load_results, write_table
 from pipeline.io import atomic_write_text
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 
@@ -87,8 +87,8 @@ def body(ctx: StageContext) -> dict[str, float]:
     cost = search_cost(ctx.task, ctx.cfg, ctx.args.latency_table)
     axis, col = cost.axis, cost.axis.column
     ref = reference_point(ctx.task, ctx.cfg, cost)
-    sample = load_table(ctx.args.sample)
-    gens = [load_table(p) for p in ctx.args.generations]
+    sample = load_results(ctx.args.sample)
+    gens = [load_results(p) for p in ctx.args.generations]
     evolved = concat_tables([sample, *gens],
                             [str(p) for p in (ctx.args.sample, *ctx.args.generations)])
     history = []
@@ -108,7 +108,7 @@ def body(ctx: StageContext) -> dict[str, float]:
                                 step=row["generation"])
     series = [("random sampling", sample)]
     if ctx.args.random is not None:
-        rand = load_table(ctx.args.random)
+        rand = load_results(ctx.args.random)
         baseline = concat_tables([sample, rand], [str(ctx.args.sample), str(ctx.args.random)])
         out["random"] = front_summary(baseline, ref, col)
         write_table(rand, ctx.out / "random.csv")

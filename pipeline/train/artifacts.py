@@ -16,7 +16,6 @@ from typing import Any, Mapping
 
 from torch import Tensor, nn
 
-from pipeline.nets.checkpoint import CheckpointError as NetCheckpointError
 from pipeline.nets.checkpoint import load_into, torch_load
 
 from .checkpoint import CheckpointError, atomic_torch_save, file_sha256
@@ -55,7 +54,4 @@ def load_state(model: nn.Module, state_dict: Mapping[str, Tensor], source: str, 
                ignore_unexpected: bool = False) -> None:
     """Copy weights into ``model``; any misfit (keys, shapes: wrong width or task) is one
     :class:`CheckpointError` naming ``source`` and what the weights look like."""
-    try:
-        load_into(model, state_dict, source, ignore_unexpected=ignore_unexpected)
-    except NetCheckpointError as e:
-        raise CheckpointError(str(e)) from None
+    load_into(model, state_dict, source, ignore_unexpected=ignore_unexpected)

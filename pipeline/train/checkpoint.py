@@ -21,16 +21,13 @@ import numpy as np
 import torch
 from pipeline import diskfull
 from pipeline.io import file_sha256  # noqa: F401 (re-exported)
-from pipeline.errors import InputError
-from pipeline.nets.checkpoint import torch_load
+# One error for every checkpoint that cannot be used (corrupt, of another format, another
+# configuration, or not fitting the network), whoever reads it.
+from pipeline.nets.checkpoint import CheckpointError, torch_load  # noqa: F401 (re-exported)
 
 FORMAT = "scalenas-train-ckpt/1"
 LAST = "last.pt"
 PREV = "prev.pt"
-
-
-class CheckpointError(InputError):
-    """A checkpoint that cannot be used: corrupt, of another format, or of another configuration."""
 
 
 def fingerprint(config: Mapping[str, Any], task: str, width: int | None) -> str:
