@@ -28,12 +28,11 @@ import yaml
 
 from pipeline.errors import ConfigError  # noqa: F401  (raised here; importers use this name)
 from pipeline.io import big_number, content_hash, decode_text, path_problem, read_bytes
-from pipeline.space.arch import TASKS as ARCH_TASKS
+from pipeline.space.arch import TASK_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
 DEFAULT_PARAMS = Path("params") / "default.yaml"
-TASKS: tuple[str, ...] = ARCH_TASKS  # the names are defined once, in pipeline.space.arch
 
 #: Keys (dotted paths; ``{task}`` is replaced by the job's task) whose values each phase reads.
 #: A per-rule parameter file holds exactly these values, so changing any other key never reruns
@@ -310,8 +309,8 @@ class Config(_Section):
 
     def task(self, name: str) -> SegConfig | PoseConfig:
         """The task section (``seg`` or ``pose``)."""
-        if name not in TASKS:
-            raise ConfigError(f"unknown task {name!r}; expected one of {list(TASKS)}")
+        if name not in TASK_NAMES:
+            raise ConfigError(f"unknown task {name!r}; expected one of {list(TASK_NAMES)}")
         return getattr(self, name)
 
 
@@ -793,8 +792,8 @@ def phase_keys(phase: str, task: str | None) -> tuple[str, ...]:
         raise ConfigError(f"unknown phase {phase!r}; known: {sorted(PHASES)}")
     keys = PHASES[phase]
     if any("{task}" in k for k in keys):
-        if task not in TASKS:
-            raise ConfigError(f"phase {phase!r} needs a task (one of {list(TASKS)}), got {task!r}")
+        if task not in TASK_NAMES:
+            raise ConfigError(f"phase {phase!r} needs a task (one of {list(TASK_NAMES)}), got {task!r}")
         keys = tuple(k.replace("{task}", task) for k in keys)
     return keys
 
@@ -864,14 +863,14 @@ def check_paths(resolved: Mapping[str, Any], source: str, base: str | Path = "."
     them. Raises one :class:`ConfigError` naming the file, key and path.
     """
     base = Path(base)
-    tasks = set(resolved.get("tasks", TASKS))
+    tasks = set(resolved.get("tasks", TASK_NAMES))
     data = resolved.get("data", {})
     builtin_root = Path(data.get("root", "data/builtin"))
     problems = []
     for key, kind in path_keys():
         head = key.split(".")[0]
         owner = key.split(".")[1] if head in ("teacher", "supernet", "finetune") else head
-        if owner in TASKS and owner not in tasks:
+        if owner in TASK_NAMES and owner not in tasks:
             continue
         for where, value in _values_at(resolved, key):
             if value is None or value == "":

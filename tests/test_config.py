@@ -132,7 +132,7 @@ def test_dataclasses_match_schema() -> None:
 def test_phases_reference_schema_keys_and_views_are_strict() -> None:
     resolved = pc.load_resolved(REPO / "params" / "default.yaml")
     for phase in pc.PHASES:
-        for task in pc.TASKS:
+        for task in pc.TASK_NAMES:
             pc.phase_params(resolved, phase, task)
     view = pc.restrict(resolved, "prepare", "seg")
     assert view.seg.search_fraction == 0.2

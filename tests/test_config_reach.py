@@ -182,7 +182,7 @@ def test_every_training_key_reaches_the_loop(data, tmp_path):
 
 
 def test_task_sections_reach_the_task_plug_ins():
-    from pipeline.tasks import TASKS
+    from pipeline.tasks import REGISTRY as TASKS
 
     cfg = pc.load_params(REPO / "params" / "default.yaml")
     for name, cls in TASKS.items():

@@ -10,7 +10,7 @@ from pipeline.space.registry import NAMES, resolve
 from pipeline.space.sample import (SamplingGroup, hrnet, largest, paper_groups, sample_arch,
                                    sample_group, search_groups, smallest)
 
-TASKS = ("seg", "pose")
+TASK_NAMES = ("seg", "pose")
 
 
 def live_bits(arch: Architecture) -> tuple[int, int]:
@@ -77,8 +77,8 @@ def test_pose_rule_always_holds():
 
 
 def test_determinism_same_seed_same_ids():
-    ids1 = [sample_arch(np.random.default_rng(7), 0.5, (2, 3), t).arch_id for t in TASKS]
-    ids2 = [sample_arch(np.random.default_rng(7), 0.5, (2, 3), t).arch_id for t in TASKS]
+    ids1 = [sample_arch(np.random.default_rng(7), 0.5, (2, 3), t).arch_id for t in TASK_NAMES]
+    ids2 = [sample_arch(np.random.default_rng(7), 0.5, (2, 3), t).arch_id for t in TASK_NAMES]
     assert ids1 == ids2
     assert sample_arch(np.random.default_rng(8), 0.5, (2, 3), "seg").arch_id != ids1[0]
 
@@ -100,7 +100,7 @@ def test_sampler_rejects_unknown_task():
 
 # -- named architectures ------------------------------------------------------------------------------
 def test_smallest_largest_hrnet_shapes():
-    for task in TASKS:
+    for task in TASK_NAMES:
         s, l, h = smallest(task), largest(task), hrnet(task)
         assert s.depths() == [[2] * n for n in BRANCHES]
         assert l.depths() == [[5] * n for n in BRANCHES]
@@ -123,7 +123,7 @@ def test_smallest_largest_hrnet_shapes():
 
 def test_registry_names_and_errors(tmp_path):
     for name in NAMES:
-        for task in TASKS:
+        for task in TASK_NAMES:
             assert resolve(name, task) is not None
     assert resolve("hrnet", "seg") == hrnet("seg")
     with pytest.raises(ArchitectureError, match="'resnet'"):
@@ -161,7 +161,7 @@ def test_paper_groups():
 
 
 # -- mutation and crossover ---------------------------------------------------------------------------
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", TASK_NAMES)
 def test_operators_always_valid(task):
     rng = np.random.default_rng(11)
     pool = [sample_arch(rng, float(rng.random()), (2, 3, 4, 5), task) for _ in range(8)]
@@ -198,14 +198,14 @@ def test_mutation_grows_and_trims_steps():
 
 def test_mutation_probability_zero_is_identity():
     rng = np.random.default_rng(6)
-    for task in TASKS:
+    for task in TASK_NAMES:
         a = sample_arch(rng, 0.5, (2, 3, 4, 5), task)
         assert mutate(a, rng, fusion_prob=0.0, depth_prob=0.0, task=task) == a
 
 
 def test_release_operators_touch_neither_depth_nor_last_module():
     rng = np.random.default_rng(9)
-    for task in TASKS:
+    for task in TASK_NAMES:
         for _ in range(50):
             a = sample_arch(rng, 0.5, (2, 3, 4, 5), task)
             b = mutate(a, rng, fusion_prob=0.5, depth_prob=1.0, task=task,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import config as pc
-from pipeline.space.arch import TASKS as TASK_NAMES
+from pipeline.space.arch import TASK_NAMES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 #: Where the tasks may be told apart by name: the plug-ins and the network's head module.
@@ -28,9 +28,9 @@ def test_no_task_name_branches_outside_the_plug_ins():
 
 
 def test_one_registry_with_everything_a_task_owns():
-    from pipeline.tasks import TASKS
+    from pipeline.tasks import REGISTRY as TASKS
 
-    assert tuple(TASKS) == TASK_NAMES == pc.TASKS
+    assert tuple(TASKS) == TASK_NAMES
     cfg = pc.load_params(Path(__file__).resolve().parents[1] / "params" / "default.yaml")
     for name, cls in TASKS.items():
         assert cls.name == name and isinstance(cls.metric, str) and callable(cls.make_splits)
@@ -43,10 +43,18 @@ def test_one_registry_with_everything_a_task_owns():
 
 
 def test_a_task_refuses_settings_it_cannot_honour():
-    from pipeline.tasks import TASKS
+    from pipeline.tasks import REGISTRY as TASKS
 
     cfg = pc.load_params(Path(__file__).resolve().parents[1] / "params" / "default.yaml")
     with pytest.raises(pc.ConfigError, match="seg.num_classes"):
         TASKS["seg"].from_params(dataclasses.replace(cfg.seg, num_classes=21), seed=0)
     with pytest.raises(pc.ConfigError, match="pose.num_joints"):
         TASKS["pose"].from_params(dataclasses.replace(cfg.pose, num_joints=14), seed=0)
+
+
+def test_registry_refuses_a_taken_name() -> None:
+    from pipeline.tasks import REGISTRY, SegTask, register_task
+
+    with pytest.raises(ValueError, match="task 'seg' is registered already"):
+        register_task(type("OtherSeg", (), {"name": "seg"}))
+    assert REGISTRY["seg"] is SegTask

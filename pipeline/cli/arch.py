@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.argtypes import seed_arg
-from pipeline.space.arch import MODULE_NAMES, TASKS, Architecture
+from pipeline.space.arch import MODULE_NAMES, TASK_NAMES, Architecture
 from pipeline.space.official import load_official, save_official
 from pipeline.space.registry import NAMES, resolve
 from pipeline.space.sample import sample_arch
@@ -156,11 +156,11 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     p = sub.add_parser("export", help="write an architecture as a release .npy file")
     p.add_argument("arch", help=arch_help)
     p.add_argument("-o", "--output", required=True, type=Path, help="output .npy")
-    p.add_argument("--task", choices=TASKS, default="seg")
+    p.add_argument("--task", choices=TASK_NAMES, default="seg")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sample", help="draw an architecture with the official sampler")
-    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--task", choices=TASK_NAMES, required=True)
     p.add_argument("--fusion", type=_probability, required=True, help="fusion probability")
     p.add_argument("--depth", type=_depth_list, required=True, help="depth candidates, e.g. 2,3")
     p.add_argument("--seed", type=seed_arg, required=True)
@@ -171,7 +171,7 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
                             ("show", cmd_show, "readable summary of an architecture")):
         p = sub.add_parser(name, help=hlp)
         p.add_argument("arch", help=arch_help)
-        p.add_argument("--task", choices=TASKS, required=(name == "profile"),
+        p.add_argument("--task", choices=TASK_NAMES, required=(name == "profile"),
                        default=None if name == "profile" else "seg")
         p.add_argument("--width", type=_positive_int, required=(name == "profile"),
                        default=None if name == "profile" else DEFAULT_WIDTH,

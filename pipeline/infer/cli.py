@@ -161,24 +161,24 @@ def check_boxes_match(path: Path, boxes: dict[int | None, list[Box]], images: li
 
 def _model_input_hw(meta: dict[str, Any], model_dir: Path) -> tuple[int, int]:
     from pipeline.limits import check_input_hw
-    from pipeline.nets.export import MODEL_FILE, meta_input_hw
+    from pipeline.nets.export import MODEL_JSON, meta_input_hw
 
-    hw = meta_input_hw(meta, model_dir / MODEL_FILE)  # malformed: one line naming the record
+    hw = meta_input_hw(meta, model_dir / MODEL_JSON)  # malformed: one line naming the record
     if hw is None:
-        raise PredictError(f"{model_dir / MODEL_FILE}: pose model record lacks meta.input_hw "
+        raise PredictError(f"{model_dir / MODEL_JSON}: pose model record lacks meta.input_hw "
                            f"[h, w]")
-    check_input_hw(f"{model_dir / MODEL_FILE}", hw[0], hw[1], "meta.input_hw", PredictError)
+    check_input_hw(f"{model_dir / MODEL_JSON}", hw[0], hw[1], "meta.input_hw", PredictError)
     if hw[0] % PAD or hw[1] % PAD:  # crops go to the network unpadded
-        raise PredictError(f"{model_dir / MODEL_FILE}: meta.input_hw {hw[0]}x{hw[1]}: must be "
+        raise PredictError(f"{model_dir / MODEL_JSON}: meta.input_hw {hw[0]}x{hw[1]}: must be "
                            f"multiples of {PAD}")
     return hw[0], hw[1]
 
 
 def read_record(model_dir: Path) -> dict[str, Any]:
     """The model record (task, meta), read before the network is built."""
-    from pipeline.nets.export import MODEL_FILE, read_record as _read
+    from pipeline.nets.export import MODEL_JSON, read_record as _read
 
-    return _read(model_dir / MODEL_FILE)
+    return _read(model_dir / MODEL_JSON)
 
 
 def load_runtime(model_dir: Path, runtime: str,

@@ -45,7 +45,7 @@ from pipeline.errors import InputError
 from pipeline.io import atomic_write_bytes, atomic_write_text, check_regular_file, read_json
 from pipeline.limits import check_input_hw
 
-from .export import (MODEL_FILE, ModelFileError, StandaloneNet, is_model_file, load_model,
+from .export import (MODEL_JSON, ModelFileError, StandaloneNet, is_model_file, load_model,
                      meta_input_hw, read_record)
 from .supernet import INPUT_MULTIPLE
 
@@ -314,13 +314,13 @@ def export_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript", opti
     if fmt not in FORMATS:
         raise DeployError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
     d = Path(model_dir)
-    rec = read_record(d / MODEL_FILE)
+    rec = read_record(d / MODEL_JSON)
     out = Path(output) if output is not None else default_output(d, fmt, optimize)
     check_output(d, out, overwrite)
     if input_hw is None:
-        hw = meta_input_hw(rec["meta"], d / MODEL_FILE)  # malformed: one line naming the record
+        hw = meta_input_hw(rec["meta"], d / MODEL_JSON)  # malformed: one line naming the record
         if hw is not None:
-            check_input_hw(str(d / MODEL_FILE), hw[0], hw[1], "meta.input_hw", DeployError)
+            check_input_hw(str(d / MODEL_JSON), hw[0], hw[1], "meta.input_hw", DeployError)
             input_hw = hw
         else:
             input_hw = DEFAULT_HW[rec["task"]]
@@ -368,7 +368,7 @@ def write_deployable(model_dir: str | os.PathLike) -> dict[str, Any]:
 def _legacy_entries(model_dir: Path) -> list[dict[str, Any]]:
     """Artifacts recorded in ``model.json`` itself (model directories of earlier versions)."""
     try:
-        rec = read_record(model_dir / MODEL_FILE)
+        rec = read_record(model_dir / MODEL_JSON)
     except ModelFileError:
         return []
     entries = rec.get("deploy", [])
@@ -380,7 +380,7 @@ def deploy_entries(model_dir: str | os.PathLike) -> list[dict[str, Any]]:
     the artifacts in ``MODEL/deploy/`` (sorted by name), then those an older version wrote into
     ``model.json``, for files without a record of their own."""
     d = Path(model_dir)
-    read_record(d / MODEL_FILE)  # a missing or broken model record is the error to report
+    read_record(d / MODEL_JSON)  # a missing or broken model record is the error to report
     found: list[dict[str, Any]] = []
     folder = d / DEPLOY_DIR
     if folder.is_dir():
@@ -414,7 +414,7 @@ def load_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript",
     if artifact is None:
         entry = find_entry(d, fmt)
         path = d / str(entry.get("file"))
-        where = d / str(entry.get("record", MODEL_FILE))
+        where = d / str(entry.get("record", MODEL_JSON))
     else:
         path = Path(artifact)
         where = record_path(path)
@@ -429,9 +429,9 @@ def load_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript",
         raise DeployError(f"{path}: artifact recorded in {where} not found")
     model = entry.get("model")
     if isinstance(model, dict):
-        weights = read_record(d / MODEL_FILE)["weights_sha256"]
+        weights = read_record(d / MODEL_JSON)["weights_sha256"]
         if model.get("weights_sha256") != weights:
-            raise DeployError(f"{path}: exported from other weights than {d / MODEL_FILE} "
+            raise DeployError(f"{path}: exported from other weights than {d / MODEL_JSON} "
                               f"(record {where}); export it again")
     data = path.read_bytes()
     if _sha256(data) != entry.get("sha256"):

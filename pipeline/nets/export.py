@@ -33,7 +33,7 @@ from .supernet import ScaleNet, SuperNet
 from pipeline.errors import InputError
 
 MODEL_SCHEMA = "scalenas-model/1"
-WEIGHTS_FILE, ARCH_FILE, MODEL_FILE = "weights.pt", "arch.json", "model.json"
+WEIGHTS_FILE, ARCH_FILE, MODEL_JSON = "weights.pt", "arch.json", "model.json"
 
 
 class ModelFileError(InputError):
@@ -111,7 +111,7 @@ def save_model(directory: str | os.PathLike, net: StandaloneNet, meta: dict[str,
     record = {"schema": MODEL_SCHEMA, "task": net.task, "width": net.width,
               "num_outputs": net.num_outputs, "arch_id": net.arch.arch_id,
               "weights_sha256": _sha256(weights), "meta": meta_json}
-    atomic_write_text(d / MODEL_FILE, json.dumps(record, indent=1) + "\n")
+    atomic_write_text(d / MODEL_JSON, json.dumps(record, indent=1) + "\n")
 
 
 def read_record(path: Path) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def is_model_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is (or would replace) a saved model's own file: its record, architecture
     or weights, in a directory that holds a model record."""
     p = Path(path)
-    return p.name in (MODEL_FILE, ARCH_FILE, WEIGHTS_FILE) and (p.parent / MODEL_FILE).is_file()
+    return p.name in (MODEL_JSON, ARCH_FILE, WEIGHTS_FILE) and (p.parent / MODEL_JSON).is_file()
 
 
 def check_fits(task: str, width: int, num_outputs: int, arch: Architecture,
@@ -159,24 +159,24 @@ def load_model(directory: str | os.PathLike) -> StandaloneNet:
     ``CheckpointError`` (all ``ValueError``) naming the file at fault.
     """
     d = Path(directory)
-    rec = _read_record(d / MODEL_FILE)
+    rec = _read_record(d / MODEL_JSON)
     arch = Architecture.load(d / ARCH_FILE)
     if arch.arch_id != rec["arch_id"]:
         raise ModelFileError(f"{d / ARCH_FILE}: architecture id {arch.arch_id} does not match "
-                             f"{rec['arch_id']} recorded in {d / MODEL_FILE}")
+                             f"{rec['arch_id']} recorded in {d / MODEL_JSON}")
     wpath = d / WEIGHTS_FILE
     if not wpath.is_file():
         raise ModelFileError(f"{wpath}: weights file not found")
     if _sha256(wpath.read_bytes()) != rec["weights_sha256"]:
-        raise ModelFileError(f"{wpath}: checksum does not match {d / MODEL_FILE} "
+        raise ModelFileError(f"{wpath}: checksum does not match {d / MODEL_JSON} "
                              f"(corrupt or from another save)")
     state = load_state_dict_file(wpath)
     check_fits(rec["task"], rec["width"], rec["num_outputs"], arch, state, str(wpath),
-               d / MODEL_FILE)
+               d / MODEL_JSON)
     try:
         net = StandaloneNet(rec["task"], rec["width"], rec["num_outputs"], arch)
     except (ValueError, ArchitectureError) as e:
-        raise ModelFileError(f"{d / MODEL_FILE}: {e}") from None
+        raise ModelFileError(f"{d / MODEL_JSON}: {e}") from None
     load_into(net, state, str(wpath))
     net.meta = rec["meta"]
     return net.eval()

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from pipeline.space.arch import TASKS, Architecture, check_task
+from pipeline.space.arch import TASK_NAMES, Architecture, check_task
 from pipeline.space.sample import largest
 
 from .blocks import (BN_MOMENTUM, conv3x3, conv_bn_relu, init_weights, make_layer1,
@@ -34,8 +34,8 @@ def branch_channels(width: int, num_branches: int) -> tuple[int, ...]:
 
 def check_net_args(task: str, width: int, num_outputs: int | None) -> int:
     """Validate the network's task and width; return the number of outputs (task default if None)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r} (expected one of {TASKS})")
+    if task not in TASK_NAMES:
+        raise ValueError(f"unknown task {task!r} (expected one of {TASK_NAMES})")
     if not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be a positive integer, got {width!r}")
     n = DEFAULT_OUTPUTS[task] if num_outputs is None else num_outputs

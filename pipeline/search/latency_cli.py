@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.space.arch import TASKS
+from pipeline.space.arch import TASK_NAMES
 
 
 def _count(least: int, what: str):
@@ -80,7 +80,7 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     sub = g.add_subparsers(dest="command", metavar="COMMAND")
     g.set_defaults(group_parser=g)
     b = sub.add_parser("build", help="measure the table on this machine")
-    b.add_argument("--task", choices=TASKS, required=True)
+    b.add_argument("--task", choices=TASK_NAMES, required=True)
     b.add_argument("--width", type=_positive, default=32)
     b.add_argument("--input", required=True, metavar="HxW")
     b.add_argument("--device", default="cpu")
@@ -91,7 +91,7 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
     p = sub.add_parser("predict", help="sum the table for an architecture")
     p.add_argument("arch", help="hrnet, largest, smallest, a .json or a release .npy")
     p.add_argument("--table", type=Path, default=Path("latency.json"))
-    p.add_argument("--task", choices=TASKS, default=None)
+    p.add_argument("--task", choices=TASK_NAMES, default=None)
     p.add_argument("--width", type=_positive, default=None)
     p.add_argument("--input", default=None, metavar="HxW", help="default: the table's")
     p.add_argument("--threads", type=_threads, default=0)

@@ -36,7 +36,7 @@ MODULE_NAMES: tuple[str, ...] = (
 MAX_DEPTH = 5
 MIN_DEPTH = 1
 #: The task names, defined once (pipeline.config and the task plug-ins use these).
-TASKS = ("seg", "pose")
+TASK_NAMES = ("seg", "pose")
 #: Whether a task's head reads branch 0 only (pose's heatmaps; segmentation concatenates every
 #: branch): then the last module must fuse every branch into branch 0 (see check_task).
 SINGLE_SCALE_OUTPUT = {"seg": False, "pose": True}
@@ -232,8 +232,8 @@ def check_task(arch: Architecture, task: str) -> None:
     point of the space. (Fusions into branches 1..3 of the last module are legal but dead; they
     still count as cost, as in the official counter.)
     """
-    if task not in TASKS:
-        raise ArchitectureError(f"unknown task {task!r} (expected one of {TASKS})")
+    if task not in TASK_NAMES:
+        raise ArchitectureError(f"unknown task {task!r} (expected one of {TASK_NAMES})")
     if not SINGLE_SCALE_OUTPUT[task]:
         return
     last = arch.modules[-1]

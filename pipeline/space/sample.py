@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .arch import (BRANCHES, MAX_DEPTH, MIN_DEPTH, SINGLE_SCALE_OUTPUT, TASKS, Architecture,
+from .arch import (BRANCHES, MAX_DEPTH, MIN_DEPTH, SINGLE_SCALE_OUTPUT, TASK_NAMES, Architecture,
                    ArchitectureError, ModuleArch, check_task, make_module)
 
 #: Fusion probabilities and depth candidates of the paper's grouped sampling (section 4) and of
@@ -28,8 +28,8 @@ Fusions = list[list[set[int]]]
 
 # -- validation -------------------------------------------------------------------------------------
 def check_task_name(task: str) -> None:
-    if task not in TASKS:
-        raise ArchitectureError(f"unknown task {task!r} (expected one of {TASKS})")
+    if task not in TASK_NAMES:
+        raise ArchitectureError(f"unknown task {task!r} (expected one of {TASK_NAMES})")
 
 
 def check_prob(p: float, name: str = "fusion_prob") -> float:

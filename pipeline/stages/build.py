@@ -25,7 +25,7 @@ from pipeline.errors import StageInputError
 from pipeline.search.evolution import default_reference
 from pipeline.search.objective import GFLOPS_AXIS, CostAxis, latency_axis
 from pipeline.space.arch import Architecture
-from pipeline.tasks import TASKS, Task
+from pipeline.tasks import REGISTRY, Task
 from pipeline.train.runtime import TrainRun
 
 #: Persistent processes decoding the images beyond the budget ahead of the network.
@@ -34,7 +34,7 @@ STREAM_WORKERS = 1
 
 def task_from_config(task: str, cfg: Config) -> Task:
     """The task plug-in of ``cfg``'s ``task`` section, seeded with the run's seed."""
-    return TASKS[task].from_params(cfg.task(task), seed=cfg.run.seed)
+    return REGISTRY[task].from_params(cfg.task(task), seed=cfg.run.seed)
 
 
 def train_run(cfg: Config, device: str, **settings: Any) -> TrainRun:
@@ -44,7 +44,7 @@ def train_run(cfg: Config, device: str, **settings: Any) -> TrainRun:
 
 def cost_input_hw(task: str, cfg: Config) -> tuple[int, int]:
     """Input size at which params/GFLOPs are reported (the task plug-in says which key)."""
-    return TASKS[task].cost_input_hw(cfg.task(task))
+    return REGISTRY[task].cost_input_hw(cfg.task(task))
 
 
 def make_cost_fn(task: str, cfg: Config) -> Callable[[Architecture], Cost]:
@@ -199,7 +199,7 @@ def check_start_weights(resolved: Mapping[str, Any], source: str) -> None:
     <file>: looks like a pose W8 supernet (17 outputs), but ... needs a seg W8 network (19
     outputs)``."""
     for task in resolved.get("tasks", ()):
-        width, outs = int(resolved[task]["width"]), int(TASKS[task].num_outputs)
+        width, outs = int(resolved[task]["width"]), int(REGISTRY[task].num_outputs)
         for section, key in START_WEIGHT_KEYS:
             sec = resolved[section][task]
             path = sec.get(key)

@@ -42,6 +42,7 @@ from pipeline import config as pconfig
 from pipeline import diskfull, recovery, tracking
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_BUG, InputError, StageInputError
 from pipeline.io import atomic_write_text, file_sha256, read_json
+from pipeline.space.arch import TASK_NAMES
 
 RESOLVED_NAME = "resolved_params.json"
 
@@ -84,7 +85,7 @@ def build_parser(phase: str, add_args: Callable[[argparse.ArgumentParser], None]
                                 description=f"Pipeline stage '{phase}'.")
     p.add_argument("--params", required=True, type=Path,
                    help="per-rule parameter file (results/params/...json) or a params/*.yaml file")
-    p.add_argument("--task", choices=pconfig.TASKS, required=needs_task, default=None)
+    p.add_argument("--task", choices=TASK_NAMES, required=needs_task, default=None)
     p.add_argument("--out", required=True, type=Path, help="output directory of this stage")
     p.add_argument("--threads", type=int, default=1, help="torch/OMP threads (the rule's threads)")
     p.add_argument("--run-settings", type=Path, default=None,

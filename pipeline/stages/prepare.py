@@ -20,13 +20,13 @@ from typing import Mapping, Sequence
 from pipeline.data.manifest import MANIFEST, build_manifest
 from pipeline.io import atomic_write_text
 from pipeline.stages.common import StageContext, run_phased_stage
-from pipeline.tasks import TASKS
+from pipeline.tasks import REGISTRY
 from pipeline.data import batches
 
 
 def prepare(ctx: StageContext) -> Mapping[str, float]:
     tc = ctx.task_cfg
-    manifest = build_manifest(ctx.task, TASKS[ctx.task].make_splits, Path(tc.root), tc.train_set,
+    manifest = build_manifest(ctx.task, REGISTRY[ctx.task].make_splits, Path(tc.root), tc.train_set,
                               tc.val_set, tc.search_fraction, builtin=ctx.cfg.data.builtin,
                               calibration_images=int(ctx.cfg.calibration.images),
                               batches=batches.from_json(ctx.extra.get("batches")),
@@ -43,7 +43,7 @@ def generate(ctx: StageContext) -> Mapping[str, float]:
     from pipeline.data.synth import RECORD_FILE, generate_all
 
     d = ctx.cfg.data
-    rec = generate_all(ctx.out, d.seed, tuple(TASKS), seg_train=d.seg_train, seg_val=d.seg_val,
+    rec = generate_all(ctx.out, d.seed, tuple(REGISTRY), seg_train=d.seg_train, seg_val=d.seg_val,
                        seg_size_hw=tuple(d.seg_size), pose_train=d.pose_train,
                        pose_val=d.pose_val, pose_size_hw=tuple(d.pose_size))
     ctx.run.log_text(json.dumps(rec, indent=1), RECORD_FILE)

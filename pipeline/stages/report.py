@@ -25,7 +25,7 @@ from typing import Any
 
 from pipeline import tracking
 from pipeline.io import atomic_write_text, read_json
-from pipeline.space.arch import TASKS
+from pipeline.space.arch import TASK_NAMES
 from pipeline.stages.common import StageContext, StageInputError, run_stage
 from pipeline.tracking import git_commit
 
@@ -39,7 +39,7 @@ PLOT_COLUMNS = ["arch_id", "stage", "generation", "params", "gflops", "latency_m
 
 def _task_path(text: str) -> tuple[str, Path]:
     task, sep, path = text.partition("=")
-    if not sep or task not in TASKS or not path:
+    if not sep or task not in TASK_NAMES or not path:
         raise argparse.ArgumentTypeError(f"expected TASK=PATH with TASK seg or pose, got {text!r}")
     return task, Path(path)
 
@@ -89,7 +89,7 @@ def body(ctx: StageContext) -> dict[str, float]:
     fronts = _by_task(ctx.args.front, "front")
     summaries = _by_task(ctx.args.summary, "summary")
     selections = _by_task(ctx.args.selection, "selection")
-    tasks = [t for t in TASKS if t in cands]
+    tasks = [t for t in TASK_NAMES if t in cands]
     for t in tasks:
         if t not in fronts:
             raise StageInputError(f"--front missing for task {t}")

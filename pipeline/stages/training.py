@@ -16,7 +16,7 @@ from pipeline.stages.common import StageContext
 from pipeline.train.artifacts import save_trained
 from pipeline.train.loop import TrainSummary
 
-MODEL_FILE = "model.pt"
+from pipeline.paths import MODEL_FILE  # noqa: F401 (re-exported: the trained model file)
 
 
 def disable_tracking_off_main() -> None:

@@ -2,7 +2,7 @@
 
 A task owns what differs between the tasks: its datasets and split maker, loss, metric (name and
 evaluation), trivial baseline, the input size its cost is counted at, and its construction from
-its parameter section (``TASKS[name].from_params(section, seed=...)``). The network's head lives
+its parameter section (``REGISTRY[name].from_params(section, seed=...)``). The network's head lives
 with the network (pipeline.nets.supernet). Code outside this package asks the plug-in instead of
 testing the task's name.
 """
@@ -15,15 +15,29 @@ from pipeline.tasks.base import Task, collate
 from pipeline.tasks.pose import PoseTask, PoseTaskConfig
 from pipeline.tasks.seg import SegTask, SegTaskConfig
 
-#: The plug-ins by task name (the names are pipeline.space.arch.TASKS, in the same order).
-TASKS: dict[str, Any] = {"seg": SegTask, "pose": PoseTask}
+#: The plug-ins by task name (the names are pipeline.space.arch.TASK_NAMES, in the same order).
+REGISTRY: dict[str, Any] = {}
+
+
+def register_task(cls: Any) -> Any:
+    """Add a plug-in under its ``name``; a name taken already is refused (a second plug-in
+    would silently replace the first)."""
+    name = cls.name
+    if name in REGISTRY:
+        raise ValueError(f"task {name!r} is registered already (by {REGISTRY[name].__name__})")
+    REGISTRY[name] = cls
+    return cls
+
+
+register_task(SegTask)
+register_task(PoseTask)
 
 
 def task_class(task_name: str) -> Any:
     try:
-        return TASKS[task_name]
+        return REGISTRY[task_name]
     except KeyError:
-        raise ConfigError(f"unknown task {task_name!r}; expected one of {', '.join(TASKS)}") from None
+        raise ConfigError(f"unknown task {task_name!r}; expected one of {', '.join(REGISTRY)}") from None
 
 
 def make_config(task_name: str, **kwargs: Any) -> SegTaskConfig | PoseTaskConfig:
@@ -52,5 +66,5 @@ def from_params(task_name: str, section: Any, *, seed: int) -> Task:
     return task_class(task_name).from_params(section, seed=seed)
 
 
-__all__ = ["TASKS", "Task", "SegTask", "SegTaskConfig", "PoseTask", "PoseTaskConfig",
+__all__ = ["REGISTRY", "register_task", "Task", "SegTask", "SegTaskConfig", "PoseTask", "PoseTaskConfig",
            "build_task", "from_params", "make_config", "task_class", "collate"]
