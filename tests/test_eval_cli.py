@@ -202,6 +202,7 @@ def seg_data(tmp_path_factory) -> Path:
     return seg_dataset(tmp_path_factory.mktemp("eval-seg") / "cityscapes")
 
 
+@pytest.mark.slow
 def test_fixture_s1_on_real_frames_gives_the_releases_miou(seg_data, tmp_path, capsys):
     out = tmp_path / "results.json"
     rc, stdout, err = run(capsys, "eval", "--supernet", FIXTURE, "--arch", S1, "--data", seg_data,
@@ -239,6 +240,7 @@ def test_profile_line_is_the_releases(seg_data, capsys):
     assert "params 25.3 M, flops 265.5 G" in line
 
 
+@pytest.mark.slow
 def test_pooled_statistics_and_results_record(seg_data, tmp_path, capsys):
     out = tmp_path / "r.json"
     rc, stdout, err = run(capsys, "eval", "--supernet", FIXTURE, "--arch", S1, "--data", seg_data,
@@ -255,6 +257,7 @@ def test_pooled_statistics_and_results_record(seg_data, tmp_path, capsys):
 
 
 # -- the README's commands --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_readme_check_the_papers_numbers_runs(tmp_path, capsys):
     """Each command of the README section, with the released files replaced: the official W8
     fixture for both seg supernets, S1's release file for S4's architecture, a W8 P2 network for
@@ -285,6 +288,7 @@ def test_readme_check_the_papers_numbers_runs(tmp_path, capsys):
 
 
 # -- bad input: one line, exit 2, nothing written -------------------------------------------------
+@pytest.mark.slow
 def test_bad_inputs_one_line_exit_2_nothing_written(seg_data, tmp_path, capsys):
     from pipeline.space.official import load_official
 
@@ -359,3 +363,67 @@ def test_model_directory_prints_the_reports_finetuned_metric(tiny_run, task, tmp
         assert doc["score"] == record["finetuned"], (model, doc["score"], record["finetuned"])
         assert f"{record['finetuned']:.4f}" in stdout or f"{record['finetuned']:.3f}" in stdout
         assert str(record["finetuned"]) in json.dumps(metrics)
+
+
+# -- other sources and outputs --------------------------------------------------------------------
+@pytest.mark.slow
+def test_pose_supernet_subnet_with_ground_truth_boxes(tmp_path, capsys):
+    """A pose supernet file running a registered architecture, calibrated on person crops."""
+    from pipeline.nets import SuperNet
+
+    coco = coco_dataset(tmp_path / "coco")
+    torch.manual_seed(0)
+    torch.save(SuperNet("pose", 8).state_dict(), tmp_path / "pose_super.pth")
+    out = tmp_path / "r.json"
+    rc, stdout, err = run(capsys, "eval", "--supernet", tmp_path / "pose_super.pth", "--arch",
+                          "hrnet", "--data", coco, "--gt-boxes", "--train-split", "val2017",
+                          "--bn-calib", 4, "--calib-batch-size", 2, "--input", "128x96",
+                          "-o", out, "-q")
+    assert rc == 0, err
+    doc = json.loads(out.read_text())
+    assert doc["protocol"]["boxes"] == "ground truth" and doc["protocol"]["flip"] is True
+    assert doc["protocol"]["bn_calibration"]["unit"] == "person crops"
+    assert len(doc["protocol"]["bn_calibration"]["names"]) == 4
+    assert doc["profile"]["input"] == [1, 3, 128, 96] and doc["metrics"]["num_persons"] == 12
+    assert "| AP | AP50 | AP75 | APM | APL | AR |" in stdout
+
+
+@pytest.mark.slow
+def test_model_directory_runtimes_and_mlflow(seg_data, tmp_path, capsys):
+    """Eager, optimized TorchScript and ONNX of one model directory score alike; --mlflow logs a
+    run with the pipeline's tags."""
+    import mlflow
+
+    from pipeline.nets.deploy import export_artifact
+    from pipeline.nets.export import StandaloneNet, save_model
+    from pipeline.space.official import load_official
+
+    torch.manual_seed(0)
+    model = tmp_path / "model"
+    save_model(model, StandaloneNet("seg", 8, 19, load_official(S1)).eval(),
+               {"input_hw": [128, 256], "eval_batch_size": 1})
+    export_artifact(model, "torchscript", optimize=True, channels_last=False)
+    export_artifact(model, "onnx", optimize=False)
+    scores = {}
+    for runtime in ("eager", "torchscript", "onnx"):
+        out = tmp_path / f"{runtime}.json"
+        extra = ["--mlflow", f"sqlite:///{tmp_path / 'mlflow.db'}"] if runtime == "eager" else []
+        rc, stdout, err = run(capsys, "eval", "--model", model, "--runtime", runtime,
+                              "--data", seg_data, "-o", out, "-q", *extra)
+        assert rc == 0, (runtime, err)
+        doc = json.loads(out.read_text())
+        assert doc["runtime"]["runtime"] == runtime and doc["protocol"]["batch_size"] == 1
+        scores[runtime] = doc["metrics"]["pixel_acc"]
+        if runtime != "eager":
+            assert runtime in doc["checksums"]
+    assert scores["torchscript"] == pytest.approx(scores["eager"], abs=1e-3)
+    assert scores["onnx"] == pytest.approx(scores["eager"], abs=1e-3)
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("scalenas")
+    (r,) = client.search_runs([exp.experiment_id])
+    assert r.data.tags["scalenas.phase"] == "eval" and r.data.tags["scalenas.task"] == "seg"
+    assert r.data.tags["scalenas.arch_id"] == load_official(S1).arch_id
+    assert r.data.tags["scalenas.data_hash"].startswith("sha256:")
+    assert "scalenas.git_commit" in r.data.tags and "scalenas.weights_sha256" in r.data.tags
+    assert r.data.metrics["mIoU" if "mIoU" in r.data.metrics else "miou"] >= 0
+    assert r.data.params["split"] == "val"

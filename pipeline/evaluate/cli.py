@@ -94,28 +94,17 @@ def _task(args: argparse.Namespace, source: Any) -> Any:
                                   or split == "search"):
             raise EvalInputError(f"{flag} {name}: no such split in {root} "
                                  f"(found: {', '.join(found) or 'none'})")
-    if source.task == "pose":
-        if args.det_file is not None and args.gt_boxes:
-            raise EvalInputError("give either --det-file or --gt-boxes, not both")
-        if args.det_file is None and not args.gt_boxes:
-            raise EvalInputError("pose: give --det-file FILE (the detector's person boxes, as "
-                                 "the release's test) or --gt-boxes")
-        if args.det_file is not None and not args.det_file.is_file():
-            raise EvalInputError(f"--det-file {args.det_file}: file not found")
-    elif args.det_file is not None or args.gt_boxes:
-        raise EvalInputError("--det-file / --gt-boxes apply to pose models only")
-    input_hw = args.input or (tuple(source.meta["input_hw"]) if source.task == "pose" and
-                              isinstance(source.meta.get("input_hw"), list) else None)
+    # A model directory records its network input (the pose crop; seg evaluates full images).
+    recorded = source.meta.get("input_hw")
+    input_hw = args.input or (tuple(recorded) if isinstance(recorded, list) else None)
     thresholds = tuple((k, float(v)) for k, v in (("det_score_threshold", args.det_thre),
                                                   ("oks_thre", args.oks_thre),
                                                   ("in_vis_thre", args.in_vis_thre))
                        if v is not None)
-    if thresholds and source.task != "pose":
-        raise EvalInputError("--det-thre / --oks-thre / --in-vis-thre apply to pose models only")
     data = EvalData(root=str(root), split=split, train_split=train_split,
                     search_fraction=args.search_fraction, flip=args.flip, input_hw=input_hw,
                     det_file=str(args.det_file) if args.det_file is not None else None,
-                    thresholds=thresholds)
+                    gt_boxes=bool(args.gt_boxes), thresholds=thresholds)
     return cls.for_evaluation(data), split, train_split
 
 
@@ -128,7 +117,7 @@ def _calibration(args: argparse.Namespace, task: Any, train_split: str
     n = args.bn_calib or images
     bs = args.calib_batch_size or batch
     ds = task.dataset("trainfull", train=False)
-    unit = "person crops" if task.name == "pose" else "images"
+    unit = task.item_unit
     if n > len(ds):
         raise EvalInputError(f"--bn-calib {n}: larger than the train split '{train_split}' of "
                              f"{args.data} ({len(ds)} {unit})")
@@ -136,15 +125,14 @@ def _calibration(args: argparse.Namespace, task: Any, train_split: str
     record = {"split": train_split, "images": n, "unit": unit, "batch_size": bs,
               "stats": args.bn_stats, "seed": args.calib_seed,
               "selection": "first N of torch.randperm(train split) under the seed, in that order",
-              "resizing": "none (each image cropped top-left to a multiple of 32)"
-              if task.name == "seg" else "the person crop at the network input"}
+              "resizing": "none: as evaluated, each cropped top-left to a multiple of 32"}
     return (idx, bs), record
 
 
 def _profile(source: Any, task: Any) -> dict[str, Any]:
     from pipeline.cost import profile
 
-    hw = task.profile_input_hw(getattr(task, "input_hw", None) if source.task == "pose" else None)
+    hw = task.profile_input_hw(getattr(task, "input_hw", None))
     cost = profile(source.arch, source.task, source.width, hw, source.num_outputs)
     return {**cost.to_dict(), "input": [1, 3, int(hw[0]), int(hw[1])]}
 
@@ -209,13 +197,14 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     checked = task.check_eval_data(named)
     calib_plan = calib_record = None
     if source.needs_calibration:
+        task.check_eval_data("trainfull")  # the calibration images pass the same checks
         calib_plan, calib_record = _calibration(args, task, train_split)
     elif args.bn_calib is not None:
         raise EvalInputError("--bn-calib: only a subnet of a supernet (--supernet) is "
                              "calibrated; a fine-tuned network keeps its statistics")
     to_device(source, device)
-    batch_size = args.batch_size or int(source.meta.get("eval_batch_size") or 0) or (
-        4 if source.task == "seg" else 32)
+    batch_size = (args.batch_size or int(source.meta.get("eval_batch_size") or 0)
+                  or task.eval_batch_size)
     prof = _profile(source, task)
     print(profile_line(source, prof), flush=True)
     protocol = {"split": split, **task.protocol(), "batch_size": batch_size,
@@ -238,12 +227,9 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
                                [str(it.get("name", it.get("image_id"))) for it in items],
                                stats=args.bn_stats)
         calib_record["names"] = calib.names
-        if source.task == "seg":
-            calib_files = [p for s in task.samples("trainfull") for p in (s.image,)]
-            calib_files = [calib_files[i] for i in idx]
+        calib_files = task.item_files("trainfull", idx)
         calib.calibrate(source.model)
-    total = checked["images"] if source.task == "seg" else None
-    bar = tqdm(total=total, desc=f"eval {split}", unit="img" if source.task == "seg" else "person",
+    bar = tqdm(total=checked.get("items"), desc=f"eval {split}", unit=" " + task.item_unit,
                file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
     with torch.no_grad():
         result = score(task, source.model, named, device, batch_size, progress=bar.update)

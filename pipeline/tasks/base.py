@@ -40,7 +40,8 @@ class EvalData:
     ``split`` is a split folder of the dataset (``val``, ``test``, ``val2017``...) or ``search``
     (the pipeline's held-out part of ``train_split``); ``train_split`` is the folder that BN
     calibration reads. ``flip`` None keeps the task's protocol default; ``input_hw`` is the
-    network input of a top-down pose model; ``det_file`` None means ground-truth boxes.
+    network input of a top-down pose model; pose takes either ``det_file`` (detector boxes) or
+    ``gt_boxes``.
     """
 
     root: str
@@ -50,6 +51,7 @@ class EvalData:
     flip: bool | None = None
     input_hw: tuple[int, int] | None = None
     det_file: str | None = None
+    gt_boxes: bool = False
     thresholds: tuple[tuple[str, float], ...] = ()
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -91,6 +91,9 @@ class PoseTask:
     release_calibration = (1024, 128)
     #: The network input of the release's COCO test configurations unless told otherwise.
     default_input_hw = (256, 192)
+    #: What one dataset item is, and how many ``scalenas eval`` scores a batch by default.
+    item_unit = "person crops"
+    eval_batch_size = 32
 
     @staticmethod
     def profile_input_hw(input_hw: tuple[int, int] | None) -> tuple[int, int]:
@@ -107,6 +110,11 @@ class PoseTask:
     @classmethod
     def for_evaluation(cls, data: Any) -> "PoseTask":
         """The task ``scalenas eval`` scores with (:class:`pipeline.tasks.base.EvalData`)."""
+        if (data.det_file is None) == (not data.gt_boxes):
+            raise ConfigError("pose: give either --det-file FILE (the detector's person boxes, "
+                              "as the release's test) or --gt-boxes")
+        if data.det_file is not None and not Path(data.det_file).is_file():
+            raise ConfigError(f"--det-file {data.det_file}: file not found")
         hw = tuple(data.input_hw) if data.input_hw else cls.default_input_hw
         kw: dict[str, Any] = dict(
             root=str(data.root), train_split=data.train_split,
@@ -114,7 +122,7 @@ class PoseTask:
             input_hw=(int(hw[0]), int(hw[1])), search_fraction=data.search_fraction,
             use_gt_boxes=data.det_file is None)
         if data.det_file is not None:
-            kw["detection_file"] = str(Path(data.det_file).resolve())
+            kw["detection_file"] = str(Path(data.det_file).absolute())
         if data.flip is not None:
             kw["flip_test"] = bool(data.flip)
         kw.update(dict(data.thresholds))
@@ -161,7 +169,14 @@ class PoseTask:
                 raise DataError(f"{det}: {matched} of its {len(people)} person detections match "
                                 f"an image of split '{coco_split}' ({len(ids)} images){example}")
             info.update(detections=len(people), files=files + [det])
+        info["items"] = len(self.records(split))
         return info
+
+    def item_files(self, split: str, indices: Sequence[int]) -> list[Path]:
+        """The files behind items ``indices`` of ``split`` (annotations, the persons' images)."""
+        records = self.records(split)
+        files = [annotation_path(Path(self.config.root), self._coco_split(split))]
+        return files + sorted({records[i].image_path for i in indices})
 
     @staticmethod
     def metric_lines(result: Mapping[str, Any]) -> list[str]:

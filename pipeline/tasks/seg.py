@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -123,6 +123,9 @@ class SegTask:
     release_calibration = (24, 3)
     #: Input at which the release's test prints params and GFLOPs (Cityscapes' full frame).
     paper_input_hw = (1024, 2048)
+    #: What one dataset item is, and how many ``scalenas eval`` scores a batch by default.
+    item_unit = "images"
+    eval_batch_size = 4
 
     @staticmethod
     def profile_input_hw(input_hw: tuple[int, int] | None) -> tuple[int, int]:
@@ -140,8 +143,9 @@ class SegTask:
     @classmethod
     def for_evaluation(cls, data: Any) -> "SegTask":
         """The task ``scalenas eval`` scores with (:class:`pipeline.tasks.base.EvalData`)."""
-        if data.det_file is not None:
-            raise ConfigError("--det-file / --gt-boxes apply to pose models only")
+        if data.det_file is not None or data.gt_boxes or data.thresholds:
+            raise ConfigError("--det-file, --gt-boxes and the pose thresholds apply to pose "
+                              "models only")
         return cls(SegTaskConfig(
             root=str(data.root), train_split=data.train_split,
             val_split=data.train_split if data.split == "search" else data.split,
@@ -161,8 +165,13 @@ class SegTask:
 
         samples = self.samples(split)
         check_seg_pairs(seg_pairs(samples))
-        return {"images": len(samples),
+        return {"images": len(samples), "items": len(samples),
                 "files": [p for s in samples for p in (s.image, s.label)]}
+
+    def item_files(self, split: str, indices: Sequence[int]) -> list[Path]:
+        """The files behind items ``indices`` of ``split`` (images and labels)."""
+        samples = self.samples(split)
+        return [p for i in indices for p in (samples[i].image, samples[i].label)]
 
     @staticmethod
     def metric_lines(result: Mapping[str, Any]) -> list[str]:
