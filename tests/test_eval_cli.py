@@ -363,6 +363,8 @@ def test_model_directory_prints_the_reports_finetuned_metric(tiny_run, task, tmp
         assert doc["score"] == record["finetuned"], (model, doc["score"], record["finetuned"])
         assert f"{record['finetuned']:.4f}" in stdout or f"{record['finetuned']:.3f}" in stdout
         assert str(record["finetuned"]) in json.dumps(metrics)
+        print(f"{task} {model.parent.name}: eval {doc['score']!r}, fine-tuned record "
+              f"{record['finetuned']!r}")
 
 
 # -- other sources and outputs --------------------------------------------------------------------
