@@ -251,11 +251,11 @@ def test_profile_line_is_the_releases(seg_data, capsys):
 def test_pooled_statistics_and_results_record(seg_data, tmp_path, capsys):
     out = tmp_path / "r.json"
     rc, stdout, err = run(capsys, "eval", "--supernet", FIXTURE, "--arch", S1, "--data", seg_data,
-                          "--bn-calib", 3, "--bn-stats", "pooled", "-o", out, "-q")
+                          "--bn-calib", 3, "--bn-stats", "pooled", "--flip", "-o", out, "-q")
     assert rc == 0, err
     doc = json.loads(out.read_text())
     assert doc["protocol"]["bn_calibration"]["stats"] == "pooled"
-    assert doc["protocol"]["flip"] is False and doc["protocol"]["scales"] == [1.0]
+    assert doc["protocol"]["flip"] is True and doc["protocol"]["scales"] == [1.0]
     assert doc["checksums"]["supernet"]["sha256"] and doc["checksums"]["arch"]["sha256"]
     assert doc["data"]["hash"].startswith("sha256:") and doc["data"]["images"] == 1
     assert doc["runtime"]["runtime"] == "eager" and doc["runtime"]["device"] == "cpu"
