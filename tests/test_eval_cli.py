@@ -353,7 +353,8 @@ def test_bad_inputs_one_line_exit_2_nothing_written(seg_data, tmp_path, capsys):
 # -- consistency with the pipeline -------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["seg", "pose"])
-def test_model_directory_prints_the_reports_finetuned_metric(tiny_run, task, tmp_path, capsys):
+def test_model_directory_prints_the_reports_finetuned_metric(tiny_run, task, tmp_path, capsys,
+                                                             monkeypatch):
     metrics = json.loads((tiny_run / "results" / "report" / "metrics.json").read_text())
     dirs = sorted((tiny_run / "results" / task / "finetune").glob("*/model"))
     assert dirs
@@ -372,6 +373,26 @@ def test_model_directory_prints_the_reports_finetuned_metric(tiny_run, task, tmp
         assert str(record["finetuned"]) in json.dumps(metrics)
         print(f"{task} {model.parent.name}: eval {doc['score']!r}, fine-tuned record "
               f"{record['finetuned']!r}")
+        numeric = {k: v for k, v in doc["metrics"].items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        assert numeric == pytest.approx(record["details_finetuned"], abs=0), model
+    if task == "pose":
+        # The tiny run's pose AP is 0, so compare the people themselves: the task built from the
+        # run's parameters (as fine-tuning scored) and the one eval builds predict the same.
+        from pipeline import config as pc
+        from pipeline.nets.export import load_model
+        from pipeline.stages.build import build_task
+        from pipeline.tasks import PoseTask
+        from pipeline.tasks.base import EvalData
+
+        monkeypatch.chdir(tiny_run)
+        pipe = build_task("pose", pc.load_params(tiny_run / "params" / "default.yaml"))
+        net = load_model(dirs[-1])
+        ours = PoseTask.for_evaluation(EvalData(
+            root=str(data), split="val2017", train_split="train2017",
+            input_hw=tuple(net.meta["input_hw"]), det_file=str(extra[1])))
+        people = ours.predict(net, ours.dataset("val", False), "cpu", 2)
+        assert people and people == pipe.predict(net, pipe.dataset("val", False), "cpu", 2)
 
 
 # -- other sources and outputs --------------------------------------------------------------------
