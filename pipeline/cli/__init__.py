@@ -14,7 +14,8 @@ from typing import NoReturn, Sequence
 
 #: Modules that contribute subcommand groups, in help order.
 GROUPS: tuple[str, ...] = ("pipeline.cli.arch", "pipeline.data.cli", "pipeline.infer.cli",
-                           "pipeline.nets.export_cli", "pipeline.search.latency_cli")
+                           "pipeline.evaluate.cli", "pipeline.nets.export_cli",
+                           "pipeline.search.latency_cli")
 
 PROG = "scalenas"
 EXIT_USAGE = 2

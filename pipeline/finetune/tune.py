@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from pipeline.evaluate import score
 from pipeline.nets.export import export_subnet, load_model, save_model
 from pipeline.config import TrainConfig
 from pipeline.errors import ConfigError
@@ -72,22 +73,25 @@ def finetune_model(task: Any, supernet: SuperNet, selected: SelectedModel,
     out = Path(out_dir)
     t0 = time.perf_counter()
     net = export_selected(supernet, selected, calibrate).to(device)
-    inherited, d_before = _scores(task.evaluate(net, "val", device, eval_batch_size))
+    inherited, d_before = _scores(score(task, net, "val", device, eval_batch_size))
     if tracker is not None:
         tracker.log_metrics({"val_inherited": inherited}, step=0)
 
     summary = train(task, net, train_cfg, Path(work_dir) / TRAIN_DIR, tracker=tracker, split=split,
                     run=run or TrainRun(device=str(device)))
     net.eval()
-    finetuned, d_after = _scores(task.evaluate(net, "val", device, eval_batch_size))
+    finetuned, d_after = _scores(score(task, net, "val", device, eval_batch_size))
 
     metric = getattr(task, "metric", "score")
     meta = {"name": selected.name, "input_hw": list(input_hw), "metric": metric,
             "val_inherited": inherited, "val_finetuned": finetuned,
-            "selection_rule": selected.rule, "iterations": summary.iterations}
+            "selection_rule": selected.rule, "iterations": summary.iterations,
+            # `scalenas eval --model` scores in batches of this size too, so that it prints the
+            # val figures above to the last bit.
+            "eval_batch_size": int(eval_batch_size)}
     save_model(out / MODEL_DIR, net, meta)
     reloaded_net = load_model(out / MODEL_DIR).to(device)
-    reloaded, _ = _scores(task.evaluate(reloaded_net, "val", device, eval_batch_size))
+    reloaded, _ = _scores(score(task, reloaded_net, "val", device, eval_batch_size))
 
     record = FinetuneRecord(
         name=selected.name, task=task.name, arch_id=selected.arch.arch_id, rule=selected.rule,

@@ -20,15 +20,22 @@ and divides by in eval mode.
 During the calibration pass the BN layers run in training mode, so each normalises with the
 statistics of the batch it sees, as during supernet training; with one batch holding all the
 images (the default) those are exactly the pooled statistics being recorded.
+
+``stats="release"`` (:func:`release_calibrate_bn`) does what the release's ``calib_bn_seg``
+does instead, with its arithmetic (``scalenas eval`` reproduces the release's test command with
+it): every BN layer normalises with the mean and *biased* variance (mean of squared deviations)
+it computes from its batch, and records their averages over the batches, weighted by each
+batch's number of images, in float32.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from pipeline.errors import InputError
@@ -36,6 +43,11 @@ from pipeline.errors import InputError
 
 class CalibrationError(InputError):
     """A calibration request that cannot be honoured (too few images, nothing executed...)."""
+
+
+#: How the recorded statistics combine the batches: ``pooled`` (ours: exact pooled mean and
+#: unbiased variance) or ``release`` (the release's per-batch averages of mean and biased variance).
+STATS = ("pooled", "release")
 
 
 @dataclass
@@ -61,6 +73,29 @@ class Moments:
     @property
     def unbiased_var(self) -> Tensor:
         return self.m2 / (self.n - 1)
+
+
+@dataclass
+class BatchAverages:
+    """The release's running averages of one BN layer (its ``AverageMeter``, float32): the sums
+    of batch mean x images and biased batch variance x images, and the images counted."""
+
+    images: int = 0
+    mean_sum: Tensor | float = 0.0
+    var_sum: Tensor | float = 0.0
+
+    def add_batch(self, images: int, mean_b: Tensor, biased_var_b: Tensor) -> None:
+        self.images += images
+        self.mean_sum = self.mean_sum + mean_b * images
+        self.var_sum = self.var_sum + biased_var_b * images
+
+    @property
+    def mean(self) -> Tensor:
+        return self.mean_sum / self.images  # type: ignore[return-value]
+
+    @property
+    def var(self) -> Tensor:
+        return self.var_sum / self.images  # type: ignore[return-value]
 
 
 def bn_layers(model: nn.Module) -> dict[str, _BatchNorm]:
@@ -142,14 +177,20 @@ def collect_bn_input_moments(model: nn.Module, batches: Sequence[Tensor] | Tenso
 
 def calibrate_bn(model: nn.Module, batches: Sequence[Tensor] | Tensor,
                  timer: HookTimer | None = None,
-                 layers: dict[str, _BatchNorm] | None = None) -> dict[str, Moments]:
+                 layers: dict[str, _BatchNorm] | None = None,
+                 stats: str = "pooled") -> dict[str, Any]:
     """Set running_mean / running_var (unbiased) of every BN layer that executes on ``batches``
-    to the exact pooled statistics of its input. Returns the moments used, by layer name.
+    to the exact pooled statistics of its input (``stats="release"``: the release's batch
+    averages, see the module docstring). Returns the moments used, by layer name.
 
     Every flag and ``momentum`` is restored. ``num_batches_tracked`` counts the calibration
     batches too; nothing reads it while ``momentum`` is set.
     """
     layers = bn_layers(model) if layers is None else layers
+    if stats not in STATS:
+        raise CalibrationError(f"calibration statistics {stats!r}: expected one of {', '.join(STATS)}")
+    if stats == "release":
+        return release_calibrate_bn(model, batches, layers)
     # The training-mode forward would also blend batch statistics into the buffers with the
     # layer's momentum; we overwrite them below, so only layers that ran are changed at all.
     moments = collect_bn_input_moments(model, batches, train_mode=True, timer=timer,
@@ -166,6 +207,52 @@ def calibrate_bn(model: nn.Module, batches: Sequence[Tensor] | Tensor,
             bn.running_mean.copy_(mom.mean.to(bn.running_mean.dtype))
             bn.running_var.copy_(mom.unbiased_var.to(bn.running_var.dtype))
     return moments
+
+
+def release_calibrate_bn(model: nn.Module, batches: Sequence[Tensor] | Tensor,
+                         layers: dict[str, _BatchNorm] | None = None) -> dict[str, BatchAverages]:
+    """The release's BN calibration (scalenas.md section 5), step for step and in float32.
+
+    During the pass every BN layer computes its input's per-channel mean (a mean over the batch,
+    then the rows, then the columns) and biased variance (the same means of the squared
+    deviations), normalises with them, and adds both, times the batch's number of images, to its
+    sums; afterwards the running statistics of every layer that ran become sums / images.
+    """
+    if isinstance(batches, Tensor):
+        batches = [batches]
+    layers = bn_layers(model) if layers is None else layers
+    averages: dict[str, BatchAverages] = {}
+
+    def make_forward(name: str, bn: _BatchNorm) -> Callable[[Tensor], Tensor]:
+        def forward(x: Tensor) -> Tensor:
+            mean = x.mean(0, keepdim=True).mean(2, keepdim=True).mean(3, keepdim=True)
+            dev = x - mean
+            var = (dev * dev).mean(0, keepdim=True).mean(2, keepdim=True).mean(3, keepdim=True)
+            mean, var = mean.reshape(-1), var.reshape(-1)
+            averages.setdefault(name, BatchAverages()).add_batch(int(x.shape[0]), mean, var)
+            return F.batch_norm(x, mean, var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        return forward
+
+    for name, m in layers.items():
+        if not m.track_running_stats or m.running_mean is None:
+            raise CalibrationError(f"calibration: BN layer {name} does not track running statistics")
+        m.forward = make_forward(name, m)  # type: ignore[method-assign]
+    try:
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+    finally:
+        for m in layers.values():
+            del m.forward  # the class's forward again
+    if not averages:
+        raise CalibrationError("calibration: no BatchNorm layer executed")
+    with torch.no_grad():
+        for name, avg in averages.items():
+            bn = layers[name]
+            assert bn.running_mean is not None and bn.running_var is not None
+            bn.running_mean.copy_(avg.mean)
+            bn.running_var.copy_(avg.var)
+    return averages
 
 
 #: Multiple of 32 the network needs; calibration images are cropped (top-left) to it.
@@ -213,6 +300,26 @@ def calibration_indices(num_items: int, n: int, seed: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(num_items, size=n, replace=False))
 
 
+#: Seed of the release's draw of calibration images: its ``calib_bn`` takes the first N of a
+#: ``torch.randperm`` of the training list under this seed.
+RELEASE_CALIBRATION_SEED = 937162211
+
+
+def release_calibration_indices(num_items: int, n: int,
+                                seed: int = RELEASE_CALIBRATION_SEED) -> list[int]:
+    """The release's calibration images: the first ``n`` of a seeded ``torch.randperm`` over the
+    ``num_items`` training items, in the permutation's order. (The release then feeds them through
+    an unseeded random sampler; we keep the permutation's order so that a run is repeatable.)"""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise CalibrationError(f"the number of calibration images must be a positive integer, "
+                               f"got {n!r}")
+    if n > num_items:
+        raise CalibrationError(f"{n} calibration images asked for, but the train split has only "
+                               f"{num_items}")
+    g = torch.Generator().manual_seed(int(seed))
+    return [int(i) for i in torch.randperm(num_items, generator=g)[:n]]
+
+
 @dataclass
 class CalibrationSet:
     """The calibration images of one job: loaded once, reused for every candidate.
@@ -225,6 +332,8 @@ class CalibrationSet:
     batches: list[Tensor]
     #: Which images they are (seg frame names, pose image ids), when known.
     names: list[str] = field(default_factory=list)
+    #: How batches combine into the recorded statistics (:data:`STATS`).
+    stats: str = "pooled"
     #: BN layers per model (by id), so the module tree is walked once per job, not per candidate.
     _layers: dict[int, dict[str, _BatchNorm]] = field(default_factory=dict, repr=False)
 
@@ -245,4 +354,4 @@ class CalibrationSet:
         layers = self._layers.get(id(model))
         if layers is None:
             layers = self._layers[id(model)] = bn_layers(model)
-        return calibrate_bn(model, self.batches, timer, layers)
+        return calibrate_bn(model, self.batches, timer, layers, self.stats)

@@ -26,14 +26,10 @@ from pipeline.nets.supernet import SuperNet
 from pipeline.nets.calibrate import CalibrationSet, HookTimer
 from .candidates import Candidate
 from .table import Row
-from pipeline.errors import InputError
+from pipeline.evaluate.score import EvaluationError
 
 EvaluateFn = Callable[[nn.Module], Mapping[str, Any]]
 CostFn = Callable[[Any], Cost]
-
-
-class EvaluationError(InputError):
-    """A task evaluation that returned something unusable."""
 
 
 @dataclass

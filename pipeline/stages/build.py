@@ -15,6 +15,7 @@ import torch
 from pipeline.config import Config
 from pipeline.cost import Cost, profile
 from pipeline.data.stream import Streamed
+from pipeline.evaluate import score
 from pipeline.nets.checkpoint import CheckpointError, load_into, load_state_dict_file
 from pipeline.nets.init import check_fits
 from pipeline.nets.supernet import SuperNet
@@ -180,7 +181,7 @@ def make_evaluator(task: str, cfg: Config, checkpoint: str | Path, device: str, 
     bs = int(cfg.calibration.batch_size)
 
     def evaluate_fn(model: torch.nn.Module) -> Mapping[str, Any]:
-        return task_obj.evaluate(model, "search", device, batch_size=bs, dataset=search_ds)
+        return score(task_obj, model, "search", device, bs, dataset=search_ds)
 
     return CandidateEvaluator(net, calib, evaluate_fn, make_cost_fn(task, cfg), stage=stage,
                               generation=generation, latency_fn=latency), calib

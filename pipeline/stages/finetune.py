@@ -58,6 +58,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def _reference(ctx: StageContext, latency: Any = None) -> dict[str, Any]:
     """HRNet at the search's width and input: analytic cost (and predicted latency with a latency
     objective's predictor ``latency``), inherited-weight search-split score."""
+    from pipeline.evaluate import score
     from pipeline.stages.build import (task_from_config, cost_input_hw, load_calibration, load_supernet,
                                        make_cost_fn)
     from pipeline.space.sample import hrnet
@@ -69,8 +70,7 @@ def _reference(ctx: StageContext, latency: Any = None) -> dict[str, Any]:
     net.set_arch(arch)
     load_calibration(task_obj, ctx.cfg, ctx.device).calibrate(net)
     net.eval()
-    result = task_obj.evaluate(net, "search", ctx.device,
-                               batch_size=int(ctx.cfg.calibration.batch_size))
+    result = score(task_obj, net, "search", ctx.device, int(ctx.cfg.calibration.batch_size))
     width = int(ctx.task_cfg.width)
     ref = {"label": f"HRNet-W{width}", "arch_id": arch.arch_id, "params": int(cost.params),
            "gflops": float(cost.gflops), "input_hw": list(cost_input_hw(ctx.task, ctx.cfg)),

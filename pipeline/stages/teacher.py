@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Mapping, Sequence
 
+from pipeline.evaluate import score
 from pipeline.nets.supernet import SuperNet
 from pipeline.space.sample import largest
 from pipeline.stages.build import task_from_config, train_run
@@ -50,7 +51,7 @@ def body(ctx: StageContext) -> Mapping[str, float] | None:
             "init": init.to_dict() if init is not None else None}
     finish_training(ctx, model, meta, summary)
     arch.save(ctx.out / "arch.json")
-    ev = task.evaluate(model, "search", info.device, 4)
+    ev = score(task, model, "search", info.device, 4)
     base = task.baseline("search", info.device)
     metrics = {"search_score": float(ev["score"]), "baseline_search_score": float(base["score"]),
                **base_metrics(summary)}

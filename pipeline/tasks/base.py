@@ -2,6 +2,7 @@
 fine-tuning: a task supplies datasets, the loss, the metric and a trivial baseline."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
@@ -30,6 +31,28 @@ class Task(Protocol):
     def calibration_dataset(self, num_images: int, seed: int = 0) -> Subset: ...
 
     collate: Callable[[list[dict]], dict]
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """What ``scalenas eval`` evaluates on (each plug-in's ``for_evaluation`` builds its task).
+
+    ``split`` is a split folder of the dataset (``val``, ``test``, ``val2017``...) or ``search``
+    (the pipeline's held-out part of ``train_split``); ``train_split`` is the folder that BN
+    calibration reads. ``flip`` None keeps the task's protocol default; ``input_hw`` is the
+    network input of a top-down pose model; pose takes either ``det_file`` (detector boxes) or
+    ``gt_boxes``.
+    """
+
+    root: str
+    split: str
+    train_split: str
+    search_fraction: float = 0.2
+    flip: bool | None = None
+    input_hw: tuple[int, int] | None = None
+    det_file: str | None = None
+    gt_boxes: bool = False
+    thresholds: tuple[tuple[str, float], ...] = ()
 
 
 def collate(items: list[dict]) -> dict:

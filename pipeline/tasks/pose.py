@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -84,6 +84,107 @@ class PoseTask:
     config_cls = PoseTaskConfig
     #: The split maker of the dataset layout (pipeline.data.manifest).
     make_splits = staticmethod(pose_splits)
+
+    # -- scalenas eval: the release's test configuration (pipeline.evaluate) -------------------
+    #: BN calibration of a supernet's subnet: person crops and batch size (the release's calib_bn:
+    #: 8 batches of its training batch, 32 crops per GPU on 4 GPUs).
+    release_calibration = (1024, 128)
+    #: The network input of the release's COCO test configurations unless told otherwise.
+    default_input_hw = (256, 192)
+    #: What one dataset item is, and how many ``scalenas eval`` scores a batch by default.
+    item_unit = "person crops"
+    eval_batch_size = 32
+
+    @staticmethod
+    def profile_input_hw(input_hw: tuple[int, int] | None) -> tuple[int, int]:
+        """Where ``scalenas eval`` counts params/GFLOPs: the network input (256x192 or 384x288)."""
+        return tuple(input_hw) if input_hw else PoseTask.default_input_hw  # type: ignore[return-value]
+
+    @staticmethod
+    def available_splits(root: str | Path) -> list[str]:
+        """Splits of a COCO-layout root (``annotations/person_keypoints_<split>.json``)."""
+        prefix = "person_keypoints_"
+        return sorted(p.stem[len(prefix):] for p in (Path(root) / "annotations").glob(
+            f"{prefix}*.json"))
+
+    @classmethod
+    def for_evaluation(cls, data: Any) -> "PoseTask":
+        """The task ``scalenas eval`` scores with (:class:`pipeline.tasks.base.EvalData`)."""
+        if (data.det_file is None) == (not data.gt_boxes):
+            raise ConfigError("pose: give either --det-file FILE (the detector's person boxes, "
+                              "as the release's test) or --gt-boxes")
+        if data.det_file is not None and not Path(data.det_file).is_file():
+            raise ConfigError(f"--det-file {data.det_file}: file not found")
+        hw = tuple(data.input_hw) if data.input_hw else cls.default_input_hw
+        kw: dict[str, Any] = dict(
+            root=str(data.root), train_split=data.train_split,
+            val_split=data.train_split if data.split == "search" else data.split,
+            input_hw=(int(hw[0]), int(hw[1])), search_fraction=data.search_fraction,
+            use_gt_boxes=data.det_file is None)
+        if data.det_file is not None:
+            kw["detection_file"] = str(Path(data.det_file).absolute())
+        if data.flip is not None:
+            kw["flip_test"] = bool(data.flip)
+        kw.update(dict(data.thresholds))
+        return cls(PoseTaskConfig(**kw))
+
+    def protocol(self) -> dict[str, Any]:
+        """How ``evaluate`` scores, as ``scalenas eval`` states it."""
+        c = self.config
+        return {"input_hw": list(c.input_hw), "flip": c.flip_test, "shift_heatmap": c.shift_heatmap,
+                "boxes": "ground truth" if c.use_gt_boxes else f"detector ({c.detection_file})",
+                "det_score_threshold": c.det_score_threshold, "oks_nms_threshold": c.oks_thre,
+                "in_vis_threshold": c.in_vis_thre, "bbox_padding": c.bbox_padding,
+                "decoding": "arg-max, quarter-pixel shift"}
+
+    def check_eval_data(self, split: str) -> dict[str, Any]:
+        """``prepare``'s checks of the images of ``split``, and for detector boxes that their
+        image ids are images of the split (one line naming the file)."""
+        from pipeline.data.checks import check_coco_images
+        from pipeline.data.io import read_json
+
+        doc = self.annotations(split)
+        coco_split = self._coco_split(split)
+        root = image_dir(Path(self.config.root), coco_split)
+        for im in doc["images"]:
+            if not (root / im["file_name"]).is_file():
+                raise DataError(f"{root / im['file_name']}: image {im['id']} of split "
+                                f"'{coco_split}' not found")
+        check_coco_images(root, doc)
+        ids = set(self.image_ids(split))
+        files = [annotation_path(Path(self.config.root), coco_split)]
+        files += [root / im["file_name"] for im in doc["images"] if im["id"] in ids]
+        info: dict[str, Any] = {"images": len(ids), "files": files}
+        if split == "val" and not self.config.use_gt_boxes:
+            det = Path(self.config.root) / self.config.detection_file
+            dets = read_json(det)
+            if not isinstance(dets, list):
+                raise DataError(f"{det}: detection results must be a JSON list")
+            people = [d for d in dets if isinstance(d, dict) and d.get("category_id") == 1]
+            known = {im["id"] for im in doc["images"]}
+            matched = sum(1 for d in people if d.get("image_id") in ids)
+            absent = [d.get("image_id") for d in people if d.get("image_id") not in known]
+            if not matched or absent:
+                example = f", e.g. image_id {absent[0]}" if absent else ""
+                raise DataError(f"{det}: {matched} of its {len(people)} person detections match "
+                                f"an image of split '{coco_split}' ({len(ids)} images){example}")
+            info.update(detections=len(people), files=files + [det])
+        info["items"] = len(self.records(split))
+        return info
+
+    def item_files(self, split: str, indices: Sequence[int]) -> list[Path]:
+        """The files behind items ``indices`` of ``split`` (annotations, the persons' images)."""
+        records = self.records(split)
+        files = [annotation_path(Path(self.config.root), self._coco_split(split))]
+        return files + sorted({records[i].image_path for i in indices})
+
+    @staticmethod
+    def metric_lines(result: Mapping[str, Any]) -> list[str]:
+        """The release's COCO table: AP, AP50, AP75, APM, APL, AR."""
+        names = ("AP", "AP50", "AP75", "APM", "APL", "AR")
+        return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names),
+                "| " + " | ".join(f"{result[n]:.3f}" for n in names) + " |",
+                f"persons: {result['num_persons']}   results after OKS NMS: {result['num_results']}"]
 
     @staticmethod
     def cost_input_hw(section: Any) -> tuple[int, int]:
@@ -189,8 +290,9 @@ class PoseTask:
 
     @torch.no_grad()
     def predict(self, model: nn.Module, dataset: Dataset, device: str | torch.device = "cpu",
-                batch_size: int = 32) -> list[dict]:
-        """COCO keypoint results for every person of `dataset` (flip test, decoding, OKS NMS)."""
+                batch_size: int = 32, progress: Callable[[int], Any] | None = None) -> list[dict]:
+        """COCO keypoint results for every person of `dataset` (flip test, decoding, OKS NMS);
+        ``progress(n)`` is told after each batch how many persons it held."""
         c = self.config
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                             num_workers=c.num_workers, collate_fn=self.collate)
@@ -209,6 +311,8 @@ class PoseTask:
                 scales.append(batch["scale"].numpy())
                 scores.append(batch["score"].numpy())
                 ids.extend(int(i) for i in batch["image_id"])
+                if progress is not None:
+                    progress(int(img.shape[0]))
         if not ids:
             return []
         return keypoint_results(np.concatenate(preds), np.concatenate(maxvals),
@@ -216,11 +320,12 @@ class PoseTask:
                                 np.concatenate(scores), ids, c.in_vis_thre, c.oks_thre)
 
     def evaluate(self, model: nn.Module, split: str, device: str | torch.device = "cpu",
-                 batch_size: int = 32, dataset: Dataset | None = None) -> dict[str, Any]:
+                 batch_size: int = 32, dataset: Dataset | None = None,
+                 progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
         """COCO keypoint metrics on `split`: dict(score=AP, AP, AP50, AP75, APM, APL, AR,
         num_persons, num_results)."""
         ds = dataset if dataset is not None else self.dataset(split, train=False)
-        results = self.predict(model, ds, device, batch_size)
+        results = self.predict(model, ds, device, batch_size, progress)
         stats = coco_keypoint_eval(self.coco_index(split), results, self.image_ids(split))
         return {"score": max(0.0, stats["AP"]), **stats, "num_persons": len(ds),
                 "num_results": len(results)}

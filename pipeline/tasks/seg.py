@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ class SegTaskConfig:
     ohem_min_kept: int = 131072
     class_weights: bool = True
     size_divisor: int = 32           # eval images are padded to a multiple of this
+    eval_flip: bool = False          # average with the mirrored image's logits (the release: off)
     seed: int = 0
     num_workers: int = 0
 
@@ -80,6 +81,13 @@ def ohem_cross_entropy(logits: torch.Tensor, label: torch.Tensor, *, thresh: flo
     return kept.mean() if kept.numel() else losses.mean()
 
 
+def mean_iou_all(result: Mapping[str, Any]) -> float:
+    """The release's mean_IoU: the mean over every class, a class absent from both the labels and
+    the predictions counting 0 (the same as ``miou`` when every class occurs, as on Cityscapes val)."""
+    iou = result["iou"]
+    return float(sum(v or 0.0 for v in iou.values()) / len(iou))
+
+
 class _ConstantLogits(nn.Module):
     """Predicts one class everywhere (the trivial baseline)."""
 
@@ -108,6 +116,76 @@ class SegTask:
     config_cls = SegTaskConfig
     #: The split maker of the dataset layout (pipeline.data.manifest).
     make_splits = staticmethod(seg_splits)
+
+    # -- scalenas eval: the release's test configuration (pipeline.evaluate) -------------------
+    #: BN calibration of a supernet's subnet: images and batch size (the release's calib_bn_seg:
+    #: 8 batches of its 3 training images per GPU).
+    release_calibration = (24, 3)
+    #: Input at which the release's test prints params and GFLOPs (Cityscapes' full frame).
+    paper_input_hw = (1024, 2048)
+    #: What one dataset item is, and how many ``scalenas eval`` scores a batch by default.
+    item_unit = "images"
+    eval_batch_size = 4
+
+    @staticmethod
+    def profile_input_hw(input_hw: tuple[int, int] | None) -> tuple[int, int]:
+        """Where ``scalenas eval`` counts params/GFLOPs: the full Cityscapes frame."""
+        return SegTask.paper_input_hw
+
+    @staticmethod
+    def available_splits(root: str | Path) -> list[str]:
+        """Split folders of a Cityscapes-layout root (``leftImg8bit/<split>`` or ``<split>.lst``)."""
+        r = Path(root)
+        found = {p.name for p in (r / "leftImg8bit").glob("*") if p.is_dir()}
+        found |= {p.stem for p in r.glob("*.lst")}
+        return sorted(found)
+
+    @classmethod
+    def for_evaluation(cls, data: Any) -> "SegTask":
+        """The task ``scalenas eval`` scores with (:class:`pipeline.tasks.base.EvalData`)."""
+        if data.det_file is not None or data.gt_boxes or data.thresholds:
+            raise ConfigError("--det-file, --gt-boxes and the pose thresholds apply to pose "
+                              "models only")
+        return cls(SegTaskConfig(
+            root=str(data.root), train_split=data.train_split,
+            val_split=data.train_split if data.split == "search" else data.split,
+            search_fraction=data.search_fraction,
+            eval_flip=bool(data.flip) if data.flip is not None else False))
+
+    def protocol(self) -> dict[str, Any]:
+        """How ``evaluate`` scores, as ``scalenas eval`` states it."""
+        return {"scales": [1.0], "flip": self.config.eval_flip,
+                "resolution": "each image at its own size (padded to a multiple of "
+                              f"{self.config.size_divisor}, counted at the label's size)",
+                "ignore_label": IGNORE_INDEX, "classes": NUM_CLASSES}
+
+    def check_eval_data(self, split: str) -> dict[str, Any]:
+        """``prepare``'s checks of the images and labels of ``split`` (one line naming the file)."""
+        from pipeline.data.checks import check_seg_pairs, seg_pairs
+
+        samples = self.samples(split)
+        check_seg_pairs(seg_pairs(samples))
+        return {"images": len(samples), "items": len(samples),
+                "files": [p for s in samples for p in (s.image, s.label)]}
+
+    def item_files(self, split: str, indices: Sequence[int]) -> list[Path]:
+        """The files behind items ``indices`` of ``split`` (images and labels)."""
+        samples = self.samples(split)
+        return [p for i in indices for p in (samples[i].image, samples[i].label)]
+
+    @staticmethod
+    def metric_lines(result: Mapping[str, Any]) -> list[str]:
+        """The printed table: mIoU, pixel accuracy, IoU per class."""
+        iou = result["iou"]
+        present = [v for v in iou.values() if v is not None]
+        lines = [f"mIoU: {result['miou']:.4f} (mean over the {len(present)} classes present; "
+                 f"over all {len(iou)} classes as the release's mean_IoU counts: "
+                 f"{mean_iou_all(result):.4f})",
+                 f"pixel accuracy: {result['pixel_acc']:.4f}   images: {result['num_images']}   "
+                 f"labelled pixels: {result['num_pixels']}",
+                 f"{'class':<15} IoU"]
+        lines += [f"{name:<15} {'-' if v is None else f'{v:.4f}'}" for name, v in iou.items()]
+        return lines
 
     @staticmethod
     def cost_input_hw(section: Any) -> tuple[int, int]:
@@ -176,10 +254,11 @@ class SegTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: str | torch.device = "cpu",
-                 batch_size: int = 1, dataset: Dataset | None = None) -> dict[str, Any]:
+                 batch_size: int = 1, dataset: Dataset | None = None,
+                 progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
         """Single-scale full-resolution mIoU on `split`. Returns dict(score=miou, miou, iou per
         class (None when absent from both GT and prediction), absent_classes, pixel_acc,
-        num_pixels, num_images)."""
+        num_pixels, num_images). ``progress(n)`` is told after each batch how many images it held."""
         ds = dataset if dataset is not None else self.dataset(split, train=False)
         loader = DataLoader(ds, batch_size=batch_size, shuffle=False,
                             num_workers=self.config.num_workers, collate_fn=self.collate)
@@ -193,11 +272,15 @@ class SegTask:
                 if ph or pw:  # the network needs sizes divisible by 32; pad and crop back
                     img = F.pad(img, (0, pw, 0, ph))
                 logits = model(img)
+                if self.config.eval_flip:
+                    logits = (logits + model(img.flip(3)).flip(3)) * 0.5
                 logits = F.interpolate(logits, size=(h + ph, w + pw), mode="bilinear",
                                        align_corners=False)[..., :h, :w]
                 # Counted where the logits are: only the 19x19 matrix comes back to the host,
                 # not a full-resolution prediction per image.
                 meter.update(logits.argmax(1), batch["label"].to(logits.device))
+                if progress is not None:
+                    progress(int(img.shape[0]))
         res = meter.compute(CLASS_NAMES)
         return {"score": res["miou"], **res, "num_images": len(ds)}
 

@@ -8,12 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
+from pipeline.evaluate import evaluate_subnet  # noqa: F401 (re-exported: the stages' checks)
 from pipeline.nets.calibrate import CalibrationSet, image_batches
-from pipeline.space.arch import Architecture
-
-from .loop import TaskLike
 
 #: Calibration images of the stages' own checks (the search phase has its own setting).
 CHECK_CALIBRATION_IMAGES = 16
@@ -27,16 +24,3 @@ def calibration_set(task: Any, device: torch.device | str, num_images: int, seed
     images = [subset[i]["image"] for i in range(len(subset))]
     return CalibrationSet(list(subset.indices), image_batches(images, len(images), device))
 
-
-def evaluate_subnet(task: TaskLike, supernet: nn.Module, arch: Architecture, split: str,
-                    device: torch.device | str, calib: CalibrationSet | None,
-                    batch_size: int = 4) -> dict[str, Any]:
-    """``task.evaluate`` of ``supernet`` running ``arch`` (after BN calibration when given).
-
-    BN buffers of the layers that run are overwritten by the calibration: call it on a copy of
-    the trained weights or after they were saved.
-    """
-    supernet.set_arch(arch)  # type: ignore[operator]
-    if calib is not None:
-        calib.calibrate(supernet)
-    return task.evaluate(supernet, split, device, batch_size)  # type: ignore[attr-defined]
