@@ -82,7 +82,8 @@ for _phase, _keys in pconfig.PHASES.items():
     for _task in (TASKS if any("{task}" in k for k in _keys) else [None]):
         write_if_changed(param_file(_phase, _task),
                          json.dumps(_phase_doc(_phase, _task), indent=1, sort_keys=True) + "\n")
-        PARAM_FILES.append(param_file(_phase, _task))
+        if _phase not in pconfig.OPTIONAL_PHASES:  # the report lists the default run's phases
+            PARAM_FILES.append(param_file(_phase, _task))
 
 # Execution settings (device, threads, tracking): read by the jobs, never an input, so changing
 # them reruns nothing.
