@@ -186,3 +186,29 @@ def test_plan_refuses_bad_input_with_one_line():
     params["audit"]["tasks"] = ["pose"]
     with pytest.raises(AuditError, match="audit.tasks: pose is not searched by this run"):
         plan(params, "params/default.yaml", models)
+
+
+def test_scatter_figure_is_written(tmp_path):
+    from pipeline.audit.figure import scatter
+
+    slots = [{"slot": f"a{i:02d}", "role": r, "label": r, "arch_id": f"id{i}", "gflops": 0.1 * (i + 1),
+              "params": 10 * i, "inherited": 0.1 * i} for i, r in
+             enumerate(["smallest", "largest", "hrnet", "pick", "pool"])]
+    slots.append({"slot": "S.random", "role": "random", "label": "S", "arch_id": "r",
+                  "gflops": 0.4, "params": 1, "inherited": 0.2})
+    scores = {s["slot"]: {0: 0.05 * i, 1: 0.05 * i + 0.01} for i, s in enumerate(slots)}
+    doc = build_ranking("pose", "AP", slots, scores, {}, {"S": "a03"}, resamples=100, seed=0)
+    scatter(doc, tmp_path / "r.png", dpi=50)
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_unauditable_parameters_only_stop_runs_that_ask_for_the_audit():
+    from pipeline.audit.plan import plan_or_error, requests_audit
+
+    params = load_resolved("params/default.yaml")
+    params["audit"]["pose"]["archs"] = 1000
+    jobs, err = plan_or_error(params, "p.yaml", {"seg": ["S"], "pose": ["P"]})
+    assert "audit.pose: archs 1000 is larger than the pool" in err
+    assert set(jobs) == {"seg", "pose"} and len(jobs["seg"]["slots"]) == 8 + 2
+    assert requests_audit(["audit_all"]) and requests_audit(["results/seg/audit/ranking.json"])
+    assert not requests_audit([]) and not requests_audit(["all", "report_all"])

@@ -24,6 +24,33 @@ def audit_tasks(params: Mapping[str, Any], source: str) -> list[str]:
     return asked
 
 
+def requests_audit(targets: Sequence[str] | None) -> bool:
+    """Whether a run of these Snakemake targets includes audit jobs (the default target never
+    does)."""
+    return any(str(t).startswith("audit") or "/audit" in str(t) for t in (targets or ()))
+
+
+def plan_or_error(params: Mapping[str, Any], source: str,
+                  finetune_models: Mapping[str, Sequence[str]]
+                  ) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """:func:`plan`, or (the jobs of the valid tasks, the error line): the workflow reports the
+    error only when the run asks for the audit, so that parameters which cannot be audited (a
+    tiny search smaller than K) still run the pipeline."""
+    try:
+        return plan(params, source, finetune_models), None
+    except AuditError as e:
+        tasks = [t for t in (params["audit"]["tasks"] or params["tasks"]) if t in params["tasks"]]
+        return {t: _jobs(params, t, finetune_models) for t in tasks}, str(e)
+
+
+def _jobs(params: Mapping[str, Any], task: str,
+          finetune_models: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    sec = params["audit"][task]
+    models = list(finetune_models.get(task, []))
+    return {"slots": [ranked_slot(i) for i in range(int(sec["archs"]))] + comparison_slots(models),
+            "seeds": [int(s) for s in sec["seeds"]]}
+
+
 def pool_size(params: Mapping[str, Any]) -> int:
     """Candidates the search evaluates (sampling grid + every generation's children)."""
     r, e = params["search"]["random"], params["search"]["evolution"]
@@ -45,6 +72,5 @@ def plan(params: Mapping[str, Any], source: str,
             raise AuditError(f"{source}: audit.{t}.archs: {k} is fewer than the {3 + len(models)} "
                              "architectures every audit trains (smallest, largest, HRNet and "
                              f"the fine-tune models {models})")
-        out[t] = {"slots": [ranked_slot(i) for i in range(k)] + comparison_slots(models),
-                  "seeds": [int(s) for s in sec["seeds"]]}
+        out[t] = _jobs(params, t, finetune_models)
     return out

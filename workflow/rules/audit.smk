@@ -7,13 +7,11 @@
 #   results/{task}/audit/ranking.json               scores, tau/rho with intervals, baselines
 #   results/{task}/audit/ranking.png, ranking.md    the scatter figure and the table
 # Needs finetune.smk (FINETUNE_MODELS, finetune_records) included before it.
-from pipeline.audit.choose import AuditError
-from pipeline.audit.plan import plan as audit_plan
+from pipeline.audit.plan import plan_or_error
 
-try:
-    AUDIT = audit_plan(PARAMS, PARAMS_SOURCE, FINETUNE_MODELS)
-except AuditError as e:
-    raise WorkflowError(f"invalid parameters: {e}")
+# Parameters that cannot be audited (K larger than the pool, a task the run does not search) stop
+# a run that asks for the audit in onstart (common.smk), before any job; other runs go on.
+AUDIT, AUDIT_ERROR = plan_or_error(PARAMS, PARAMS_SOURCE, FINETUNE_MODELS)
 
 wildcard_constraints:
     slot=r"[A-Za-z0-9][A-Za-z0-9_.-]*",

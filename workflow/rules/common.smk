@@ -159,6 +159,11 @@ def _check_cuda_here():
 
 onstart:
     _check_cuda_here()
+    # audit.smk's parameter check, for runs that ask for the audit (audit_all, its files).
+    from pipeline.audit.plan import requests_audit
+    if AUDIT_ERROR and requests_audit(workflow.dag_settings.targets):
+        print(f"error: invalid parameters: {AUDIT_ERROR}", file=sys.stderr)
+        sys.exit(2)
     # Temporary directories of jobs killed with an earlier Snakemake (their pids are gone).
     recovery.sweep_tree(RESULTS)
     recovery.sweep_stale(Path(DATA_ROOT).parent, Path(DATA_ROOT).name)
