@@ -212,3 +212,14 @@ def test_unauditable_parameters_only_stop_runs_that_ask_for_the_audit():
     assert set(jobs) == {"seg", "pose"} and len(jobs["seg"]["slots"]) == 8 + 2
     assert requests_audit(["audit_all"]) and requests_audit(["results/seg/audit/ranking.json"])
     assert not requests_audit([]) and not requests_audit(["all", "report_all"])
+
+
+def test_the_frozen_audit_stage_is_recorded_only_by_its_own_target():
+    import yaml
+
+    from pipeline.lineage import stages_for
+
+    doc = yaml.safe_load(open("dvc.yaml"))
+    assert doc["stages"]["audit"]["frozen"] is True and "outs" not in doc["stages"]["audit"]
+    assert "audit" not in stages_for(doc, ["all"]) and "report" in stages_for(doc, [])
+    assert stages_for(doc, ["audit_all"]) == ["prepare", "train", "search", "finetune", "audit"]
