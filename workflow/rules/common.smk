@@ -161,8 +161,9 @@ onstart:
     _check_cuda_here()
     # audit.smk's parameter check, for runs that ask for the audit (audit_all, its files).
     from pipeline.audit.plan import requests_audit
-    if AUDIT_ERROR and requests_audit(workflow.dag_settings.targets):
-        print(f"error: invalid parameters: {AUDIT_ERROR}", file=sys.stderr)
+    _audit_error = globals().get("AUDIT_ERROR")  # set by audit.smk, included after this file
+    if _audit_error and requests_audit(workflow.dag_settings.targets):
+        print(f"error: invalid parameters: {_audit_error}", file=sys.stderr)
         sys.exit(2)
     # Temporary directories of jobs killed with an earlier Snakemake (their pids are gone).
     recovery.sweep_tree(RESULTS)
