@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup run data test test-all docs lint dryrun status ui clean-results smoke
+.PHONY: setup run data test test-all docs lint dryrun status ui clean-results smoke audit
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ data: setup
 run: data
 	# The workflow's onsuccess handler records the lineage (dvc commit), so `dvc status` is up to date.
 	$(BIN)/snakemake --cores $(CORES)
+
+# The ranking audit of the run (docs/audit.md): stand-alone trainings vs the supernet's ranking;
+# runs the default pipeline first where it is not up to date.
+audit: data
+	$(BIN)/snakemake --cores $(CORES) audit_all
 
 # Paper-shape smoke runs (params/smoke_*.yaml: W32, 512x1024 crops, 1024x2048 evaluation, 256x192
 # pose input; a few iterations and candidates), each in its own directory results-smoke/<name>/.

@@ -16,6 +16,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/search.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/audit.smk"
 
 
 rule all:

@@ -56,7 +56,14 @@ PHASES: dict[str, tuple[str, ...]] = {
     # The objective is the unit of the fine-tune budgets.
     "finetune": ("run.seed", "{task}", "calibration", "search.objective", "finetune.{task}"),
     "report": ("report",),
+    # The ranking audit: stand-alone training of chosen architectures (the search grid draws the
+    # random comparison networks).
+    "audit": ("run.seed", "{task}", "calibration", "search.random.fusion_probs",
+              "search.random.depth_candidates", "audit.{task}"),
 }
+#: Phases outside the default target (``snakemake`` alone never runs them): their per-rule
+#: parameter files are no input of the report, so changing their keys reruns only them.
+OPTIONAL_PHASES: tuple[str, ...] = ("audit",)
 
 
 # -- typed sections ------------------------------------------------------------------------------
@@ -212,6 +219,14 @@ class FinetuneTrainConfig(TrainConfig):
 
 
 @section
+class AuditTrainConfig(TrainConfig):
+    #: K: architectures ranked.
+    archs: int
+    seeds: tuple[int, ...]
+    resamples: int
+
+
+@section
 class TeacherConfig(_Section):
     seg: TrainConfig
     pose: TrainConfig
@@ -227,6 +242,13 @@ class SupernetConfig(_Section):
 class FinetuneConfig(_Section):
     seg: FinetuneTrainConfig
     pose: FinetuneTrainConfig
+
+
+@section
+class AuditConfig(_Section):
+    tasks: tuple[str, ...]
+    seg: AuditTrainConfig
+    pose: AuditTrainConfig
 
 
 @section
@@ -306,6 +328,7 @@ class Config(_Section):
     finetune: FinetuneConfig
     report: ReportConfig
     tracking: TrackingConfig
+    audit: AuditConfig
 
     def task(self, name: str) -> SegConfig | PoseConfig:
         """The task section (``seg`` or ``pose``)."""
@@ -656,6 +679,7 @@ def _register_sections() -> None:
     SECTION_SCHEMA.update({
         TrainConfig: ("$defs", "train"), SupernetTrainConfig: ("$defs", "supernet_train"),
         FinetuneTrainConfig: ("$defs", "finetune_train"),
+        AuditTrainConfig: ("$defs", "audit_train"),
         OptimizerConfig: ("$defs", "optimizer"), ScheduleConfig: ("$defs", "schedule"),
         CalibrationConfig: ("properties", "calibration"),
         RandomSearchConfig: ("properties", "search", "properties", "random"),

@@ -10,7 +10,7 @@ missing from dvc.yaml, which a hand-kept list allowed (and the old check only ca
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -51,7 +51,7 @@ class Stage:
     metrics: tuple[str, ...] = ()
     plots: tuple[tuple[str, str, str], ...] = ()   # (path, x, y)
     metrics_comment: str = ""
-    extra: dict = field(default_factory=dict)
+    frozen: bool = False                   # `dvc repro` skips it (a phase asked for on its own)
 
 
 def _per_task(template: str) -> tuple[str, ...]:
@@ -75,6 +75,15 @@ STAGES: tuple[Stage, ...] = (
     Stage("finetune", "finetune_all", ("finetune",), _per_task("results/{task}/search/final"),
           ("finetune",), ("finetune", "calibration", "search.objective"),
           _per_task("results/{task}/finetune")),
+    Stage("audit", "audit_all", ("audit",),
+          _per_task("results/{task}/search/final") + _per_task("results/{task}/finetune"),
+          ("audit",), ("audit", "calibration", "search.random.fusion_probs",
+                       "search.random.depth_candidates"), (), frozen=True,
+          comment=("The ranking audit (docs/audit.md): not part of the default run, so it is frozen (`dvc repro`\n"
+                   "skips it) and declares no outs (a frozen stage's missing outs would keep `dvc status` from\n"
+                   "being up to date after a default run). `snakemake --cores 2 audit_all` (make audit) runs it;\n"
+                   "its onsuccess handler records what it read (dvc commit audit). Its outputs:\n"
+                   "results/<task>/audit_select, audit_train and audit/ (ranking.json, ranking.md, ranking.png).")),
     Stage("report", "report_all", ("report",), _per_task("results/{task}/finetune"),
           _ALL_PHASE_FILES, ("report",),
           tuple(f"results/report/{f}" for f in ("REPORT.md", "final_models.md", "final_models.html",
@@ -116,7 +125,10 @@ def render(root: str | Path) -> str:
         rules = [f"workflow/rules/{r}.smk" for r in st.rules]
         if st.comment:
             lines += _comment(st.comment, "  ")
-        lines += [f"  {st.name}:", f"    cmd: snakemake --cores 2 {st.target}", "    deps:"]
+        lines += [f"  {st.name}:", f"    cmd: snakemake --cores 2 {st.target}"]
+        if st.frozen:
+            lines.append("    frozen: true")
+        lines.append("    deps:")
         lines += [f"      - {d}" for d in [*st.upstream, *code_deps(root, rules), *rules]]
         if st.params_comment:
             lines += _comment(st.params_comment, "      ")
@@ -127,7 +139,8 @@ def render(root: str | Path) -> str:
         lines += [f"      - results/params/{p}.json" for p in st.global_phases[1:]]
         lines += ["    params:", "      - params/default.yaml:"]
         lines += [f"          - {p}" for p in st.params]
-        lines.append("    outs:")
+        if st.outs:
+            lines.append("    outs:")
         for o in st.outs:
             lines += [f"      - {o}:", "          persist: true"]
         if st.metrics:

@@ -50,7 +50,8 @@ def stages_for(doc: dict, targets: Iterable[str]) -> list[str]:
     graph = _stage_graph(doc)
     targets = set(targets) or {""}
     if targets & DEFAULT_TARGETS:
-        return list(graph)
+        # A frozen stage (the audit) is outside the default target: only its own target runs it.
+        return [s for s in graph if not (doc["stages"][s] or {}).get("frozen")]
     todo = [s for s, (t, _) in graph.items() if t in targets]
     chosen: set[str] = set()
     while todo:

@@ -160,3 +160,35 @@ REPORT = f"{RESULTS}/report"
 
 def report_file(name: str) -> str:
     return f"{REPORT}/{name}"
+
+
+# -- ranking audit --------------------------------------------------------------------------------
+
+SLOT, SEED = "{slot}", "{seed}"
+
+
+def audit_choice_dir(task: str = T) -> str:
+    """The audit's choice of networks (``audit.json``, ``archs/<slot>.json``)."""
+    return f"{RESULTS}/{task}/audit_select"
+
+
+def audit_choice(task: str = T) -> str:
+    return f"{audit_choice_dir(task)}/audit.json"
+
+
+def audit_train_dir(task: str = T, slot: str = SLOT, seed: int | str = SEED) -> str:
+    """One stand-alone training of the audit (its checkpoints: ``.seed_<seed>.work`` beside)."""
+    return f"{RESULTS}/{task}/audit_train/{slot}/seed_{seed}"
+
+
+def audit_result(task: str = T, slot: str = SLOT, seed: int | str = SEED) -> str:
+    return f"{audit_train_dir(task, slot, seed)}/result.json"
+
+
+def audit_dir(task: str = T) -> str:
+    """The audit's ranking: ``ranking.json``, ``ranking.md``, ``ranking.png``."""
+    return f"{RESULTS}/{task}/audit"
+
+
+def audit_file(name: str, task: str = T) -> str:
+    return f"{audit_dir(task)}/{name}"

@@ -42,4 +42,5 @@ def test_each_module_runs_on_one_worker_and_the_tiny_run_first():
                        timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
     first = r.stdout.splitlines()[0]
-    assert first.startswith(("tests/test_bad_inputs.py::test_kill", "tests/test_lineage")), first
+    assert first.startswith(("tests/test_audit_run.py", "tests/test_bad_inputs.py::test_kill",
+                             "tests/test_lineage")), first

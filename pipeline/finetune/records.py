@@ -40,6 +40,9 @@ class FinetuneRecord:
     search_score: float | None = None    # held-out search split score from the search table
     details_inherited: Mapping[str, float] = field(default_factory=dict)
     details_finetuned: Mapping[str, float] = field(default_factory=dict)
+    search_inherited: float | None = None   # search-split score before fine-tuning
+    search_finetuned: float | None = None   # ... after (precise BN): decides which weights are kept
+    kept: str = "finetuned"                 # "finetuned" or "inherited" (fine-tuning did not help)
 
     @property
     def gain(self) -> float:

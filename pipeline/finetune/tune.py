@@ -8,7 +8,10 @@ The steps, in order, each a call into the library that owns it:
 2. its val metric with the inherited weights is measured (the "before" figure);
 3. it is trained with the one training loop (:func:`pipeline.train.loop.train`, fixed
    architecture), which checkpoints and resumes on its own;
-4. its val metric is measured again (the "after" figure), the model is saved
+4. its BN statistics are recomputed on the calibration images (precise BN); the fine-tuned weights
+   are kept only when they score at least the inherited ones on the search split, else the
+   inherited weights are kept (``kept`` in the record);
+5. its val metric is measured again (the "after" figure), the model is saved
    (:func:`pipeline.nets.export.save_model`), reloaded from its files alone and evaluated once
    more: the record keeps all three figures, so "reloads and reproduces" is checked, not assumed.
 """
@@ -34,6 +37,8 @@ from .select import SelectedModel
 MODEL_DIR = "model"
 TRAIN_DIR = "train"
 RECORD_FILE = "finetune.json"
+#: The split that decides whether the fine-tuned or the inherited weights are kept (never val).
+SEARCH_SPLIT = "search"
 
 
 def _scores(result: Mapping[str, Any]) -> tuple[float, dict[str, float]]:
@@ -77,15 +82,30 @@ def finetune_model(task: Any, supernet: SuperNet, selected: SelectedModel,
     if tracker is not None:
         tracker.log_metrics({"val_inherited": inherited}, step=0)
 
+    # The inherited weights, and their score on the search split: what fine-tuning must beat.
+    start = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    search_before, _ = _scores(score(task, net, SEARCH_SPLIT, device, eval_batch_size))
     summary = train(task, net, train_cfg, Path(work_dir) / TRAIN_DIR, tracker=tracker, split=split,
                     run=run or TrainRun(device=str(device)))
+    # Precise BN, as the teacher: with the seg models' BN momentum (0.01) a short fine-tune leaves
+    # running averages that are mostly the inherited calibration's while the weights moved on;
+    # that mismatch, not the training, lowered the seg models on val (issue 20).
+    calibrate(net)
     net.eval()
+    search_after, _ = _scores(score(task, net, SEARCH_SPLIT, device, eval_batch_size))
+    kept = "finetuned"
+    if search_after < search_before:
+        # Fine-tuning did not help: keep the better weights, judged on the search split (val
+        # only reports).
+        net.load_state_dict(start)
+        net.eval()
+        kept = "inherited"
     finetuned, d_after = _scores(score(task, net, "val", device, eval_batch_size))
 
     metric = getattr(task, "metric", "score")
     meta = {"name": selected.name, "input_hw": list(input_hw), "metric": metric,
             "val_inherited": inherited, "val_finetuned": finetuned,
-            "selection_rule": selected.rule, "iterations": summary.iterations,
+            "selection_rule": selected.rule, "iterations": summary.iterations, "kept": kept,
             # `scalenas eval --model` scores in batches of this size too, so that it prints the
             # val figures above to the last bit.
             "eval_batch_size": int(eval_batch_size)}
@@ -101,7 +121,8 @@ def finetune_model(task: Any, supernet: SuperNet, selected: SelectedModel,
         iterations=int(summary.iterations), epochs=float(summary.epochs_run),
         wall_s=time.perf_counter() - t0, model_dir=MODEL_DIR,
         search_score=selected.search.get("score"),
-        details_inherited=d_before, details_finetuned=d_after)
+        details_inherited=d_before, details_finetuned=d_after,
+        search_inherited=search_before, search_finetuned=search_after, kept=kept)
     record.save(out / RECORD_FILE)
     if tracker is not None:
         tracker.log_metrics({"val_finetuned": finetuned, "val_reloaded": reloaded,

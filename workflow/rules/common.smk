@@ -64,7 +64,10 @@ wildcard_constraints:
 # the other phases' files refreshed by onstart.
 PARAM_TEXTS = workflow_params.phase_texts(PARAMS, TASKS)
 #: Every per-rule parameter file, in pipeline order (the report lists them in parameters.html).
-PARAM_FILES = list(PARAM_TEXTS)
+# (the report lists the default run's phases: not the audit's, asked for on its own)
+PARAM_FILES = [param_file(_phase, _task) for _phase, _keys in pconfig.PHASES.items()
+               if _phase not in pconfig.OPTIONAL_PHASES
+               for _task in (TASKS if any("{task}" in k for k in _keys) else [None])]
 
 
 def stage_cmd(module, *args, distributed=False, gpu=False):
@@ -111,6 +114,12 @@ def _check_cuda_here():
 def _start():
     """The onstart hook: after Snakemake holds its lock, in real and --touch runs only."""
     _check_cuda_here()
+    # audit.smk's parameter check, for runs that ask for the audit (audit_all, its files).
+    from pipeline.audit.plan import requests_audit
+    _audit_error = globals().get("AUDIT_ERROR")  # set by audit.smk, included after this file
+    if _audit_error and requests_audit(workflow.dag_settings.targets):
+        print(f"error: invalid parameters: {_audit_error}", file=sys.stderr)
+        sys.exit(2)
     STAGED.ensure()  # the run settings the jobs read
     # After the lock: this run's per-rule files, and those of phases no running Snakemake uses.
     workflow_params.refresh(
