@@ -49,6 +49,28 @@ def readme_bash_commands(section: str) -> list[str]:
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
 
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (names relative to it): "nothing changed" checks."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def save_tiny_models(root: Path, input_hw: dict[str, list[int]]) -> Path:
+    """A W8 smallest-subnet model directory per task under ``root`` (``root/<task>``)."""
+    from pipeline.nets.export import export_subnet, save_model
+    from pipeline.nets.supernet import SuperNet
+    from pipeline.space.sample import smallest
+
+    torch.manual_seed(0)
+    for task, hw in input_hw.items():
+        sn = SuperNet(task, width=8, seed=0)
+        sn.set_arch(smallest(task))
+        save_model(root / task, export_subnet(sn).eval(), {"input_hw": hw})
+    return root
+
+
 # tryfirst: pytest-xdist's own hook on each worker turns xdist_group marks into work units; marks
 # added after it never reach the scheduler.
 @pytest.hookimpl(tryfirst=True)

@@ -16,28 +16,16 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import save_tiny_models, tree_hashes
 from pipeline.cli import main
 from pipeline.nets.deploy import (ARTIFACT_SCHEMA, DeployError, deploy_entries, find_entry,
                                   load_artifact, record_path)
-from pipeline.nets.export import export_subnet, load_model, save_model
-from pipeline.nets.supernet import SuperNet
-from pipeline.space.sample import smallest
+from pipeline.nets.export import load_model
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("models")
-    for task, hw in (("seg", [32, 64]), ("pose", [64, 64])):
-        sn = SuperNet(task, width=8, seed=0)
-        sn.set_arch(smallest(task))
-        save_model(root / task, export_subnet(sn).eval(), {"input_hw": hw})
-    return root
-
-
-def hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return save_tiny_models(tmp_path_factory.mktemp("models"), {"seg": [32, 64], "pose": [64, 64]})
 
 
 def write(name: str, text: str):
@@ -117,12 +105,12 @@ def test_refused_in_one_line_and_nothing_changes(models, tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     shutil.copytree(models / task, tmp_path / "model")
     setup(tmp_path)
-    before = hashes(tmp_path)
+    before = tree_hashes(tmp_path)
     rc = main(["export", "model", "--channels-last", "off", *argv])
     cap = capsys.readouterr()
     assert rc == code, cap.err
     assert cap.err.splitlines() == [f"scalenas: error: {message}"] and cap.out == ""
-    assert hashes(tmp_path) == before  # no file changed, none added
+    assert tree_hashes(tmp_path) == before  # no file changed, none added
 
 
 def _copy(models: Path, task: str, to: Path) -> Path:
@@ -133,11 +121,11 @@ def _copy(models: Path, task: str, to: Path) -> Path:
 @pytest.mark.slow  # a real export: seconds of tracing
 def test_export_elsewhere_leaves_the_model_directory_byte_identical(models, tmp_path, capsys):
     d = _copy(models, "seg", tmp_path / "model")
-    before = hashes(d)
+    before = tree_hashes(d)
     out = tmp_path / "far" / "seg.ts"
     assert main(["export", str(d), "-o", str(out), "--no-optimize"]) == 0
     assert f"(record {out}.json; torchscript" in capsys.readouterr().out
-    assert hashes(d) == before
+    assert tree_hashes(d) == before
     rec = json.loads(record_path(out).read_text())
     assert rec["schema"] == ARTIFACT_SCHEMA and rec["file"] == "seg.ts"
     assert rec["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
@@ -145,7 +133,7 @@ def test_export_elsewhere_leaves_the_model_directory_byte_identical(models, tmp_
     assert rec["model"] == {k: model[k] for k in ("task", "arch_id", "weights_sha256")}
     # Exporting again to the same place replaces its own artifact without --overwrite.
     assert main(["export", str(d), "-o", str(out), "--no-optimize"]) == 0
-    assert hashes(d) == before
+    assert tree_hashes(d) == before
     # An artifact elsewhere is not the model's default; predict runs it when named.
     with pytest.raises(DeployError, match="no torchscript artifact recorded"):
         find_entry(d, "torchscript")
@@ -154,7 +142,7 @@ def test_export_elsewhere_leaves_the_model_directory_byte_identical(models, tmp_
     capsys.readouterr()
     assert main(["predict", str(img), "--model", str(d), "--artifact", str(out), "-q"]) == 0
     assert f"runtime torchscript ({out})" in capsys.readouterr().out
-    assert hashes(d) == before
+    assert tree_hashes(d) == before
     # ... but not for another model's weights.
     rec["model"]["weights_sha256"] = "0" * 64
     record_path(out).write_text(json.dumps(rec))
@@ -168,9 +156,9 @@ def test_export_elsewhere_leaves_the_model_directory_byte_identical(models, tmp_
 @pytest.mark.slow  # a real export: seconds of tracing
 def test_default_export_is_found_by_its_record(models, tmp_path, capsys):
     d = _copy(models, "seg", tmp_path / "model")
-    own = {k: v for k, v in hashes(d).items()}
+    own = {k: v for k, v in tree_hashes(d).items()}
     assert main(["export", str(d), "--channels-last", "off"]) == 0
-    after = hashes(d)
+    after = tree_hashes(d)
     assert {k: after[k] for k in own} == own  # model.json, arch.json, weights.pt unchanged
     assert sorted(set(after) - set(own)) == ["deploy/optimized.ts", "deploy/optimized.ts.json"]
     (entry,) = deploy_entries(d)
@@ -221,7 +209,7 @@ def test_model_directory_of_an_older_version_still_reads(models, tmp_path):
 @pytest.mark.slow  # a real export: seconds of tracing
 def test_overwrite_replaces_a_users_file(models, tmp_path, capsys):
     d = _copy(models, "pose", tmp_path / "model")
-    before = hashes(d)
+    before = tree_hashes(d)
     mine = tmp_path / "mine.ts"
     mine.write_text("my own file")
     assert main(["export", str(d), "-o", str(mine), "--no-optimize"]) == 2
@@ -229,7 +217,7 @@ def test_overwrite_replaces_a_users_file(models, tmp_path, capsys):
     assert main(["export", str(d), "-o", str(mine), "--no-optimize", "--overwrite"]) == 0
     assert json.loads(record_path(mine).read_text())["sha256"] == hashlib.sha256(
         mine.read_bytes()).hexdigest()
-    assert hashes(d) == before
+    assert tree_hashes(d) == before
 
 
 def test_parameter_widths_stay_within_the_saved_models_limit():

@@ -4,7 +4,6 @@ Every refused case leaves every file in the folder byte for byte as it was, the 
 included, and writes nothing."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import warnings
@@ -12,31 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+from conftest import save_tiny_models, tree_hashes
 from pipeline.cli import main
 from pipeline.infer.images import MARKER_KEY, read_image
-from pipeline.nets.export import export_subnet, save_model
-from pipeline.nets.supernet import SuperNet
-from pipeline.space.sample import smallest
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("models")
-    for task, hw in (("seg", [64, 64]), ("pose", [64, 64])):
-        sn = SuperNet(task, width=8, seed=0)
-        sn.set_arch(smallest(task))
-        save_model(root / task, export_subnet(sn).eval(), {"input_hw": hw})
-    return root
-
-
-def hashes(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` (names relative to it)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return save_tiny_models(tmp_path_factory.mktemp("models"), {"seg": [64, 64], "pose": [64, 64]})
 
 
 def png(path: Path, w: int = 70, h: int = 50, seed: int = 0) -> Path:
@@ -212,7 +196,7 @@ def test_refused_in_one_line_and_nothing_changes(models, tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     shutil.copytree(models / task, tmp_path / "model")
     setup(tmp_path)
-    before = hashes(tmp_path)
+    before = tree_hashes(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rc = main(["predict", *argv, "--model", "model", "-q"])
@@ -221,7 +205,7 @@ def test_refused_in_one_line_and_nothing_changes(models, tmp_path, monkeypatch, 
     assert cap.err.splitlines() == [f"scalenas: error: {message}"]
     assert cap.out == ""
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
-    assert hashes(tmp_path) == before  # the inputs, the model and every other file, byte for byte
+    assert tree_hashes(tmp_path) == before  # the inputs, the model and every other file, byte for byte
 
 
 @pytest.mark.slow  # a real `scalenas` process
@@ -250,12 +234,12 @@ def test_second_run_over_a_folder_replaces_only_its_own_outputs(models, tmp_path
     src = tmp_path / "street"
     for name in ("a.png", "b.jpg"):
         png(src / name)
-    inputs = hashes(src)
-    model = hashes(models / "seg")
+    inputs = tree_hashes(src)
+    model = tree_hashes(models / "seg")
     assert run(str(src), "--model", str(models / "seg")) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith(
         "2 image(s) predicted, 4 file(s) written (seg, model ")
-    first = hashes(src)
+    first = tree_hashes(src)
     assert sorted(first) == ["a.png", "a_mask.png", "a_pred.png", "b.jpg", "b_mask.png",
                              "b_pred.png"]
     with Image.open(src / "a_mask.png") as m:
@@ -265,21 +249,21 @@ def test_second_run_over_a_folder_replaces_only_its_own_outputs(models, tmp_path
     out = capsys.readouterr().out.splitlines()[-1]
     assert out.startswith("2 image(s) predicted, 4 file(s) written (seg, model ")
     assert out.endswith("; 4 earlier output(s) of predict in the folder left out")
-    assert hashes(src) == first  # same files, same bytes: no a_pred_pred.png
-    assert {k: v for k, v in hashes(src).items() if k in inputs} == inputs
-    assert hashes(models / "seg") == model
+    assert tree_hashes(src) == first  # same files, same bytes: no a_pred_pred.png
+    assert {k: v for k, v in tree_hashes(src).items() if k in inputs} == inputs
+    assert tree_hashes(models / "seg") == model
 
 
 def test_overwrite_replaces_a_users_file_but_never_an_input(models, tmp_path, capsys):
     img = png(tmp_path / "street.png")
     (tmp_path / "street_mask.png").write_text("mine")
-    before = hashes(tmp_path)
+    before = tree_hashes(tmp_path)
     assert run(str(img), "--model", str(models / "seg")) == 2
-    assert hashes(tmp_path) == before
+    assert tree_hashes(tmp_path) == before
     capsys.readouterr()
     assert run(str(img), "--model", str(models / "seg"), "--overwrite") == 0
     assert "1 image(s) predicted, 2 file(s) written" in capsys.readouterr().out
-    assert hashes(tmp_path)["street.png"] == before["street.png"]
+    assert tree_hashes(tmp_path)["street.png"] == before["street.png"]
     with Image.open(tmp_path / "street_mask.png") as m:
         assert m.mode == "P" and MARKER_KEY in m.info
 
