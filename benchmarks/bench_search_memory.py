@@ -66,7 +66,7 @@ def _job(args: tuple[str, str, int, int, int, str, int]) -> dict[str, float]:
         ev, _ = jobs.make_evaluator("seg", cfg, ckpt, "cpu", stage="bench", generation=0,
                                     cache_mb=0 if mode == "stream0" else cache_mb)
     else:  # the previous code path, kept here to compare with
-        task = jobs.build_task("seg", cfg)
+        task = jobs.task_from_config("seg", cfg)
         net = jobs.load_supernet("seg", cfg, ckpt, "cpu")
         calib = jobs.load_calibration(task, cfg, "cpu")
         ds = task.dataset("search", train=False)

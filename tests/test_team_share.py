@@ -7,6 +7,7 @@ All of it works on copies of the session's tiny run (tests/conftest.py: tiny_run
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -139,7 +140,11 @@ def round_trip(ws: Path, remote: str, clone: Path, name: str, full: bool = True)
         assert (clone / "results/seg/finetune/S-large/model").is_dir()
         return
     dry = sh(clone, SNAKEMAKE, "-n", "--cores", "2")
-    assert "Missing output files" not in dry.stdout + dry.stderr, dry.stdout[-3000:]
+    # Only the per-rule parameter files may be missing: they are derived from the parameters, and
+    # a dry run writes nothing under results/ (issue 21); the README's --touch publishes them.
+    missing = re.findall(r"Missing output files: ([^;\n]+)", dry.stdout + dry.stderr)
+    assert all(f.strip().startswith("results/params/") for m in missing
+                           for f in m.split(",")), dry.stdout[-3000:]
     # The README's `--touch`; its last `snakemake -n` is the first check below.
     assert pull[upto + 1:] == ["snakemake -n"], pull
     run_readme(clone, clone, pull[upto:upto + 1], subs)
