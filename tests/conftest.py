@@ -71,6 +71,24 @@ def save_tiny_models(root: Path, input_hw: dict[str, list[int]]) -> Path:
     return root
 
 
+
+def edit_model_record(**changes):
+    """A case setup that edits the copied model's ``model/model.json`` (its weights stay as
+    saved); ``input_hw`` goes into the record's meta."""
+    import json
+
+    def setup(d: Path) -> None:
+        path = d / "model" / "model.json"
+        rec = json.loads(path.read_text())
+        for key, value in changes.items():
+            if key == "input_hw":
+                rec["meta"]["input_hw"] = value
+            else:
+                rec[key] = value
+        path.write_text(json.dumps(rec))
+    return setup
+
+
 # tryfirst: pytest-xdist's own hook on each worker turns xdist_group marks into work units; marks
 # added after it never reach the scheduler.
 @pytest.hookimpl(tryfirst=True)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import save_tiny_models, tree_hashes
+from conftest import edit_model_record as record, save_tiny_models, tree_hashes
 from pipeline.cli import main
 from pipeline.nets.deploy import (ARTIFACT_SCHEMA, DeployError, deploy_entries, find_entry,
                                   load_artifact, record_path)
@@ -30,19 +30,6 @@ def models(tmp_path_factory):
 
 def write(name: str, text: str):
     return lambda d: (d / name).write_text(text)
-
-
-def record(**changes):
-    def setup(d: Path) -> None:
-        path = d / "model" / "model.json"
-        rec = json.loads(path.read_text())
-        for key, value in changes.items():
-            if key == "input_hw":
-                rec["meta"]["input_hw"] = value
-            else:
-                rec[key] = value
-        path.write_text(json.dumps(rec))
-    return setup
 
 
 def nothing(d: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import save_tiny_models, tree_hashes
+from conftest import edit_model_record as record, save_tiny_models, tree_hashes
 from pipeline.cli import main
 from pipeline.infer.images import MARKER_KEY, read_image
 
@@ -46,20 +46,6 @@ def both(*setups):
 
 def image(name: str, w: int = 70, h: int = 50):
     return lambda d: png(d / name, w, h)
-
-
-def record(**changes):
-    """Edit the copied model's model.json (its weights stay as saved)."""
-    def setup(d: Path) -> None:
-        path = d / "model" / "model.json"
-        rec = json.loads(path.read_text())
-        for key, value in changes.items():
-            if key == "input_hw":
-                rec["meta"]["input_hw"] = value
-            else:
-                rec[key] = value
-        path.write_text(json.dumps(rec))
-    return setup
 
 
 def blank(name: str, w: int, h: int, mode: str = "1"):

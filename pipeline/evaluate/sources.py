@@ -105,17 +105,23 @@ def _arch_file(spec: str) -> dict[str, Path]:
     return {"arch": Path(spec)} if Path(spec).is_file() else {}
 
 
-def load_supernet_source(path: Path, arch_spec: str) -> Source:
-    """A supernet file (ours or the release's) running ``arch_spec``."""
-    from pipeline.nets.checkpoint import load_into
-    from pipeline.nets.init import read_checkpoint, inspect
-    from pipeline.nets.supernet import SuperNet
+def _inspected(path: Path, flag: str, need: str) -> tuple[Any, Any]:
+    """The checkpoint's weights and what they look like; one line when no task or width shows."""
+    from pipeline.nets.init import inspect, read_checkpoint
 
     state, meta = read_checkpoint(path)
     info = inspect(path, state, meta)
     if info.task is None or info.width is None:
-        raise SourceError(f"--supernet {path}: looks like {info.looks_like()}; a supernet of a "
-                          "task is needed")
+        raise SourceError(f"{flag} {path}: looks like {info.looks_like()}; {need}")
+    return state, info
+
+
+def load_supernet_source(path: Path, arch_spec: str) -> Source:
+    """A supernet file (ours or the release's) running ``arch_spec``."""
+    from pipeline.nets.checkpoint import load_into
+    from pipeline.nets.supernet import SuperNet
+
+    state, info = _inspected(path, "--supernet", "a supernet of a task is needed")
     if info.kind not in ("supernet", "teacher"):
         raise SourceError(f"--supernet {path}: looks like {info.looks_like()}, not a supernet "
                           "(evaluate a standalone network with --weights FILE --arch ARCH)")
@@ -131,13 +137,8 @@ def load_weights_source(path: Path, arch_spec: str) -> Source:
     """A standalone network's weights (a release fine-tuned ``.pth``) with its architecture."""
     from pipeline.nets.checkpoint import load_into
     from pipeline.nets.export import StandaloneNet
-    from pipeline.nets.init import read_checkpoint, inspect
 
-    state, meta = read_checkpoint(path)
-    info = inspect(path, state, meta)
-    if info.task is None or info.width is None:
-        raise SourceError(f"--weights {path}: looks like {info.looks_like()}; a network with "
-                          "its head is needed")
+    state, info = _inspected(path, "--weights", "a network with its head is needed")
     arch = resolve_arch(arch_spec, info.task, info.width, path, info.looks_like())
     net = StandaloneNet(info.task, info.width, info.num_outputs, arch)
     try:
