@@ -111,7 +111,10 @@ class Browser:
             if value:
                 return value
             if time.monotonic() > end:
-                raise AssertionError(f"{what}: not in the page after {timeout:.0f} s")
+                # What the page showed instead, for a failure that happens only on a loaded CI.
+                shown = self.js("location.href + '\\n' + document.body.innerText.slice(0, 1500)")
+                raise AssertionError(f"{what}: not in the page after {timeout:.0f} s; "
+                                     f"the page shows:\n{shown}")
             time.sleep(0.3)
 
     def goto(self, url: str) -> None:
