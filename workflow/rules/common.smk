@@ -18,6 +18,7 @@ from snakemake.exceptions import WorkflowError
 from pipeline import config as pconfig
 from pipeline import paths
 from pipeline import diskfull, plan, recovery, tracking, workflow_params
+from pipeline.workflow_tracking import PipelineTracking, TrackingStartError
 from pipeline.errors import InputError
 from pipeline.paths import (RESULTS, log_file, manifest, merged, param_file, teacher_model,
                             trained_supernet)
@@ -85,15 +86,12 @@ def data_marker(task):
     return PARAMS[task]["root"]
 
 
-# -- MLflow: one parent run per invocation that runs jobs -----------------------------------------
-_TRACK = PARAMS["tracking"]["enabled"]
-if not _TRACK:
-    os.environ[tracking.DISABLE_ENV] = "1"
-else:
-    try:  # before any job: an empty store file must not be silently replaced by a new store
-        tracking.check_store_file(tracking.resolve_uri(PARAMS["tracking"]["uri"]))
-    except tracking.TrackingError as e:
-        raise WorkflowError(f"invalid tracking store: {e}")
+# -- MLflow: one parent run per invocation that runs jobs (pipeline/workflow_tracking.py) --------
+TRACKING = PipelineTracking(PARAMS, PARAMS_SOURCE)
+try:
+    TRACKING.at_parse()
+except tracking.TrackingError as e:
+    raise WorkflowError(f"invalid tracking store: {e}")
 # Stage jobs stop when this process is gone (kill -9): see pipeline.recovery.
 os.environ[recovery.WATCH_ENV] = str(os.getpid())
 
@@ -129,23 +127,13 @@ def _start():
     # Temporary directories of jobs killed with an earlier Snakemake (their pids are gone).
     recovery.sweep_tree(RESULTS)
     recovery.sweep_stale(Path(DATA_ROOT).parent, Path(DATA_ROOT).name)
-    if _TRACK and not workflow.touch:
-        try:
-            tracking.start_pipeline(
-                PARAMS["run"]["name"],
-                uri=tracking.resolve_uri(PARAMS["tracking"]["uri"]),
-                experiment=os.environ.get(tracking.EXPERIMENT_ENV) or PARAMS["tracking"]["experiment"],
-                params=PARAMS,
-                tags={tracking.TAG_PARAMS_HASH: pconfig.params_hash(PARAMS),
-                      "scalenas.params_file": PARAMS_SOURCE})
-        except tracking.TrackingError as e:
-            if PARAMS["tracking"]["required"]:
-                print(f"error: {e}", file=sys.stderr)
-                sys.exit(2)
-            # Said once here; the jobs inherit the switch and do not try again.
-            print(f"warning: tracking.required is false, running without MLflow: {e}",
-                  file=sys.stderr)
-            os.environ[tracking.DISABLE_ENV] = "1"
+    try:
+        _line = TRACKING.start(touch=workflow.touch)
+    except TrackingStartError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if _line:
+        print(_line, file=sys.stderr)
 
 
 onstart:
@@ -161,7 +149,7 @@ onstart:
 
 
 onsuccess:
-    if _TRACK and not workflow.touch and (_line := tracking.end_pipeline(True)):
+    if _line := TRACKING.end(True, touch=workflow.touch):
         print(_line, file=sys.stderr)
     # Lineage stays true: record what this run produced in dvc.lock (never inside `dvc repro`).
     if not workflow.touch and not workflow.dryrun:
@@ -172,7 +160,7 @@ onsuccess:
 
 
 onerror:
-    if _TRACK and not workflow.touch and (_line := tracking.end_pipeline(False)):
+    if _line := TRACKING.end(False, touch=workflow.touch):
         print(_line, file=sys.stderr)
 
 
