@@ -58,6 +58,9 @@ def test_audit_all_writes_rankings_with_statistics(audited: Path) -> None:
         assert {"random", "uniform"} <= set(comp) and len(comp["random"]["scores"]) == 2
         assert (out / "ranking.png").read_bytes()[:4] == b"\x89PNG"
         assert "Kendall tau" in (out / "ranking.md").read_text()
+    page = (audited / "results" / "report" / "AUDIT.md").read_text()  # both tasks on one page
+    assert "## Ranking audit: seg" in page and "## Ranking audit: pose" in page
+    assert "(../seg/audit/ranking.png)" in page
 
 
 @pytest.mark.slow

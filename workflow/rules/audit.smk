@@ -6,6 +6,7 @@
 #                                                   checkpoints in .seed_{seed}.work/ (resume)
 #   results/{task}/audit/ranking.json               scores, tau/rho with intervals, baselines
 #   results/{task}/audit/ranking.png, ranking.md    the scatter figure and the table
+#   results/report/AUDIT.md                         every audited task on one page
 # Needs finetune.smk (FINETUNE_MODELS, finetune_records) included before it.
 from pipeline.audit.plan import plan_or_error
 
@@ -90,6 +91,22 @@ rule audit_rank:
                   f"--out {paths.audit_dir()}")
 
 
+# Every audited task on one page beside REPORT.md (pipeline/audit/summary.py).
+rule audit_report:
+    input:
+        [paths.audit_file("ranking.json", t) for t in AUDIT],
+    output:
+        paths.report_file("AUDIT.md"),
+    log:
+        log_file("audit/report", None),
+    threads: 1
+    conda:
+        CONDA_ENV
+    shell:
+        "python -m pipeline.audit.summary --out {output} {input} > {log} 2>&1"
+
+
 rule audit_all:
     input:
         [paths.audit_file("ranking.json", t) for t in AUDIT],
+        paths.report_file("AUDIT.md"),
