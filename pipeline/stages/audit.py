@@ -147,13 +147,8 @@ def read_choice(path: Path, task: str) -> dict[str, Any]:
 
 # -- training one network with one seed -----------------------------------------------------------
 def train_body(ctx: StageContext) -> dict[str, float]:
-    from pipeline.nets.export import export_subnet
-    from pipeline.nets.supernet import SuperNet
+    from pipeline.audit.standalone import train_standalone
     from pipeline.space.arch import Architecture
-    from pipeline.evaluate import score as evaluate_score
-    from pipeline.stages.build import task_from_config, load_calibration, train_run
-    from pipeline.stages.common import seed_everything
-    from pipeline.train.loop import train
 
     if ctx.args.choice is None or ctx.args.seed is None:
         raise StageInputError("--slot needs --choice (audit.json) and --seed")
@@ -169,27 +164,14 @@ def train_body(ctx: StageContext) -> dict[str, float]:
                               f"holds {arch.arch_id}, not {entry['arch_id']}")
     sec = _section(ctx)
     t0 = time.perf_counter()
-    seed_everything(seed)
-    task_obj = task_from_config(ctx.task, ctx.cfg)
-    # From scratch: a seeded supernet initialisation, cut down to the architecture alone.
-    sup = SuperNet(ctx.task, int(ctx.task_cfg.width), task_obj.num_outputs, seed=seed)
-    sup.set_arch(arch)
-    net = export_subnet(sup).to(ctx.device)
-    del sup
     ctx.run.set_tags({"scalenas.arch_id": arch.arch_id, "scalenas.audit.slot": ctx.args.slot,
                       "scalenas.audit.role": entry["role"], "scalenas.seed": str(seed)})
-    summary = train(task_obj, net, sec, Path(ctx.work) / "train", tracker=ctx.run,
-                    split="trainfull", run=dataclasses.replace(train_run(ctx.cfg, ctx.device),
-                                                               seed=seed))
-    # Precise BN, as the teacher: a short run's running averages are far from the statistics of
-    # its final weights; recomputed on the run's calibration images (training images).
-    load_calibration(task_obj, ctx.cfg, ctx.device).calibrate(net)
-    net.eval()
-    result = evaluate_score(task_obj, net, "val", ctx.device, int(sec.batch_size))
-    score = float(result["score"])
+    done = train_standalone(ctx.task, ctx.cfg, arch, sec, seed, ctx.work, ctx.device,
+                            tracker=ctx.run)
+    summary, result, score, metric = done.summary, done.result, done.score, done.metric
     rec = {"slot": ctx.args.slot, "seed": seed, "task": ctx.task, "arch_id": arch.arch_id,
            "role": entry["role"], "gflops": entry["gflops"], "params": entry["params"],
-           "metric": getattr(task_obj, "metric", "score"), "val_score": score,
+           "metric": metric, "val_score": score,
            "details": {k: float(v) for k, v in result.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)},
            "iterations": int(summary.iterations), "resumed_from": int(summary.resumed_from),
