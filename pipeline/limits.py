@@ -11,7 +11,7 @@ from pipeline.errors import InputError
 
 #: Inputs of the network are padded to a multiple of this: the network's own
 #: :data:`pipeline.nets.supernet.INPUT_MULTIPLE` (not imported: the network modules read these
-#: limits; tests/test_bad_inputs_export.py checks that the two agree).
+#: limits; tests/nets/test_bad_inputs_export.py checks that the two agree).
 PAD = 32
 
 #: Largest padded input the network is run on, in pixels: 4096x4096. The first convolution alone

@@ -1,5 +1,5 @@
 """The MLflow side of one Snakemake invocation (the workflow's hooks call it; tested on its own,
-``tests/test_workflow_tracking.py``): the store checked at parse time, the parent run opened
+``tests/tracking/test_workflow_tracking.py``): the store checked at parse time, the parent run opened
 after Snakemake holds its lock and closed when the workflow ends, tracking switched off for the
 jobs when the parameters say so or when an optional store is unusable."""
 from __future__ import annotations

@@ -177,7 +177,7 @@ def clone_env(clone: Path) -> dict[str, str]:
 def tiny_run(tmp_path_factory) -> Path:
     """A git clone of the committed branch, the tiny parameters committed as its
     params/default.yaml, run with plain `snakemake --cores 2` (every phase, both tasks: minutes).
-    One per session: tests/test_lineage_tracking.py reads and edits it (leaving it a finished,
+    One per session: tests/tracking/test_lineage_tracking.py reads and edits it (leaving it a finished,
     up-to-date run); a test that kills or reruns jobs works on a copy (:func:`copy_run`)."""
     root = tmp_path_factory.mktemp("tiny-run") / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True, timeout=120)

@@ -14,7 +14,7 @@ TESTS = Path(__file__).resolve().parent
 
 def test_project_imports_are_never_importorskipped():
     found = []
-    for path in sorted(TESTS.glob("*.py")):
+    for path in sorted(TESTS.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "importorskip"
                     and node.args and isinstance(node.args[0], ast.Constant)
@@ -27,7 +27,8 @@ def test_project_imports_are_never_importorskipped():
 def test_each_module_runs_on_one_worker_and_the_tiny_run_first():
     """The work units of tests/conftest.py reach pytest-xdist's scheduler: a module's tests run on
     one worker (its module fixtures are built once). pytest 9.2 broke that silently (pyproject)."""
-    mods = ["tests/test_config.py", "tests/test_data_splits.py", "tests/test_data_transforms.py"]
+    mods = ["tests/config/test_config.py", "tests/data/test_data_splits.py",
+            "tests/data/test_data_transforms.py"]
     r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "-v",
                         *mods], cwd=TESTS.parent, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
@@ -42,5 +43,5 @@ def test_each_module_runs_on_one_worker_and_the_tiny_run_first():
                        timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
     first = r.stdout.splitlines()[0]
-    assert first.startswith(("tests/test_audit_run.py", "tests/test_bad_inputs.py::test_kill",
-                             "tests/test_lineage")), first
+    assert first.startswith(("tests/audit/test_audit_run.py", "tests/workflow/test_bad_inputs.py::test_kill",
+                             "tests/tracking/test_lineage")), first

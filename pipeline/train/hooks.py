@@ -12,7 +12,7 @@ just run; hooks put scalars for the tracker into ``trainer.metrics`` and the
 :class:`MetricWriter` (the last hook) sends them with ``step=trainer.iter``.
 
 No hook draws random numbers or touches the weights, the optimiser or the data order, so which
-hooks run does not change what is trained (tests/test_train_loop.py checks it bitwise).
+hooks run does not change what is trained (tests/train/test_train_loop.py checks it bitwise).
 """
 from __future__ import annotations
 
