@@ -193,7 +193,7 @@ def test_browser_from_the_landing_page_and_the_printed_link(clone: Path, request
             page.click(exp_link, "the experiment's link")
             page.wait("location.hash.includes('/overview')", "the experiment's overview", 60)
             # Its panels load one request each: slow on a loaded 2-core machine.
-                page.wait("document.body.innerText.includes('Token Usage')", "the overview", 180)
+            page.wait("document.body.innerText.includes('Token Usage')", "the overview", 180)
             overview = page.js("document.body.innerText")
             # The printed link: the candidates' runs, sorted by GFLOPs, their columns shown.
             page.goto(link)
