@@ -23,7 +23,9 @@ from conftest import BIN, clone_env
 from pipeline import servers, tracking
 from team_jobs import merge_targets, pipeline_runs, same_as_sqlite, workspace
 
-pytestmark = pytest.mark.slow
+# Checked at collection too: a machine without PostgreSQL skips before building the tiny run.
+WHY_NOT = servers.missing()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT is not None, reason=str(WHY_NOT))]
 
 
 def smk(ws: Path, cores: int = 2) -> subprocess.CompletedProcess:

@@ -26,7 +26,10 @@ from pipeline import servers, tracking
 from team_jobs import STAGE_RUNS, merge_stage_runs, merge_targets, pipeline_runs, same_as_sqlite
 from team_jobs import workspace
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+# Checked at collection too: a machine without the daemons skips before building the tiny run.
+WHY_NOT = servers.missing() or slurm_cluster.missing()
+pytestmark = [pytest.mark.slurm, pytest.mark.slow,
+              pytest.mark.skipif(WHY_NOT is not None, reason=str(WHY_NOT))]
 
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+)")
 
