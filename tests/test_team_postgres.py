@@ -56,10 +56,10 @@ def test_parallel_jobs_log_to_a_postgres_server(tiny_run: Path, pg, tmp_path: Pa
             proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", *merge_targets()],
                                     cwd=ws, env=clone_env(ws), stdout=fh,
                                     stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         while True:  # until the first candidate arrives or a merge job has finished
             assert proc.poll() is None, out_file.read_text()[-3000:]
-            assert time.monotonic() < deadline, "no run arrived in 300 s"
+            assert time.monotonic() < deadline, "no run arrived in 600 s"
             exp = client.get_experiment_by_name("scalenas")
             if exp is not None and any(client.search_runs([exp.experiment_id], f, max_results=1)
                                        for f in ("tags.scalenas.kind = 'candidate'",
