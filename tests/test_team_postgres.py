@@ -48,6 +48,7 @@ def test_parallel_jobs_log_to_a_postgres_server(tiny_run: Path, pg, tmp_path: Pa
 
     # 2. The server goes away in the middle: the job fails with one line naming the URI.
     server.start()
+    proc = None
     try:
         client = tracking._client(server.uri)
         # Its output to a file: a pipe nobody reads while the test polls could fill and stall it.
@@ -93,4 +94,7 @@ def test_parallel_jobs_log_to_a_postgres_server(tiny_run: Path, pg, tmp_path: Pa
         print(f"PostgreSQL: {len(stages)} stage and {len(cands)} candidate runs equal SQLite's; "
               f"rerun {t_rerun:.0f} s; all {time.monotonic() - t_all:.0f} s")
     finally:
+        if proc is not None and proc.poll() is None:  # a failed check: its jobs watch it and stop
+            proc.kill()
+            proc.wait()
         server.stop()
