@@ -23,8 +23,8 @@ import pytest
 import slurm_cluster
 from conftest import BIN, clone_env
 from pipeline import servers, tracking
-from team_jobs import STAGE_RUNS, merge_stage_runs, merge_targets, pipeline_runs, same_as_sqlite
-from team_jobs import workspace
+from team_jobs import (STAGE_RUNS, merge_stage_runs, merge_targets, pipeline_runs, same_as_sqlite,
+                       workspace)
 
 # Checked at collection too: a machine without the daemons skips before building the tiny run.
 WHY_NOT = servers.missing() or slurm_cluster.missing()
