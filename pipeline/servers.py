@@ -66,6 +66,11 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, group: bool = False
         proc.wait()
 
 
+#: How long a server may take to come up: generous, as the limits only bound a failure (a
+#: loaded 2-core CI machine took minutes for what takes seconds on a quiet one).
+START_S = 300
+
+
 def _wait(ok, what: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
     end = time.monotonic() + timeout
     while not ok():
@@ -108,7 +113,7 @@ class Postgres:
         try:
             subprocess.run(self._as_owner(str(b / "initdb"), "-D", str(data), "-U", PG_USER,
                                           "-A", "trust", "--no-sync", "-E", "UTF8"),
-                           check=True, capture_output=True, timeout=120)
+                           check=True, capture_output=True, timeout=START_S)
             log = self.dir / "postgres.log"
             with open(log, "wb") as out:
                 self.proc = subprocess.Popen(
@@ -118,12 +123,16 @@ class Postgres:
                     stdout=out, stderr=subprocess.STDOUT)
 
             def ready() -> bool:
-                return subprocess.run([str(b / "pg_isready"), "-q", "-h", "127.0.0.1", "-p",
-                                       str(self.port)], timeout=10).returncode == 0
+                try:
+                    return subprocess.run([str(b / "pg_isready"), "-q", "-h", "127.0.0.1", "-p",
+                                           str(self.port)], timeout=30).returncode == 0
+                except subprocess.TimeoutExpired:
+                    return False
 
-            _wait(ready, "postgres", self.proc, log, 60)
+            _wait(ready, "postgres", self.proc, log, START_S)
             subprocess.run([str(b / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
-                            PG_USER, self.database], check=True, capture_output=True, timeout=60)
+                            PG_USER, self.database], check=True, capture_output=True,
+                           timeout=START_S)
         except BaseException:
             self.__exit__()
             raise
@@ -154,7 +163,7 @@ class MlflowServer:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 180) -> "MlflowServer":
+    def start(self, timeout: float = START_S) -> "MlflowServer":
         self.artifacts.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
                "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -226,7 +235,7 @@ class WebDav:
                 return False
 
         try:
-            _wait(ready, "wsgidav", self.proc, log, 60)
+            _wait(ready, "wsgidav", self.proc, log, START_S)
         except BaseException:
             self.__exit__()
             raise

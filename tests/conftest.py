@@ -145,6 +145,34 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+# -- real servers on localhost, started and stopped by process id ---------------------------------
+
+@pytest.fixture(scope="module")
+def pg():
+    """A throwaway PostgreSQL cluster on a loopback port (pipeline/servers.py); skipped, saying
+    what is missing, where it cannot run."""
+    from pipeline import servers
+
+    why = servers.missing()
+    if why:
+        pytest.skip(why)
+    with servers.Postgres() as db:
+        yield db
+
+
+@pytest.fixture(scope="module")
+def slurm_env():
+    """A one-node SLURM on localhost (tests/slurm_cluster.py): the variables its commands need;
+    skipped, saying what is missing, where it cannot run."""
+    import slurm_cluster
+
+    why = slurm_cluster.missing()
+    if why:
+        pytest.skip(why)
+    with slurm_cluster.running() as env:
+        yield env
+
+
 # -- one finished tiny run, shared ----------------------------------------------------------------
 
 def tiny(doc: dict) -> dict:

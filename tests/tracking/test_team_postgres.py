@@ -6,9 +6,9 @@ run before any job with one line; a server that goes away fails the job with one
 URI, and the rerun after it returns completes with nothing logged twice.
 
 Needs Debian's ``postgresql`` and the ``team`` extra (``.ci/run`` installs both); skipped,
-saying which is missing, elsewhere. Only the jobs that log candidates run (the random baseline's
-and the evolution's merges, both tasks): the cheapest jobs of the run that write every kind of
-run (stage, candidate) and artifact."""
+saying which is missing, elsewhere (the fixture ``pg``, conftest.py). The jobs and the checks
+are tests/team_jobs.py's; tests/tracking/test_team_postgres_slurm.py runs the same jobs through the SLURM
+profile."""
 from __future__ import annotations
 
 import signal
@@ -18,29 +18,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import BIN, clone_env
 from pipeline import servers, tracking
-from test_lineage_tracking import readme_filters
+from team_jobs import merge_targets, pipeline_runs, same_as_sqlite, workspace
 
-pytestmark = pytest.mark.slow
-
-STEPS = ("random", "evolve/gen_1")
-TASKS = ("seg", "pose")
-
-
-@pytest.fixture(scope="module")
-def pg():
-    why = servers.missing()
-    if why:
-        pytest.skip(why)
-    with servers.Postgres() as db:
-        yield db
-
-
-def merge_targets() -> list[str]:
-    return [f"results/{t}/search/{s}/merged/results.csv" for t in TASKS for s in STEPS]
+# Checked at collection too: a machine without PostgreSQL skips before building the tiny run.
+WHY_NOT = servers.missing()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT is not None, reason=str(WHY_NOT))]
 
 
 def smk(ws: Path, cores: int = 2) -> subprocess.CompletedProcess:
@@ -48,41 +33,11 @@ def smk(ws: Path, cores: int = 2) -> subprocess.CompletedProcess:
                           cwd=ws, env=clone_env(ws), capture_output=True, text=True, timeout=900)
 
 
-def merge_runs(client, exp_id: str) -> tuple[Counter, dict]:
-    """The merge jobs' FINISHED stage runs (by name) and their active candidate runs, keyed by
-    (stage run name, arch id), with tags, params and metrics."""
-    stages = {r.info.run_id: r.info.run_name for r in client.search_runs(
-        [exp_id], "tags.scalenas.kind = 'stage' and attributes.status = 'FINISHED'",
-        max_results=5000) if r.info.run_name.split(":", 2)[-1] in STEPS}
-    cands: dict = {}
-    dup = 0
-    for r in client.search_runs([exp_id], "tags.scalenas.kind = 'candidate'", max_results=5000):
-        parent = r.data.tags["mlflow.parentRunId"]
-        if parent not in stages:
-            continue
-        key = (stages[parent], r.data.tags["scalenas.arch_id"])
-        dup += key in cands
-        tags = {k: v for k, v in r.data.tags.items() if k.startswith("scalenas.")}
-        cands[key] = (tags, r.data.params, r.data.metrics, r.info.status)
-    assert dup == 0
-    return Counter(stages.values()), cands
-
-
 def test_parallel_jobs_log_to_a_postgres_server(tiny_run: Path, pg, tmp_path: Path) -> None:
     t_all = time.monotonic()
     ws = tmp_path / "ws"
-    subprocess.run(["cp", "-a", str(tiny_run), str(ws)], check=True, timeout=300)
     server = servers.MlflowServer(pg.uri, tmp_path / "artifacts")
-    params = ws / "params" / "default.yaml"
-    doc = yaml.safe_load(params.read_text())
-    doc["tracking"]["uri"] = server.uri  # a run setting: reruns nothing
-    params.write_text(yaml.safe_dump(doc))
-    for t in TASKS:
-        for s in STEPS:
-            subprocess.run(["rm", "-rf", str(ws / f"results/{t}/search/{s}/merged")], check=True)
-    logs = [ws / f"results/logs/{t}/search/{s}/merge.log" for t in TASKS for s in STEPS]
-    for log in logs:
-        log.unlink(missing_ok=True)
+    logs = workspace(tiny_run, ws, server.uri)
 
     # 1. The server is down: one line, before any job.
     r = smk(ws)
@@ -93,15 +48,19 @@ def test_parallel_jobs_log_to_a_postgres_server(tiny_run: Path, pg, tmp_path: Pa
 
     # 2. The server goes away in the middle: the job fails with one line naming the URI.
     server.start()
+    proc = None
     try:
         client = tracking._client(server.uri)
-        proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", *merge_targets()],
-                                cwd=ws, env=clone_env(ws), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 300
+        # Its output to a file: a pipe nobody reads while the test polls could fill and stall it.
+        out_file = tmp_path / "killed-run.log"
+        with open(out_file, "w") as fh:
+            proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", *merge_targets()],
+                                    cwd=ws, env=clone_env(ws), stdout=fh,
+                                    stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 600
         while True:  # until the first candidate arrives or a merge job has finished
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            assert time.monotonic() < deadline, "no run arrived in 300 s"
+            assert proc.poll() is None, out_file.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no run arrived in 600 s"
             exp = client.get_experiment_by_name("scalenas")
             if exp is not None and any(client.search_runs([exp.experiment_id], f, max_results=1)
                                        for f in ("tags.scalenas.kind = 'candidate'",
@@ -110,7 +69,8 @@ def test_parallel_jobs_log_to_a_postgres_server(tiny_run: Path, pg, tmp_path: Pa
                 break
             time.sleep(0.2)
         server.stop(signal.SIGKILL)
-        out, _ = proc.communicate(timeout=600)
+        proc.wait(timeout=600)
+        out = out_file.read_text()
         assert proc.returncode != 0, out[-3000:]
         failed = [log for log in logs if log.exists() and "error:" in log.read_text()]
         assert failed, out[-3000:]
@@ -128,49 +88,13 @@ def test_parallel_jobs_log_to_a_postgres_server(tiny_run: Path, pg, tmp_path: Pa
         r = smk(ws)
         assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
         t_rerun = time.monotonic() - t0
-        exp_id = client.get_experiment_by_name("scalenas").experiment_id
-        stages, cands = merge_runs(client, exp_id)
-
-        # The same runs as the session's SQLite run of the same parameters.
-        lite = tracking._client(tracking.default_uri(tiny_run))
-        lite_exp = lite.get_experiment_by_name("scalenas").experiment_id
-        lite_stages, lite_cands = merge_runs(lite, lite_exp)
-        assert stages == lite_stages == Counter(
-            {f"search_evolution:{t}:{s}": 1 for t in TASKS for s in STEPS}), (stages, lite_stages)
-        assert cands == lite_cands and len(cands) == 8, set(cands) ^ set(lite_cands)
-        # Every candidate's artifacts went through the server to its artifacts destination.
-        some = client.search_runs([exp_id], "tags.scalenas.kind = 'candidate'", max_results=1)[0]
-        assert sorted(a.path for a in client.list_artifacts(some.info.run_id)) == [
-            "arch.json", "arch.npy"]
-        # (a candidate whose stage the kill cut short keeps its files under its deleted run, so
-        # count those of the live candidate runs)
-        live = {r.info.run_id for r in client.search_runs(
-            [exp_id], "tags.scalenas.kind = 'candidate'", max_results=1000)}
-        stored = [p for p in (tmp_path / "artifacts").rglob("arch.json")
-                  if any(part in live for part in p.parts)]
-        assert len(live) == 8 and len(stored) == 8, (len(live), len(stored))
-
-        # The README's filters find the same candidates in both stores.
-        def found(c, e, f):
-            merges = {r.info.run_id for r in c.search_runs(
-                [e], "tags.scalenas.kind = 'stage' and attributes.status = 'FINISHED'",
-                max_results=5000) if r.info.run_name.split(":", 2)[-1] in STEPS}
-            return sorted((r.data.tags["scalenas.task"], r.data.tags["scalenas.stage"],
-                           r.data.tags["scalenas.arch_id"])
-                          for r in c.search_runs([e], f, max_results=5000)
-                          if r.data.tags.get("mlflow.parentRunId") in merges)
-
-        hits = 0
-        for f in readme_filters():
-            got = found(client, exp_id, f)
-            assert got == found(lite, lite_exp, f), f
-            hits += len(got)
-        assert hits >= 8
-        runs = client.search_runs([exp_id], "", max_results=5000)
-        status = Counter(r.info.status for r in runs if r.data.tags.get("scalenas.kind") ==
-                         "pipeline")
+        stages, cands = same_as_sqlite(client, tiny_run, tmp_path / "artifacts")
+        status = pipeline_runs(client)
         assert status == Counter({"FINISHED": 1, "KILLED": 1}), status
         print(f"PostgreSQL: {len(stages)} stage and {len(cands)} candidate runs equal SQLite's; "
               f"rerun {t_rerun:.0f} s; all {time.monotonic() - t_all:.0f} s")
     finally:
+        if proc is not None and proc.poll() is None:  # a failed check: its jobs watch it and stop
+            proc.kill()
+            proc.wait()
         server.stop()
