@@ -16,11 +16,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def params(monkeypatch) -> dict:
+def params():
+    """The default parameters. The lifecycle exports its state to the jobs through os.environ
+    (parent run, store, tracking off): restored afterwards, or every later test of this worker
+    that starts Snakemake would inherit a closed parent run or tracking switched off."""
+    import os
+
+    saved = dict(os.environ)
     for var in (tracking.URI_ENV, tracking.PARENT_ENV, tracking.DISABLE_ENV,
                 tracking.EXPERIMENT_ENV):
-        monkeypatch.delenv(var, raising=False)
-    return load_resolved(REPO / "params" / "default.yaml")
+        os.environ.pop(var, None)
+    yield load_resolved(REPO / "params" / "default.yaml")
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def _with(params: dict, **trk) -> PipelineTracking:
@@ -33,7 +41,7 @@ def _dead_uri() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
-def test_parent_run_opened_and_closed_on_a_real_store(params, tmp_path, monkeypatch) -> None:
+def test_parent_run_opened_and_closed_on_a_real_store(params, tmp_path) -> None:
     import os
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -50,7 +58,7 @@ def test_parent_run_opened_and_closed_on_a_real_store(params, tmp_path, monkeypa
     assert client.get_run(run_id).info.status == "FAILED"
 
 
-def test_touch_and_disabled_open_nothing(params, tmp_path, monkeypatch) -> None:
+def test_touch_and_disabled_open_nothing(params, tmp_path) -> None:
     import os
 
     db = tmp_path / "mlflow.db"
