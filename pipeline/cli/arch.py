@@ -19,9 +19,8 @@ from pipeline.space.arch import MODULE_NAMES, TASK_NAMES, Architecture
 from pipeline.space.official import load_official, save_official
 from pipeline.space.registry import NAMES, resolve
 from pipeline.space.sample import sample_arch
+from pipeline.tasks.facts import task_facts
 
-#: Input size (H, W) each task is profiled at unless told otherwise (scalenas.md section 3).
-DEFAULT_INPUT = {"seg": (1024, 2048), "pose": (256, 192)}
 DEFAULT_WIDTH = 32
 
 
@@ -70,7 +69,7 @@ def _cost(arch: Architecture, task: str, width: int, input_hw: tuple[int, int],
 
 
 def _input_for(args: argparse.Namespace) -> tuple[int, int]:
-    return args.input if args.input is not None else DEFAULT_INPUT[args.task]
+    return args.input if args.input is not None else task_facts(args.task).profile_input_hw
 
 
 def _edges(step: tuple[tuple[int, ...], ...]) -> str:

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from pipeline.errors import InputError
 from pipeline.io import atomic_write_bytes, atomic_write_text, check_regular_file, read_json
 from pipeline.limits import check_input_hw
+from pipeline.tasks.facts import task_facts
 
 from .export import (MODEL_JSON, ModelFileError, StandaloneNet, is_model_file, load_model,
                      meta_input_hw, read_record)
@@ -59,8 +60,6 @@ RECORD_SUFFIX = ".json"
 ONNX_OPSET = 17
 #: Largest relative error (max |a-b| / max |b|) accepted against the eager model, per format.
 TOLERANCE = {"torchscript": 1e-5, "onnx": 1e-4}
-#: Traced input size where the record gives none (a multiple of 32, small enough to be quick).
-DEFAULT_HW = {"seg": (64, 128), "pose": (256, 192)}
 
 
 class DeployError(InputError):
@@ -308,7 +307,7 @@ def export_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript", opti
 
     The output is checked first (:func:`check_output`), then the sizes, then the weights'
     checksum (:func:`load_model`): each refusal is one :class:`InputError` and nothing is
-    written. ``input_hw`` defaults to the record's ``meta.input_hw``, else :data:`DEFAULT_HW`.
+    written. ``input_hw`` defaults to the record's ``meta.input_hw``, else the task's ``deploy_input_hw`` (pipeline.tasks.facts).
     ``channels_last``: ``None`` measures which memory format is faster, a bool forces one.
     """
     if fmt not in FORMATS:
@@ -323,7 +322,7 @@ def export_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript", opti
             check_input_hw(str(d / MODEL_JSON), hw[0], hw[1], "meta.input_hw", DeployError)
             input_hw = hw
         else:
-            input_hw = DEFAULT_HW[rec["task"]]
+            input_hw = task_facts(rec["task"]).deploy_input_hw
     h, w = int(input_hw[0]), int(input_hw[1])
     if h <= 0 or w <= 0 or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
         raise DeployError(f"input size {h}x{w}: must be positive multiples of {INPUT_MULTIPLE}")
