@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from pipeline.space.arch import TASK_NAMES
 from pipeline.codedeps import module_closure, stage_entry_modules
 
 DVC_YAML = "dvc.yaml"
@@ -52,6 +51,17 @@ class Stage:
     plots: tuple[tuple[str, str, str], ...] = ()   # (path, x, y)
     metrics_comment: str = ""
     frozen: bool = False                   # `dvc repro` skips it (a phase asked for on its own)
+
+
+def _default_tasks() -> tuple[str, ...]:
+    """The tasks of the run dvc.yaml describes (params/default.yaml): a task that run leaves
+    out has no outputs for DVC to track."""
+    from pipeline.config import DEFAULT_PARAMS, REPO_ROOT, load_resolved
+
+    return tuple(load_resolved(REPO_ROOT / DEFAULT_PARAMS)["tasks"])
+
+
+TASK_NAMES = _default_tasks()
 
 
 def _per_task(template: str) -> tuple[str, ...]:

@@ -84,11 +84,15 @@ def test_one_registry_with_everything_a_task_owns():
     for name, cls in TASKS.items():
         assert cls.name == name and isinstance(cls.metric, str) and callable(cls.make_splits)
         task = cls.from_params(cfg.task(name), seed=3)
-        assert task.config.seed == 3 and tuple(task.input_hw) == (
-            tuple(cfg.seg.crop_size) if name == "seg" else tuple(cfg.pose.input_size))
+        assert task.config.seed == 3
+    assert tuple(TASKS["seg"].from_params(cfg.seg, seed=0).input_hw) == tuple(cfg.seg.crop_size)
+    assert tuple(TASKS["pose"].from_params(cfg.pose, seed=0).input_hw) == tuple(cfg.pose.input_size)
+    assert tuple(TASKS["bottomup"].from_params(cfg.bottomup, seed=0).input_hw) == (
+        cfg.bottomup.input_size,) * 2
     assert TASKS["seg"].cost_input_hw(cfg.seg) == tuple(cfg.seg.crop_size)  # flops_size null
     assert TASKS["pose"].cost_input_hw(cfg.pose) == tuple(cfg.pose.input_size)
-    assert (TASKS["seg"].metric, TASKS["pose"].metric) == ("mIoU", "AP")
+    assert TASKS["bottomup"].cost_input_hw(cfg.bottomup) == (cfg.bottomup.input_size,) * 2
+    assert [TASKS[t].metric for t in ("seg", "pose", "bottomup")] == ["mIoU", "AP", "AP"]
 
 
 def test_a_task_refuses_settings_it_cannot_honour():
@@ -99,6 +103,10 @@ def test_a_task_refuses_settings_it_cannot_honour():
         TASKS["seg"].from_params(dataclasses.replace(cfg.seg, num_classes=21), seed=0)
     with pytest.raises(pc.ConfigError, match="pose.num_joints"):
         TASKS["pose"].from_params(dataclasses.replace(cfg.pose, num_joints=14), seed=0)
+    with pytest.raises(pc.ConfigError, match="bottomup.num_joints"):
+        TASKS["bottomup"].from_params(dataclasses.replace(cfg.bottomup, num_joints=14), seed=0)
+    with pytest.raises(pc.ConfigError, match="bottomup.det_file"):
+        TASKS["bottomup"].from_params(dataclasses.replace(cfg.bottomup, det_file="d.json"), seed=0)
 
 
 def test_registry_refuses_a_taken_name() -> None:

@@ -242,10 +242,10 @@ def check_task(arch: Architecture, task: str) -> None:
     want = tuple(range(1, last.num_branches))
     if last.fusions[d0 - 1][0] != want:
         raise ArchitectureError(
-            f"pose architecture: module 7 ({MODULE_NAMES[-1]}), step {d0 - 1}, target 0: "
+            f"{task} architecture: module 7 ({MODULE_NAMES[-1]}), step {d0 - 1}, target 0: "
             f"branch 0 must fuse all of {list(want)} at its last step, got {list(last.fusions[d0 - 1][0])}")
     for s in range(d0, last.steps):
         if last.fusions[s][0]:
             raise ArchitectureError(
-                f"pose architecture: module 7 ({MODULE_NAMES[-1]}), step {s}, target 0: "
+                f"{task} architecture: module 7 ({MODULE_NAMES[-1]}), step {s}, target 0: "
                 f"nothing may fuse into branch 0 after its last step {d0 - 1}")

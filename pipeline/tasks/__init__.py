@@ -1,4 +1,5 @@
-"""Task plug-ins: segmentation ("seg") and top-down pose ("pose"), registered by name.
+"""Task plug-ins: segmentation ("seg"), top-down pose ("pose") and bottom-up pose ("bottomup"),
+registered by name.
 
 A task owns what differs between the tasks: its datasets and split maker, loss, metric (name and
 evaluation), trivial baseline, the input size its cost is counted at, and its construction from
@@ -16,12 +17,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # also what pipeline.codedeps reads: the registry is code of every user
-    from pipeline.tasks.registry import (REGISTRY, PoseTask, PoseTaskConfig, SegTask,  # noqa: F401
+    from pipeline.tasks.registry import (REGISTRY, BottomUpTask, BottomUpTaskConfig, PoseTask, PoseTaskConfig, SegTask,  # noqa: F401
                                          SegTaskConfig, Task, build_task, collate, from_params,
                                          make_config, register_task, task_class)
 
 _REGISTRY_NAMES = frozenset({
     "REGISTRY", "register_task", "Task", "SegTask", "SegTaskConfig", "PoseTask", "PoseTaskConfig",
+    "BottomUpTask", "BottomUpTaskConfig",
     "build_task", "from_params", "make_config", "task_class", "collate"})
 
 

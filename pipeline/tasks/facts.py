@@ -60,6 +60,13 @@ POSE = declare(TaskFacts(
     name="pose", bn_momentum=0.1, single_scale_output=True, smallest_fusion_prob=0.0,
     profile_input_hw=(256, 192), deploy_input_hw=(256, 192),
     predict_writer="pipeline.infer.cli:PoseWriter", output_kind="heatmaps", builtin_data="pose"))
+# HigherHRNet's pose-model BN (0.1) and the pose sampler's rules: its head reads branch 0 only.
+# Profiled at 640x640, the paper's P4 bottom-up setting (scalenas.md section 10).
+BOTTOMUP = declare(TaskFacts(
+    name="bottomup", bn_momentum=0.1, single_scale_output=True, smallest_fusion_prob=0.0,
+    profile_input_hw=(640, 640), deploy_input_hw=(256, 256),
+    predict_writer="pipeline.infer.bottomup:BottomUpWriter", output_kind="heatmaps and tags",
+    builtin_data="pose"))
 
 #: The task names, defined once.
 TASK_NAMES: tuple[str, ...] = tuple(FACTS)

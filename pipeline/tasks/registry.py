@@ -5,6 +5,7 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.tasks.base import Task, collate
+from pipeline.tasks.bottomup import BottomUpTask, BottomUpTaskConfig
 from pipeline.tasks.pose import PoseTask, PoseTaskConfig
 from pipeline.tasks.seg import SegTask, SegTaskConfig
 
@@ -24,6 +25,7 @@ def register_task(cls: Any) -> Any:
 
 register_task(SegTask)
 register_task(PoseTask)
+register_task(BottomUpTask)
 
 
 def task_class(task_name: str) -> Any:
@@ -60,4 +62,5 @@ def from_params(task_name: str, section: Any, *, seed: int) -> Task:
 
 
 __all__ = ["REGISTRY", "register_task", "Task", "SegTask", "SegTaskConfig", "PoseTask", "PoseTaskConfig",
+           "BottomUpTask", "BottomUpTaskConfig",
            "build_task", "from_params", "make_config", "task_class", "collate"]
