@@ -19,7 +19,7 @@ from pipeline.space.arch import MODULE_NAMES, TASK_NAMES, Architecture
 from pipeline.space.official import load_official, save_official
 from pipeline.space.registry import NAMES, resolve
 from pipeline.space.sample import sample_arch
-from pipeline.tasks.facts import task_facts
+from pipeline.tasks.facts import FACTS, task_facts
 
 DEFAULT_WIDTH = 32
 
@@ -176,9 +176,11 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
                        default=None if name == "profile" else DEFAULT_WIDTH,
                        help="branch-0 width C (32 for W32)")
         p.add_argument("--input", type=_input_hw, default=None,
-                       help="input HxW (default: 1024x2048 seg, 256x192 pose)")
+                       help="input HxW (default: " + ", ".join(
+                           f"{f.profile_input_hw[0]}x{f.profile_input_hw[1]} {t}"
+                           for t, f in FACTS.items()) + ")")
         if name == "profile":
             p.add_argument("--classes", type=_positive_int, default=None,
-                           help="head outputs (default: 19 seg classes / 17 pose joints)")
+                           help="head outputs (default: 19 seg classes / 17 joints)")
             p.add_argument("--json", action="store_true", help="print one JSON object")
         p.set_defaults(func=func)
