@@ -72,7 +72,7 @@ _ALL_PHASE_FILES = ("prepare", "teacher", "supernet", "search_random", "search_e
 
 STAGES: tuple[Stage, ...] = (
     Stage("prepare", "prepare_all", ("prepare",), ("data/builtin",), ("prepare",),
-          ("data", "seg", "pose", "calibration.images"), _per_task("results/{task}/data")),
+          ("data", *TASK_NAMES, "calibration.images"), _per_task("results/{task}/data")),
     Stage("train", "supernet_all", ("train",), _per_task("results/{task}/data"),
           ("teacher", "supernet"), ("teacher", "supernet"),
           _per_task("results/{task}/teacher") + _per_task("results/{task}/supernet")),
