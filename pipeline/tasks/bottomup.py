@@ -21,7 +21,6 @@ from pipeline.bottomup.data import BottomUpCoco, ImageRecord, image_records
 from pipeline.bottomup.group import GroupParams
 from pipeline.bottomup.infer import predict_batch
 from pipeline.bottomup.loss import LossWeights, bottomup_loss
-from pipeline.bottomup.targets import person_joints
 from pipeline.data import splits
 from pipeline.data.coco import annotation_path, image_dir, load_keypoint_json
 from pipeline.data.errors import DataError
@@ -350,4 +349,4 @@ class BottomUpTask:
         return self.evaluate(self.baseline_model().to(device), split, device)
 
 
-__all__ = ["BottomUpTask", "BottomUpTaskConfig", "bottomup_splits", "person_joints"]
+__all__ = ["BottomUpTask", "BottomUpTaskConfig", "bottomup_splits"]
