@@ -176,6 +176,17 @@ def test_ground_truth_maps_score_through_the_plug_in(root):
     assert res["AP"] >= 0.95, res
 
 
+def test_evaluates_a_streamed_split_as_the_search_does(task):
+    """The search hands evaluate a streamed dataset (iterable, not indexable)."""
+    from pipeline.data.stream import Streamed
+
+    net = SuperNet("bottomup", 8)
+    plain = task.evaluate(net, "val")
+    streamed = task.evaluate(net, "val", dataset=Streamed(task.dataset("val", train=False),
+                                                          workers=1, cache_bytes=0))
+    assert streamed == plain
+
+
 def test_a_split_without_people_is_refused(root, tmp_path):
     copy = tmp_path / "coco"
     shutil.copytree(root, copy)

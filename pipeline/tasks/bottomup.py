@@ -310,8 +310,8 @@ class BottomUpTask:
             pending.clear()
 
         with ModeGuard(model):
-            for i in range(len(dataset)):  # type: ignore[arg-type]
-                item = dataset[i]
+            # Iterated, not indexed: the search passes a streamed dataset (pipeline.data.stream).
+            for item in iter(dataset):  # type: ignore[call-overload]
                 if pending and (item["image"].shape != pending[0]["image"].shape
                                 or len(pending) >= max(1, batch_size)):
                     run()
