@@ -162,6 +162,19 @@ class PoseConfig(_Section):
 
 
 @section
+class BottomUpConfig(_Section):
+    root: str
+    train_set: str
+    val_set: str
+    width: int
+    input_size: int
+    num_joints: int
+    search_fraction: float
+    det_file: str | None
+    flip_test: bool
+
+
+@section
 class OptimizerConfig(_Section):
     name: str
     lr: float
@@ -230,18 +243,21 @@ class AuditTrainConfig(TrainConfig):
 class TeacherConfig(_Section):
     seg: TrainConfig
     pose: TrainConfig
+    bottomup: TrainConfig
 
 
 @section
 class SupernetConfig(_Section):
     seg: SupernetTrainConfig
     pose: SupernetTrainConfig
+    bottomup: SupernetTrainConfig
 
 
 @section
 class FinetuneConfig(_Section):
     seg: FinetuneTrainConfig
     pose: FinetuneTrainConfig
+    bottomup: FinetuneTrainConfig
 
 
 @section
@@ -249,6 +265,7 @@ class AuditConfig(_Section):
     tasks: tuple[str, ...]
     seg: AuditTrainConfig
     pose: AuditTrainConfig
+    bottomup: AuditTrainConfig
 
 
 @section
@@ -321,6 +338,7 @@ class Config(_Section):
     data: DataConfig
     seg: SegConfig
     pose: PoseConfig
+    bottomup: BottomUpConfig
     teacher: TeacherConfig
     supernet: SupernetConfig
     calibration: CalibrationConfig
@@ -330,8 +348,8 @@ class Config(_Section):
     tracking: TrackingConfig
     audit: AuditConfig
 
-    def task(self, name: str) -> SegConfig | PoseConfig:
-        """The task section (``seg`` or ``pose``)."""
+    def task(self, name: str) -> SegConfig | PoseConfig | BottomUpConfig:
+        """The task section (``seg``, ``pose`` or ``bottomup``)."""
         if name not in TASK_NAMES:
             raise ConfigError(f"unknown task {name!r}; expected one of {list(TASK_NAMES)}")
         return getattr(self, name)
@@ -685,6 +703,7 @@ def _register_sections() -> None:
         RandomSearchConfig: ("properties", "search", "properties", "random"),
         EvolutionConfig: ("properties", "search", "properties", "evolution"),
         SegConfig: ("properties", "seg"), PoseConfig: ("properties", "pose"),
+        BottomUpConfig: ("properties", "bottomup"),
         ReportConfig: ("properties", "report"), RunConfig: ("properties", "run"),
     })
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from pipeline.space.arch import TASK_NAMES
 from pipeline.codedeps import module_closure, stage_entry_modules
 
 DVC_YAML = "dvc.yaml"
@@ -54,6 +53,17 @@ class Stage:
     frozen: bool = False                   # `dvc repro` skips it (a phase asked for on its own)
 
 
+def _default_tasks() -> tuple[str, ...]:
+    """The tasks of the run dvc.yaml describes (params/default.yaml): a task that run leaves
+    out has no outputs for DVC to track."""
+    from pipeline.config import DEFAULT_PARAMS, REPO_ROOT, load_resolved
+
+    return tuple(load_resolved(REPO_ROOT / DEFAULT_PARAMS)["tasks"])
+
+
+TASK_NAMES = _default_tasks()
+
+
 def _per_task(template: str) -> tuple[str, ...]:
     return tuple(template.format(task=t) for t in TASK_NAMES)
 
@@ -62,7 +72,7 @@ _ALL_PHASE_FILES = ("prepare", "teacher", "supernet", "search_random", "search_e
 
 STAGES: tuple[Stage, ...] = (
     Stage("prepare", "prepare_all", ("prepare",), ("data/builtin",), ("prepare",),
-          ("data", "seg", "pose", "calibration.images"), _per_task("results/{task}/data")),
+          ("data", *TASK_NAMES, "calibration.images"), _per_task("results/{task}/data")),
     Stage("train", "supernet_all", ("train",), _per_task("results/{task}/data"),
           ("teacher", "supernet"), ("teacher", "supernet"),
           _per_task("results/{task}/teacher") + _per_task("results/{task}/supernet")),

@@ -19,9 +19,8 @@ from pipeline.space.arch import MODULE_NAMES, TASK_NAMES, Architecture
 from pipeline.space.official import load_official, save_official
 from pipeline.space.registry import NAMES, resolve
 from pipeline.space.sample import sample_arch
+from pipeline.tasks.facts import FACTS, task_facts
 
-#: Input size (H, W) each task is profiled at unless told otherwise (scalenas.md section 3).
-DEFAULT_INPUT = {"seg": (1024, 2048), "pose": (256, 192)}
 DEFAULT_WIDTH = 32
 
 
@@ -70,7 +69,7 @@ def _cost(arch: Architecture, task: str, width: int, input_hw: tuple[int, int],
 
 
 def _input_for(args: argparse.Namespace) -> tuple[int, int]:
-    return args.input if args.input is not None else DEFAULT_INPUT[args.task]
+    return args.input if args.input is not None else task_facts(args.task).profile_input_hw
 
 
 def _edges(step: tuple[tuple[int, ...], ...]) -> str:
@@ -177,9 +176,11 @@ def register(subparsers: "argparse._SubParsersAction[Any]") -> None:
                        default=None if name == "profile" else DEFAULT_WIDTH,
                        help="branch-0 width C (32 for W32)")
         p.add_argument("--input", type=_input_hw, default=None,
-                       help="input HxW (default: 1024x2048 seg, 256x192 pose)")
+                       help="input HxW (default: " + ", ".join(
+                           f"{f.profile_input_hw[0]}x{f.profile_input_hw[1]} {t}"
+                           for t, f in FACTS.items()) + ")")
         if name == "profile":
             p.add_argument("--classes", type=_positive_int, default=None,
-                           help="head outputs (default: 19 seg classes / 17 pose joints)")
+                           help="head outputs (default: 19 seg classes / 17 joints)")
             p.add_argument("--json", action="store_true", help="print one JSON object")
         p.set_defaults(func=func)

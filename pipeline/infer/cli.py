@@ -23,6 +23,7 @@ image, so what was finished stays written.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -244,7 +245,7 @@ def _pixels(image: Image.Image) -> int:
     return h * w
 
 
-class _SegWriter:
+class SegWriter:
     """Class-id palette masks and blended pictures; images of one padded size share a batch, of
     at most :data:`MAX_PIXELS` padded pixels in all (a lone image may fill it)."""
 
@@ -283,7 +284,7 @@ class _SegWriter:
         pass
 
 
-class _PoseWriter:
+class PoseWriter:
     """Skeleton pictures and one COCO results file; people from every image share batches."""
 
     kinds = ("pred",)
@@ -330,8 +331,14 @@ class _PoseWriter:
         print(f"{len(job.results)} people -> {res_path}")
 
 
-#: What each task writes for its predictions.
-_WRITERS = {"seg": _SegWriter, "pose": _PoseWriter}
+def task_writer(task: str, source: Path) -> Any:
+    """The writer of ``task``'s predictions, named by the task's facts (pipeline.tasks.facts)."""
+    from pipeline.tasks.facts import FACTS
+
+    if task not in FACTS:
+        raise PredictError(f"{source}: task {task!r} has no predict writer")
+    module, _, name = FACTS[task].predict_writer.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -361,9 +368,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # Where every output goes, checked before the network is built or anything is written.
     record = read_record(args.model)
     task = record["task"]
-    if task not in _WRITERS:
-        raise PredictError(f"{args.model}: task {task!r} has no predict writer")
-    writer = _WRITERS[task]
+    writer = task_writer(task, args.model)
     writer.check_record(record, args.model)
     plan = plan_outputs(args.output, args.results, paths, found.lone, writer.kinds,
                         writer.writes_results)
@@ -374,7 +379,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           args.artifact, args.artifact.with_name(args.artifact.name + ".json")]},
                args.overwrite)
     net, run, used = load_runtime(args.model, args.runtime, args.artifact)
-    writer = _WRITERS[net.task]
+    writer = task_writer(net.task, args.model)
     job = _Job(args, plan, net, run, given)
     writer.check(job)
     skipped: list[str] = []

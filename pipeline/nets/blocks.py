@@ -9,9 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-#: BatchNorm momentum of the official models (the coarse-to-fine fusion BN always uses 0.1).
-BN_MOMENTUM = {"seg": 0.01, "pose": 0.1}
-#: PyTorch's default momentum, used by the BN inside coarse-to-fine fusion layers in both tasks.
+#: PyTorch's default momentum, used by the BN inside coarse-to-fine fusion layers in every task
+#: (the other BN layers take the task's momentum: pipeline.tasks.facts).
 FUSE_UP_BN_MOMENTUM = 0.1
 
 

@@ -36,7 +36,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from pipeline.errors import InputError
 from pipeline.io import atomic_write_bytes, atomic_write_text, check_regular_file, read_json
 from pipeline.limits import check_input_hw
+from pipeline.tasks.facts import task_facts
 
 from .export import (MODEL_JSON, ModelFileError, StandaloneNet, is_model_file, load_model,
                      meta_input_hw, read_record)
@@ -59,8 +60,6 @@ RECORD_SUFFIX = ".json"
 ONNX_OPSET = 17
 #: Largest relative error (max |a-b| / max |b|) accepted against the eager model, per format.
 TOLERANCE = {"torchscript": 1e-5, "onnx": 1e-4}
-#: Traced input size where the record gives none (a multiple of 32, small enough to be quick).
-DEFAULT_HW = {"seg": (64, 128), "pose": (256, 192)}
 
 
 class DeployError(InputError):
@@ -78,8 +77,21 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def rel_err(a: Tensor, b: Tensor) -> float:
+def rel_err(a: Tensor | Sequence[Tensor], b: Tensor | Sequence[Tensor]) -> float:
+    """max |a - b| / max |b|; for a network of several outputs (bottom-up: 1/4 and 1/2 maps)
+    the largest over its outputs."""
+    if isinstance(b, (tuple, list)):
+        if not isinstance(a, (tuple, list)) or len(a) != len(b):
+            return float("inf")
+        return max(rel_err(x, y) for x, y in zip(a, b))
     return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12))
+
+
+def _outputs(net: nn.Module, example: Tensor) -> int:
+    """How many output tensors ``net`` returns (1, or the length of its tuple)."""
+    with torch.no_grad():
+        out = net(example)
+    return len(out) if isinstance(out, (tuple, list)) else 1
 
 
 def _sha256(data: bytes) -> str:
@@ -104,8 +116,11 @@ class _ChannelsLast(nn.Module):
         super().__init__()
         self.net = net.to(memory_format=torch.channels_last)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.contiguous(memory_format=torch.channels_last)).contiguous()
+    def forward(self, x: Tensor) -> Any:
+        out = self.net(x.contiguous(memory_format=torch.channels_last))
+        if isinstance(out, (tuple, list)):
+            return tuple(o.contiguous() for o in out)
+        return out.contiguous()
 
 
 def _trace(net: nn.Module, example: Tensor, freeze: bool) -> bytes:
@@ -191,12 +206,14 @@ def onnx_bytes(net: StandaloneNet, example: Tensor, opset: int = ONNX_OPSET) -> 
     """
     import onnx
 
+    n = _outputs(net.eval(), example)
+    names = ["output"] if n == 1 else [f"output{i}" for i in range(n)]
+    axes: dict[str, dict[int, str]] = {"image": {0: "batch", 2: "height", 3: "width"}}
+    axes.update({o: {0: "batch", 2: f"{o}_height", 3: f"{o}_width"} for o in names})
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), _quiet():
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(net.eval(), (example,), str(path), opset_version=opset, dynamo=False,
-                          input_names=["image"], output_names=["output"],
-                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                        "output": {0: "batch", 2: "out_height", 3: "out_width"}})
+                          input_names=["image"], output_names=names, dynamic_axes=axes)
         data = path.read_bytes()
     onnx.checker.check_model(onnx.load_from_string(data))
     return data
@@ -214,9 +231,11 @@ class OnnxRunner:
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
-    def __call__(self, x: Tensor) -> Tensor:
-        out = self.session.run(None, {"image": x.detach().cpu().contiguous().numpy()})[0]
-        return torch.from_numpy(out)
+    def __call__(self, x: Tensor) -> Any:
+        outs = self.session.run(None, {"image": x.detach().cpu().contiguous().numpy()})
+        if len(outs) == 1:
+            return torch.from_numpy(outs[0])
+        return tuple(torch.from_numpy(o) for o in outs)
 
 
 # -- artifacts recorded in model.json ---------------------------------------------------------------
@@ -308,7 +327,7 @@ def export_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript", opti
 
     The output is checked first (:func:`check_output`), then the sizes, then the weights'
     checksum (:func:`load_model`): each refusal is one :class:`InputError` and nothing is
-    written. ``input_hw`` defaults to the record's ``meta.input_hw``, else :data:`DEFAULT_HW`.
+    written. ``input_hw`` defaults to the record's ``meta.input_hw``, else the task's ``deploy_input_hw`` (pipeline.tasks.facts).
     ``channels_last``: ``None`` measures which memory format is faster, a bool forces one.
     """
     if fmt not in FORMATS:
@@ -323,7 +342,7 @@ def export_artifact(model_dir: str | os.PathLike, fmt: str = "torchscript", opti
             check_input_hw(str(d / MODEL_JSON), hw[0], hw[1], "meta.input_hw", DeployError)
             input_hw = hw
         else:
-            input_hw = DEFAULT_HW[rec["task"]]
+            input_hw = task_facts(rec["task"]).deploy_input_hw
     h, w = int(input_hw[0]), int(input_hw[1])
     if h <= 0 or w <= 0 or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
         raise DeployError(f"input size {h}x{w}: must be positive multiples of {INPUT_MULTIPLE}")

@@ -66,4 +66,31 @@ class PoseHead:
         return conv(channels[0], num_outputs, 1, positions, bias=True)
 
 
-HEADS = {"seg": SegHead, "pose": PoseHead}
+class BottomUpHead:
+    """HigherHRNet's head on branch 0 (pipeline.bottomup.head): heatmaps and tags at 1/4, then a
+    deconvolution stage to heatmaps at 1/2. The output is the pair (1/4, 1/2), a tuple so that
+    tracing and scripting keep it."""
+
+    attribute = "higher_head"
+    default_outputs = 17  # COCO joints (2 x 17 channels at 1/4: heatmaps, then tags)
+
+    @staticmethod
+    def build(channels: Sequence[int], num_outputs: int, bn_momentum: float) -> nn.Module:
+        from pipeline.bottomup.head import HigherHead
+
+        return HigherHead(channels[0], num_outputs, bn_momentum=bn_momentum)
+
+    @staticmethod
+    def forward(layer: nn.Module, xs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        quarter, half = layer(xs[0])
+        return quarter, half
+
+    @staticmethod
+    def cost(channels: Sequence[int], num_outputs: int, positions: int, conv: ConvCost,
+             bn: Callable[[int], Cost], total: Callable[..., Cost]) -> Cost:
+        from pipeline.bottomup.head import head_cost
+
+        return head_cost(channels[0], positions, num_outputs)
+
+
+HEADS = {"seg": SegHead, "pose": PoseHead, "bottomup": BottomUpHead}

@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from pipeline.space.arch import TASK_NAMES, Architecture, check_task
 from pipeline.space.sample import largest
 
-from .blocks import (BN_MOMENTUM, conv3x3, conv_bn_relu, init_weights, make_layer1,
+from pipeline.tasks.facts import task_facts
+
+from .blocks import (conv3x3, conv_bn_relu, init_weights, make_layer1,
                      new_branch_transition)
 from .heads import HEADS
 from .module import ScaleModule
@@ -52,7 +54,7 @@ class ScaleNet(nn.Module):
         super().__init__()
         num_outputs = check_net_args(task, width, num_outputs)
         self.task, self.width, self.num_outputs = task, width, num_outputs
-        mom = BN_MOMENTUM[task]
+        mom = task_facts(task).bn_momentum
         C = branch_channels(width, 4)
 
         self.conv1 = conv3x3(3, 64, stride=2)

@@ -33,9 +33,10 @@ from torch import Tensor, nn
 
 from pipeline.errors import InputError
 from pipeline.io import atomic_write_text, read_json
-from pipeline.nets.blocks import BN_MOMENTUM, BasicBlock, fuse_layer
+from pipeline.nets.blocks import BasicBlock, fuse_layer
 from pipeline.nets.supernet import INPUT_MULTIPLE, branch_channels
 from pipeline.space.arch import Architecture
+from pipeline.tasks.facts import task_facts
 
 SCHEMA = "scalenas-latency/1"
 #: The environment variable carrying the device fingerprint a workflow run planned its latency
@@ -179,7 +180,7 @@ def _measure(task: str, width: int, input_hw: tuple[int, int], repeats: int,
     from pipeline.space.sample import smallest
 
     h, w = input_hw
-    mom = BN_MOMENTUM[task]
+    mom = task_facts(task).bn_momentum
     chans = branch_channels(width, 4)
     feats = [torch.randn(1, c, h // 4 // 2 ** b, w // 4 // 2 ** b) for b, c in enumerate(chans)]
     entries: dict[str, float] = {}

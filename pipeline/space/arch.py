@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from pipeline.io import atomic_write_text, big_number, content_hash, decode_text, read_bytes
 from pipeline.errors import InputError
+from pipeline.tasks.facts import TASK_NAMES, task_facts
 
 SCHEMA = "scalenas-arch/1"
 #: Branch count of each searchable module: stage2.0, stage3.0-3, stage4.0-2.
@@ -35,11 +36,11 @@ MODULE_NAMES: tuple[str, ...] = (
     "stage2.0", "stage3.0", "stage3.1", "stage3.2", "stage3.3", "stage4.0", "stage4.1", "stage4.2")
 MAX_DEPTH = 5
 MIN_DEPTH = 1
-#: The task names, defined once (pipeline.config and the task plug-ins use these).
-TASK_NAMES = ("seg", "pose")
-#: Whether a task's head reads branch 0 only (pose's heatmaps; segmentation concatenates every
-#: branch): then the last module must fuse every branch into branch 0 (see check_task).
-SINGLE_SCALE_OUTPUT = {"seg": False, "pose": True}
+
+def single_scale_output(task: str) -> bool:
+    """Whether ``task``'s head reads branch 0 only (pose's heatmaps; segmentation concatenates
+    every branch): then the last module must fuse every branch into branch 0 (see check_task)."""
+    return task_facts(task).single_scale_output
 
 
 class ArchitectureError(InputError):
@@ -234,17 +235,17 @@ def check_task(arch: Architecture, task: str) -> None:
     """
     if task not in TASK_NAMES:
         raise ArchitectureError(f"unknown task {task!r} (expected one of {TASK_NAMES})")
-    if not SINGLE_SCALE_OUTPUT[task]:
+    if not single_scale_output(task):
         return
     last = arch.modules[-1]
     d0 = last.depths[0]
     want = tuple(range(1, last.num_branches))
     if last.fusions[d0 - 1][0] != want:
         raise ArchitectureError(
-            f"pose architecture: module 7 ({MODULE_NAMES[-1]}), step {d0 - 1}, target 0: "
+            f"{task} architecture: module 7 ({MODULE_NAMES[-1]}), step {d0 - 1}, target 0: "
             f"branch 0 must fuse all of {list(want)} at its last step, got {list(last.fusions[d0 - 1][0])}")
     for s in range(d0, last.steps):
         if last.fusions[s][0]:
             raise ArchitectureError(
-                f"pose architecture: module 7 ({MODULE_NAMES[-1]}), step {s}, target 0: "
+                f"{task} architecture: module 7 ({MODULE_NAMES[-1]}), step {s}, target 0: "
                 f"nothing may fuse into branch 0 after its last step {d0 - 1}")

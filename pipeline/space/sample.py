@@ -11,14 +11,14 @@ from typing import Sequence
 
 import numpy as np
 
-from .arch import (BRANCHES, MAX_DEPTH, MIN_DEPTH, SINGLE_SCALE_OUTPUT, TASK_NAMES, Architecture,
+from pipeline.tasks.facts import task_facts
+
+from .arch import (BRANCHES, MAX_DEPTH, MIN_DEPTH, TASK_NAMES, Architecture,
                    ArchitectureError, ModuleArch, check_task, make_module)
 
 #: Fusion probabilities and depth candidates of the paper's grouped sampling (section 4) and of
 #: the random-sampling search (section 6).
 GRID_FUSION_PROBS: tuple[float, ...] = (0.2, 0.5, 0.8)
-#: Fusion probability of the paper's smallest sampling group, per task.
-SMALLEST_FUSION_PROB = {"seg": 0.1, "pose": 0.0}
 SEARCH_FUSION_PROBS: tuple[float, ...] = (0.2, 0.35, 0.5, 0.65, 0.8)
 GRID_DEPTHS: tuple[tuple[int, ...], ...] = ((2, 3), (3, 4), (4, 5))
 
@@ -101,7 +101,7 @@ def enforce_pose(arch: Architecture) -> Architecture:
 def finish_arch(modules: Sequence[ModuleArch], task: str) -> Architecture:
     """Assemble modules into an architecture valid for ``task`` (pose: the last-module rule)."""
     arch = Architecture(tuple(modules))
-    if SINGLE_SCALE_OUTPUT[task]:
+    if task_facts(task).single_scale_output:
         arch = enforce_pose(arch)
     check_task(arch, task)
     return arch
@@ -178,7 +178,7 @@ def paper_groups(task: str) -> tuple[SamplingGroup, ...]:
     The smallest group fuses with probability 0.1 for segmentation and 0.0 for pose.
     """
     check_task_name(task)
-    small = SamplingGroup(SMALLEST_FUSION_PROB[task], (2,), "smallest")
+    small = SamplingGroup(task_facts(task).smallest_fusion_prob, (2,), "smallest")
     return (small, *_grid(GRID_FUSION_PROBS), SamplingGroup(1.0, (MAX_DEPTH,), "largest"))
 
 

@@ -187,6 +187,32 @@ def make_evaluator(task: str, cfg: Config, checkpoint: str | Path, device: str, 
                               generation=generation, latency_fn=latency), calib
 
 
+def check_task_params(resolved: Mapping[str, Any], source: str) -> None:
+    """What each task of the run refuses in its parameters (its plug-in's ``check_params``), and
+    every architecture its fine-tuning names must be one of the task's (an official seg mask
+    for a pose task breaks the single-scale rule): one line, before any job starts."""
+    from pipeline.errors import ConfigError
+    from pipeline.space.arch import ArchitectureError
+    from pipeline.space.registry import resolve
+
+    for task in resolved.get("tasks", ()):
+        check = getattr(REGISTRY[task], "check_params", None)
+        if check is not None:
+            check(resolved, source)
+        sec = resolved.get("finetune", {}).get(task, {})
+        named = [(f"finetune.{task}.models[{i}].arch", m["arch"])
+                 for i, m in enumerate(sec.get("models", ())) if "arch" in m]
+        named += [(f"finetune.{task}.arch_files[{i}]", f)
+                  for i, f in enumerate(sec.get("arch_files", ()))]
+        for key, arch in named:
+            if not Path(str(arch)).suffix or not Path(str(arch)).is_file():
+                continue  # a registered name, or a missing file (check_paths says so)
+            try:
+                resolve(str(arch), task)
+            except ArchitectureError as e:
+                raise ConfigError(f"{source}: {key}: {e}") from None
+
+
 #: Parameter keys of starting weights, per task: (section, key); "checkpoint" must be a supernet.
 START_WEIGHT_KEYS = (("teacher", "init"), ("supernet", "init"), ("finetune", "init"),
                      ("supernet", "checkpoint"))

@@ -43,7 +43,9 @@ def generate(ctx: StageContext) -> Mapping[str, float]:
     from pipeline.data.synth import RECORD_FILE, generate_all
 
     d = ctx.cfg.data
-    rec = generate_all(ctx.out, d.seed, tuple(REGISTRY), seg_train=d.seg_train, seg_val=d.seg_val,
+    # Each built-in dataset once, whichever tasks read it (bottom-up reads the pose data).
+    datasets = tuple(dict.fromkeys(REGISTRY[t].facts.builtin_data for t in REGISTRY))
+    rec = generate_all(ctx.out, d.seed, datasets, seg_train=d.seg_train, seg_val=d.seg_val,
                        seg_size_hw=tuple(d.seg_size), pose_train=d.pose_train,
                        pose_val=d.pose_val, pose_size_hw=tuple(d.pose_size))
     ctx.run.log_text(json.dumps(rec, indent=1), RECORD_FILE)

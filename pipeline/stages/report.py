@@ -40,7 +40,7 @@ PLOT_COLUMNS = ["arch_id", "stage", "generation", "params", "gflops", "latency_m
 def _task_path(text: str) -> tuple[str, Path]:
     task, sep, path = text.partition("=")
     if not sep or task not in TASK_NAMES or not path:
-        raise argparse.ArgumentTypeError(f"expected TASK=PATH with TASK seg or pose, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected TASK=PATH with TASK one of {', '.join(TASK_NAMES)}, got {text!r}")
     return task, Path(path)
 
 

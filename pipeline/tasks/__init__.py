@@ -1,70 +1,36 @@
-"""Task plug-ins: segmentation ("seg") and top-down pose ("pose"), registered by name.
+"""Task plug-ins: segmentation ("seg"), top-down pose ("pose") and bottom-up pose ("bottomup"),
+registered by name.
 
 A task owns what differs between the tasks: its datasets and split maker, loss, metric (name and
 evaluation), trivial baseline, the input size its cost is counted at, and its construction from
 its parameter section (``REGISTRY[name].from_params(section, seed=...)``). The network's head lives
-with the network (pipeline.nets.supernet). Code outside this package asks the plug-in instead of
-testing the task's name.
+with the network (pipeline.nets.heads). Code outside this package asks the plug-in instead of
+testing the task's name; the low layers (pipeline.nets, pipeline.space) read the task's plain
+facts from :mod:`pipeline.tasks.facts`.
+
+The plug-ins (pipeline.tasks.registry) load on first use, so that importing
+``pipeline.tasks.facts`` from the low layers pulls in neither torch nor the data loaders.
 """
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError
-from pipeline.tasks.base import Task, collate
-from pipeline.tasks.pose import PoseTask, PoseTaskConfig
-from pipeline.tasks.seg import SegTask, SegTaskConfig
+if TYPE_CHECKING:  # also what pipeline.codedeps reads: the registry is code of every user
+    from pipeline.tasks.registry import (REGISTRY, BottomUpTask, BottomUpTaskConfig, PoseTask, PoseTaskConfig, SegTask,  # noqa: F401
+                                         SegTaskConfig, Task, build_task, collate, from_params,
+                                         make_config, register_task, task_class)
 
-#: The plug-ins by task name (the names are pipeline.space.arch.TASK_NAMES, in the same order).
-REGISTRY: dict[str, Any] = {}
-
-
-def register_task(cls: Any) -> Any:
-    """Add a plug-in under its ``name``; a name taken already is refused (a second plug-in
-    would silently replace the first)."""
-    name = cls.name
-    if name in REGISTRY:
-        raise ValueError(f"task {name!r} is registered already (by {REGISTRY[name].__name__})")
-    REGISTRY[name] = cls
-    return cls
+_REGISTRY_NAMES = frozenset({
+    "REGISTRY", "register_task", "Task", "SegTask", "SegTaskConfig", "PoseTask", "PoseTaskConfig",
+    "BottomUpTask", "BottomUpTaskConfig",
+    "build_task", "from_params", "make_config", "task_class", "collate"})
 
 
-register_task(SegTask)
-register_task(PoseTask)
+def __getattr__(name: str) -> Any:
+    if name in _REGISTRY_NAMES:
+        return getattr(importlib.import_module("pipeline.tasks.registry"), name)
+    raise AttributeError(f"module 'pipeline.tasks' has no attribute {name!r}")
 
 
-def task_class(task_name: str) -> Any:
-    try:
-        return REGISTRY[task_name]
-    except KeyError:
-        raise ConfigError(f"unknown task {task_name!r}; expected one of {', '.join(REGISTRY)}") from None
-
-
-def make_config(task_name: str, **kwargs: Any) -> SegTaskConfig | PoseTaskConfig:
-    """Build a task config from keyword values (e.g. a params YAML section); unknown keys raise."""
-    cls = task_class(task_name).config_cls
-    fields = set(cls.__dataclass_fields__)
-    unknown = sorted(set(kwargs) - fields)
-    if unknown:
-        raise ConfigError(f"unknown {task_name} task option(s): {', '.join(unknown)}")
-    tupled = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-    return cls(**tupled)
-
-
-def build_task(task_name: str, config: SegTaskConfig | PoseTaskConfig | dict) -> Task:
-    """The task plug-in ``task_name`` with its settings."""
-    cls = task_class(task_name)
-    if isinstance(config, dict):
-        config = make_config(task_name, **config)
-    if not isinstance(config, cls.config_cls):
-        raise TypeError(f"the {task_name} task needs a {cls.config_cls.__name__}")
-    return cls(config)
-
-
-def from_params(task_name: str, section: Any, *, seed: int) -> Task:
-    """The task plug-in built from its parameter section (pipeline.config.SegConfig/PoseConfig)."""
-    return task_class(task_name).from_params(section, seed=seed)
-
-
-__all__ = ["REGISTRY", "register_task", "Task", "SegTask", "SegTaskConfig", "PoseTask", "PoseTaskConfig",
-           "build_task", "from_params", "make_config", "task_class", "collate"]
+__all__ = sorted(_REGISTRY_NAMES)

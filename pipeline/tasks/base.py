@@ -13,10 +13,15 @@ from torch.utils.data import Dataset, Subset, default_collate
 
 @runtime_checkable
 class Task(Protocol):
-    """A model for a task maps (N, 3, H, W) normalised images to (N, num_outputs, H/4, W/4)."""
+    """A model for a task maps (N, 3, H, W) normalised images to (N, num_outputs, H/4, W/4)
+    (bottom-up pose: the pair of its 1/4 and 1/2 maps).
 
-    name: str          # "seg" or "pose"
-    num_outputs: int   # 19 classes / 17 heatmaps
+    Optional: ``distill(student_output, teacher_output)``, the distillation loss of the task's
+    output (default: the MSE of the whole output, pipeline.train.loop.kd_loss); ``facts``, the
+    task's plain facts (pipeline.tasks.facts)."""
+
+    name: str          # "seg", "pose" or "bottomup"
+    num_outputs: int   # 19 classes / 17 heatmaps / 17 joints
     input_hw: tuple[int, int]  # training input (crop) size
 
     def dataset(self, split: str, train: bool) -> Dataset: ...

@@ -22,6 +22,7 @@ from pipeline.data.keypoints import NUM_JOINTS
 from pipeline.data.transforms import affine_points, get_affine_transform
 from pipeline.metrics.pose import (coco_keypoint_eval, flip_test_average, get_final_preds,
                                    keypoint_results, load_coco)
+from pipeline.tasks.facts import POSE
 from pipeline.tasks.base import ModeGuard, calibration_subset, collate
 
 
@@ -78,6 +79,8 @@ class _ConstantHeatmaps(nn.Module):
 class PoseTask:
     """Top-down pose plug-in; see pipeline.tasks.base.Task."""
     name = "pose"
+    #: What the network, the search space and predict know of the task.
+    facts = POSE
     num_outputs = NUM_JOINTS
     #: Name of the score ``evaluate`` returns (search tables, fine-tuning records, the report).
     metric = "AP"

@@ -19,6 +19,7 @@ from pipeline.data.cityscapes import (CLASS_NAMES, CLASS_WEIGHTS, IGNORE_INDEX, 
                                       CityscapesSegmentation, SegSample, list_cityscapes)
 from pipeline.errors import ConfigError
 from pipeline.metrics.segmentation import ConfusionMeter
+from pipeline.tasks.facts import SEG
 from pipeline.tasks.base import ModeGuard, calibration_subset, collate
 
 
@@ -109,6 +110,8 @@ CITYSCAPES_BASE_SIZE = 2048
 class SegTask:
     """Segmentation plug-in; see pipeline.tasks.base.Task."""
     name = "seg"
+    #: What the network, the search space and predict know of the task.
+    facts = SEG
     num_outputs = NUM_CLASSES
     class_names = CLASS_NAMES
     #: Name of the score ``evaluate`` returns (search tables, fine-tuning records, the report).

@@ -290,7 +290,8 @@ class Trainer:
             if self.teacher is not None:
                 with torch.no_grad():
                     target = self.teacher(images)
-                kd = kd_loss(output, target)
+                # The task says what of its output is distilled (kd_loss: all of it).
+                kd = getattr(self.task, "distill", kd_loss)(output, target)
                 loss = task_loss + self.kd_ratio * kd
         mean_loss = all_reduce_mean(loss.float(), self.info)
         for h in self.hooks:

@@ -22,7 +22,7 @@ from pipeline.workflow_tracking import PipelineTracking, TrackingStartError
 from pipeline.errors import InputError
 from pipeline.paths import (RESULTS, log_file, manifest, merged, param_file, teacher_model,
                             trained_supernet)
-from pipeline.stages.build import check_start_weights
+from pipeline.stages.build import check_start_weights, check_task_params
 
 envvars:
     "PATH",
@@ -48,6 +48,8 @@ try:
     pconfig.check_paths(PARAMS, PARAMS_SOURCE)
     # Starting weights of the wrong task, width or outputs: stop before any job starts.
     check_start_weights(PARAMS, PARAMS_SOURCE)
+    # What a task refuses (bottomup.det_file), masks of another task: the same.
+    check_task_params(PARAMS, PARAMS_SOURCE)
 except InputError as e:
     # Before any job starts: one line naming the file and the key.
     raise WorkflowError(f"invalid parameters: {e}")
