@@ -17,7 +17,7 @@ from pipeline import config as pc
 from pipeline.errors import ConfigError
 from pipeline.stages.build import check_task_params
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCALENAS = str(Path(sys.executable).parent / "scalenas")
 SEG_MASK = SHARED / "masks" / "seg_w32_S1.npy"
 
