@@ -251,6 +251,7 @@ def test_dvc_yaml_is_generated_and_a_new_import_reaches_it(tmp_path: Path) -> No
     tree = tmp_path / "tree"
     shutil.copytree(REPO / "pipeline", tree / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "workflow", tree / "workflow")
+    shutil.copytree(REPO / "params", tree / "params")  # dvc.yaml's stages: the default run's tasks
     shutil.copy(REPO / "dvc.yaml", tree / "dvc.yaml")
     assert not dvcyaml.stale(tree)
     (tree / "pipeline" / "newmod.py").write_text("X = 1\n")
