@@ -24,6 +24,13 @@ _ANN_FIELDS = ("id", "image_id", "category_id", "bbox", "keypoints", "area", "is
 _DET_FIELDS = ("image_id", "category_id", "bbox", "score")
 
 
+def keypoint_splits(root: str | Path) -> list[str]:
+    """Splits of a COCO-layout root: ``annotations/person_keypoints_<split>.json``."""
+    prefix = "person_keypoints_"
+    return sorted(p.stem[len(prefix):] for p in (Path(root) / "annotations").glob(
+        f"{prefix}*.json"))
+
+
 def annotation_path(root: Path, split: str) -> Path:
     """`<root>/annotations/person_keypoints_<split>.json`."""
     return Path(root) / "annotations" / f"person_keypoints_{split}.json"

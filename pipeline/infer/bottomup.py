@@ -7,7 +7,6 @@ people grouped by tag (pipeline.bottomup.infer), joints mapped back to the image
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,9 +15,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from pipeline.data.keypoints import COCO_SKELETON
-from pipeline.io import atomic_write_text
 
-from .cli import Chunk, _Job, _model_input_hw
+from .cli import Chunk, PoseWriter, _Job, _model_input_hw
 from .predict import PredictError
 
 
@@ -88,13 +86,8 @@ class BottomUpWriter:
             job.images += 1
             step()
 
-    @staticmethod
-    def finish(job: _Job) -> None:
-        res_path = job.plan.results
-        assert res_path is not None
-        atomic_write_text(res_path, json.dumps(job.results) + "\n")
-        job.files += 1
-        print(f"{len(job.results)} people -> {res_path}")
+    #: The COCO results file, written as the top-down writer writes it.
+    finish = staticmethod(PoseWriter.finish)
 
 
 __all__ = ["BottomUpWriter", "draw_people"]

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,7 +21,7 @@ from pipeline.bottomup.group import GroupParams
 from pipeline.bottomup.infer import predict_batch
 from pipeline.bottomup.loss import LossWeights, bottomup_loss
 from pipeline.data import splits
-from pipeline.data.coco import annotation_path, image_dir, load_keypoint_json
+from pipeline.data.coco import annotation_path, image_dir, keypoint_splits, load_keypoint_json
 from pipeline.data.errors import DataError
 from pipeline.data.keypoints import NUM_JOINTS
 from pipeline.data.manifest import pose_splits
@@ -116,11 +115,8 @@ class BottomUpTask:
         """Where ``scalenas eval`` counts params/GFLOPs: the square input."""
         return tuple(input_hw) if input_hw else BottomUpTask.default_input_hw  # type: ignore[return-value]
 
-    @staticmethod
-    def available_splits(root: str | Path) -> list[str]:
-        prefix = "person_keypoints_"
-        return sorted(p.stem[len(prefix):] for p in (Path(root) / "annotations").glob(
-            f"{prefix}*.json"))
+    #: Splits of a COCO-layout root (``annotations/person_keypoints_<split>.json``).
+    available_splits = staticmethod(keypoint_splits)
 
     @classmethod
     def for_evaluation(cls, data: Any) -> "BottomUpTask":

@@ -14,7 +14,7 @@ from pipeline.data import splits
 from pipeline.data.manifest import pose_splits
 from pipeline.data.coco import (CocoKeypoints, PersonRecord, annotation_path,
                                 detection_person_records, gt_person_records, image_dir,
-                                load_keypoint_json)
+                                keypoint_splits, load_keypoint_json)
 from pipeline.errors import ConfigError
 from pipeline.data.errors import DataError
 from pipeline.data.heatmaps import generate_heatmaps
@@ -103,12 +103,8 @@ class PoseTask:
         """Where ``scalenas eval`` counts params/GFLOPs: the network input (256x192 or 384x288)."""
         return tuple(input_hw) if input_hw else PoseTask.default_input_hw  # type: ignore[return-value]
 
-    @staticmethod
-    def available_splits(root: str | Path) -> list[str]:
-        """Splits of a COCO-layout root (``annotations/person_keypoints_<split>.json``)."""
-        prefix = "person_keypoints_"
-        return sorted(p.stem[len(prefix):] for p in (Path(root) / "annotations").glob(
-            f"{prefix}*.json"))
+    #: Splits of a COCO-layout root (``annotations/person_keypoints_<split>.json``).
+    available_splits = staticmethod(keypoint_splits)
 
     @classmethod
     def for_evaluation(cls, data: Any) -> "PoseTask":
