@@ -7,7 +7,7 @@ Prints per task and network its GFLOPs and val scores, then the largest-minus-sm
 the spread between networks. A quick check of a data generator or recipe change before a whole
 ``make run && make audit``.
 
-    .venv/bin/python benchmarks/arch_spread.py [--params params/default.yaml] [--tasks seg pose]
+    .venv/bin/python benchmarks/arch_spread.py [--params params/default.yaml] [--tasks seg pose bottomup]
         [--seeds 0 1] [--iterations 300] [--archs smallest largest hrnet] [--jobs 2]
         [--data DIR]   # default: generate the built-in data of the parameters into a temp dir
 """
@@ -24,22 +24,23 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import yaml  # noqa: E402
 
-from pipeline.config import from_dict, resolve_dict  # noqa: E402
+from pipeline.config import from_dict, read_with_base, resolve_dict  # noqa: E402
+from pipeline.tasks.facts import TASK_NAMES  # noqa: E402
 
 
 def _config(params: Path, data: Path, iterations: int | None) -> dict:
-    doc = yaml.safe_load(params.read_text())
+    doc = read_with_base(params)  # a recipe may name a base (bottomup_tiny.yaml does)
     doc.setdefault("seg", {})["root"] = str(data / "cityscapes")
-    pose = doc.setdefault("pose", {})
-    pose["root"] = str(data / "coco")
-    if pose.get("det_file"):
-        pose["det_file"] = str(data / "coco" / "person_detection_results" /
-                               Path(pose["det_file"]).name)
+    for t in ("pose", "bottomup"):
+        sec = doc.setdefault(t, {})
+        sec["root"] = str(data / "coco")
+        if sec.get("det_file"):
+            sec["det_file"] = str(data / "coco" / "person_detection_results" /
+                                  Path(sec["det_file"]).name)
     doc.setdefault("tracking", {})["enabled"] = False
     if iterations is not None:
-        for t in ("seg", "pose"):
+        for t in TASK_NAMES:
             doc.setdefault("audit", {}).setdefault(t, {})["iterations"] = iterations
     return resolve_dict(doc, str(params))
 
@@ -70,7 +71,7 @@ def _one(job: tuple) -> tuple:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params/default.yaml"))
-    ap.add_argument("--tasks", nargs="+", default=["seg", "pose"], choices=["seg", "pose"])
+    ap.add_argument("--tasks", nargs="+", default=["seg", "pose"], choices=list(TASK_NAMES))
     ap.add_argument("--archs", nargs="+", default=["smallest", "largest", "hrnet"],
                     choices=["smallest", "largest", "hrnet"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
@@ -85,7 +86,7 @@ def main() -> int:
         if data is None:
             from pipeline.data.synth import generate_all
 
-            d = yaml.safe_load(args.params.read_text()).get("data", {})
+            d = read_with_base(args.params).get("data", {})
             d = resolve_dict({"data": d}, str(args.params))["data"]
             data = Path(tmp) / "data"
             t0 = time.perf_counter()
