@@ -122,7 +122,7 @@ def choose_body(ctx: StageContext) -> dict[str, float]:
                 pick_slots[name] = s
     ordered = {n: pick_slots[n] for n in picks}
     comps = comparisons(ctx.task, ordered, search_groups(ctx.cfg), int(ctx.cfg.run.seed), cost)
-    slots = _inherited(ctx, ranked + comps)
+    slots = _same_networks(_inherited(ctx, ranked + comps))
     for s in slots:
         s.arch.save(ctx.out / "archs" / f"{s.name}.json")
     out = {"schema": CHOICE_SCHEMA, "task": ctx.task, "pool_size": len(pool),
@@ -135,6 +135,20 @@ def choose_body(ctx: StageContext) -> dict[str, float]:
         print(f"{ctx.task}: {s.name}: {s.role} {s.label} {s.arch.arch_id[:10]} "
               f"{s.gflops:.4f} GFLOPs, inherited {s.inherited:.4f}")
     return {"pool_size": float(len(pool)), "slots": float(len(slots))}
+
+
+def _same_networks(slots: list) -> list:
+    """Marks a slot whose architecture an earlier slot already trains (``same_as``): the uniform
+    network nearest two picks' costs, or HRNet itself, is one network, trained once per seed."""
+    first: dict[str, str] = {}
+    out = []
+    for s in slots:
+        if s.arch.arch_id in first:
+            s = dataclasses.replace(s, extra={**dict(s.extra), "same_as": first[s.arch.arch_id]})
+        else:
+            first[s.arch.arch_id] = s.name
+        out.append(s)
+    return out
 
 
 def read_choice(path: Path, task: str) -> dict[str, Any]:
@@ -162,6 +176,16 @@ def train_body(ctx: StageContext) -> dict[str, float]:
     if arch.arch_id != entry["arch_id"]:
         raise StageInputError(f"{ctx.args.choice}: slot {ctx.args.slot}: its architecture file "
                               f"holds {arch.arch_id}, not {entry['arch_id']}")
+    if entry.get("same_as"):
+        # No second training of one network: the ranking reads the first slot's results.
+        rec = {"slot": ctx.args.slot, "seed": seed, "task": ctx.task, "arch_id": arch.arch_id,
+               "role": entry["role"], "same_as": entry["same_as"]}
+        ctx.run.set_tags({"scalenas.arch_id": arch.arch_id,
+                          "scalenas.audit.same_as": entry["same_as"]})
+        atomic_write_text(ctx.out / RESULT_FILE, json.dumps(rec, indent=1, sort_keys=True) + "\n")
+        print(f"{ctx.task}: {ctx.args.slot} is the network of {entry['same_as']} "
+              f"({arch.arch_id[:10]}): trained once, its scores are used")
+        return {}
     sec = _section(ctx)
     t0 = time.perf_counter()
     ctx.run.set_tags({"scalenas.arch_id": arch.arch_id, "scalenas.audit.slot": ctx.args.slot,
@@ -198,12 +222,18 @@ def rank_body(ctx: StageContext) -> dict[str, float]:
     sec = _section(ctx)
     scores: dict[str, dict[int, float]] = {}
     metric = "score"
+    same_as = {str(s["slot"]): str(s["same_as"]) for s in doc["slots"] if s.get("same_as")}
     for p in ctx.args.results:
         r = read_json(p, "audit result", StageInputError)
-        if not isinstance(r, dict) or r.get("task") != ctx.task or "val_score" not in r:
+        if (not isinstance(r, dict) or r.get("task") != ctx.task
+                or ("val_score" not in r and r.get("slot") not in same_as)):
             raise StageInputError(f"{p}: not a {ctx.task} audit training result")
+        if r["slot"] in same_as:
+            continue
         scores.setdefault(str(r["slot"]), {})[int(r["seed"])] = float(r["val_score"])
         metric = str(r.get("metric", metric))
+    for slot, first in same_as.items():
+        scores[slot] = dict(scores.get(first, {}))
     missing = [(s["slot"], sd) for s in doc["slots"] for sd in doc["seeds"]
                if sd not in scores.get(s["slot"], {})]
     if missing:
