@@ -15,6 +15,7 @@ cost input), so they are exact and cheap.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -198,6 +199,20 @@ def comparisons(task: str, picks: Mapping[str, Slot], groups: Sequence[SamplingG
     return out
 
 
+def same_networks(slots: Sequence[Slot]) -> list[Slot]:
+    """Marks a slot whose architecture an earlier slot already trains (``same_as``): the uniform
+    network nearest two picks' costs, or HRNet itself, is one network, trained once per seed."""
+    first: dict[str, str] = {}
+    out = []
+    for s in slots:
+        if s.arch.arch_id in first:
+            s = dataclasses.replace(s, extra={**dict(s.extra), "same_as": first[s.arch.arch_id]})
+        else:
+            first[s.arch.arch_id] = s.name
+        out.append(s)
+    return out
+
+
 __all__ = ["AuditError", "Slot", "ranked_slot", "comparison_slots", "pool_size_bound", "check_k",
            "spread_by_cost", "choose_ranked", "uniform_family", "nearest_uniform",
-           "random_at_cost", "comparisons"]
+           "random_at_cost", "comparisons", "same_networks"]

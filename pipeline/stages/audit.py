@@ -92,7 +92,7 @@ def _inherited(ctx: StageContext, slots: list, ) -> list:
 
 
 def choose_body(ctx: StageContext) -> dict[str, float]:
-    from pipeline.audit.choose import check_k, choose_ranked, comparisons
+    from pipeline.audit.choose import check_k, choose_ranked, comparisons, same_networks
     from pipeline.finetune.select import SelectedModel, SelectionError
     from pipeline.search.table import load_results
     from pipeline.stages.build import make_cost_fn, search_groups
@@ -122,7 +122,7 @@ def choose_body(ctx: StageContext) -> dict[str, float]:
                 pick_slots[name] = s
     ordered = {n: pick_slots[n] for n in picks}
     comps = comparisons(ctx.task, ordered, search_groups(ctx.cfg), int(ctx.cfg.run.seed), cost)
-    slots = _same_networks(_inherited(ctx, ranked + comps))
+    slots = same_networks(_inherited(ctx, ranked + comps))
     for s in slots:
         s.arch.save(ctx.out / "archs" / f"{s.name}.json")
     out = {"schema": CHOICE_SCHEMA, "task": ctx.task, "pool_size": len(pool),
@@ -135,20 +135,6 @@ def choose_body(ctx: StageContext) -> dict[str, float]:
         print(f"{ctx.task}: {s.name}: {s.role} {s.label} {s.arch.arch_id[:10]} "
               f"{s.gflops:.4f} GFLOPs, inherited {s.inherited:.4f}")
     return {"pool_size": float(len(pool)), "slots": float(len(slots))}
-
-
-def _same_networks(slots: list) -> list:
-    """Marks a slot whose architecture an earlier slot already trains (``same_as``): the uniform
-    network nearest two picks' costs, or HRNet itself, is one network, trained once per seed."""
-    first: dict[str, str] = {}
-    out = []
-    for s in slots:
-        if s.arch.arch_id in first:
-            s = dataclasses.replace(s, extra={**dict(s.extra), "same_as": first[s.arch.arch_id]})
-        else:
-            first[s.arch.arch_id] = s.name
-        out.append(s)
-    return out
 
 
 def read_choice(path: Path, task: str) -> dict[str, Any]:

@@ -228,14 +228,13 @@ def test_the_frozen_audit_stage_is_recorded_only_by_its_own_target():
 def test_one_network_in_two_slots_is_trained_once():
     """HRNet is in the uniform family, and two picks of close cost share their nearest uniform
     network: the later slot names the first (``same_as``) and its jobs train nothing."""
-    from pipeline.audit.choose import Slot
-    from pipeline.stages.audit import _same_networks
+    from pipeline.audit.choose import Slot, same_networks
 
     task = "seg"
     h, s = hrnet(task), smallest(task)
     slots = [Slot("a00", "smallest", s, 1.0, 1), Slot("a02", "hrnet", h, 2.0, 2),
              Slot("S-small.uniform", "uniform", h, 2.0, 2),
              Slot("S-large.uniform", "uniform", h, 2.0, 2)]
-    out = _same_networks(slots)
+    out = same_networks(slots)
     assert [o.extra.get("same_as") for o in out] == [None, None, "a02", "a02"]
     assert out[2].to_dict()["same_as"] == "a02" and "same_as" not in out[1].to_dict()
