@@ -172,6 +172,9 @@ class BottomUpConfig(_Section):
     search_fraction: float
     det_file: str | None
     flip_test: bool
+    scale_range: tuple[float, float]
+    max_rotation: float
+    heatmap_pos_weight: float
 
 
 @section

@@ -9,17 +9,23 @@ import torch
 from torch import Tensor
 
 
-def heatmap_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Per-image masked MSE (N,): mean over joints and pixels of ``mask * (pred - target)^2``.
+def heatmap_loss(pred: Tensor, target: Tensor, mask: Tensor, pos_weight: float = 0.0) -> Tensor:
+    """Per-image masked MSE (N,): mean over joints and pixels of
+    ``mask * (1 + pos_weight * target) * (pred - target)^2``; ``pos_weight`` 0 is HigherHRNet's.
 
     ``pred`` and ``target`` are (N, J, h, w), ``mask`` (N, h, w). Masked pixels still count in
     the mean's denominator, as in HigherHRNet, so a crowd region lowers the weight of its image
-    rather than inflating the rest."""
+    rather than inflating the rest. A positive ``pos_weight`` lifts the pixels near joints, which
+    are a few per cent of a map: on a short budget the plain mean is minimised by an all-zero
+    map and hardly leaves it (docs/bottomup.md, Status)."""
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     if mask.shape != (pred.shape[0],) + tuple(pred.shape[2:]):
         raise ValueError(f"mask {tuple(mask.shape)} does not match heatmaps {tuple(pred.shape)}")
-    return (((pred - target) ** 2) * mask[:, None]).mean(dim=(1, 2, 3))
+    sq = (pred - target) ** 2
+    if pos_weight:
+        sq = sq * (1.0 + pos_weight * target)
+    return (sq * mask[:, None]).mean(dim=(1, 2, 3))
 
 
 def ae_loss(tags: Tensor, joints: Tensor) -> tuple[Tensor, Tensor]:
@@ -54,10 +60,12 @@ def ae_loss(tags: Tensor, joints: Tensor) -> tuple[Tensor, Tensor]:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """HigherHRNet's COCO factors: heatmaps 1.0 at each resolution, push and pull 0.001."""
+    """HigherHRNet's COCO factors: heatmaps 1.0 at each resolution, push and pull 0.001, and
+    no extra weight on the pixels near joints (``heatmap_pos``, see heatmap_loss)."""
     heatmaps: tuple[float, ...] = (1.0, 1.0)
     push: float = 1e-3
     pull: float = 1e-3
+    heatmap_pos: float = 0.0
 
 
 def bottomup_loss(outputs: Sequence[Tensor], heatmaps: Sequence[Tensor],
@@ -71,7 +79,8 @@ def bottomup_loss(outputs: Sequence[Tensor], heatmaps: Sequence[Tensor],
                          f"{len(masks)} masks and {len(weights.heatmaps)} weights must agree")
     terms = {}
     for r, (out, hm, mk, wt) in enumerate(zip(outputs, heatmaps, masks, weights.heatmaps)):
-        terms[f"heatmap{r}"] = wt * heatmap_loss(out[:, :num_joints], hm, mk).mean()
+        terms[f"heatmap{r}"] = wt * heatmap_loss(out[:, :num_joints], hm, mk,
+                                                       weights.heatmap_pos).mean()
     push, pull = ae_loss(outputs[0][:, num_joints:2 * num_joints], joints)
     terms["push"] = weights.push * push.mean()
     terms["pull"] = weights.pull * pull.mean()

@@ -46,6 +46,7 @@ class BottomUpTaskConfig:
     flip_prob: float = 0.5
     push_factor: float = 1e-3
     pull_factor: float = 1e-3
+    heatmap_pos_weight: float = 0.0
     search_fraction: float = 0.2
     flip_test: bool = True
     detection_threshold: float = 0.1
@@ -58,6 +59,10 @@ class BottomUpTaskConfig:
         if int(self.input_size) % 32:
             raise ConfigError(f"input_size {self.input_size} must be divisible by 32 "
                               "(network strides)")
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise ConfigError(f"bottomup.scale_range {list(self.scale_range)}: needs "
+                              "0 < min <= max")
 
 
 def bottomup_splits(root: Path, train_set: str, val_set: str, fraction: float
@@ -184,6 +189,10 @@ class BottomUpTask:
         if resolved.get("bottomup", {}).get("det_file") is not None:
             raise ConfigError(f"{source}: bottomup.det_file: bottom-up pose finds every person "
                               "in one pass and takes no detector boxes; remove det_file")
+        lo, hi = resolved.get("bottomup", {}).get("scale_range", (1.0, 1.0))
+        if not 0 < lo <= hi:
+            raise ConfigError(f"{source}: bottomup.scale_range [{lo}, {hi}]: needs "
+                              "0 < min <= max")
 
     @classmethod
     def from_params(cls, section: Any, *, seed: int) -> "BottomUpTask":
@@ -196,7 +205,9 @@ class BottomUpTask:
         return cls(BottomUpTaskConfig(
             root=str(section.root), train_split=section.train_set, val_split=section.val_set,
             input_size=int(section.input_size), search_fraction=section.search_fraction,
-            flip_test=bool(section.flip_test), seed=seed))
+            flip_test=bool(section.flip_test), scale_range=tuple(section.scale_range),
+            max_rotation=float(section.max_rotation),
+            heatmap_pos_weight=float(section.heatmap_pos_weight), seed=seed))
 
     def __init__(self, config: BottomUpTaskConfig) -> None:
         self.config = config
@@ -207,7 +218,8 @@ class BottomUpTask:
                                         detection_threshold=config.detection_threshold,
                                         tag_threshold=config.tag_threshold,
                                         nms_kernel=config.nms_kernel)
-        self.weights = LossWeights(push=config.push_factor, pull=config.pull_factor)
+        self.weights = LossWeights(push=config.push_factor, pull=config.pull_factor,
+                                   heatmap_pos=config.heatmap_pos_weight)
         self._docs: dict[str, dict] = {}
         self._coco: dict[str, Any] = {}
         self._ids: dict[str, list[int]] = {}
