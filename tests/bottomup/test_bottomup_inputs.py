@@ -72,6 +72,15 @@ def test_a_bottom_up_recipe_with_det_file_is_refused():
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("bad", [[1.5, 0.75], [0.0, 1.0]])
+def test_a_scale_range_that_cannot_be_drawn_from_is_refused(bad):
+    resolved = _tiny()
+    resolved["bottomup"]["scale_range"] = bad
+    with pytest.raises(ConfigError) as e:
+        check_task_params(resolved, "p.yaml")
+    assert str(e.value) == f"p.yaml: bottomup.scale_range [{bad[0]}, {bad[1]}]: needs 0 < min <= max"
+
+
 def test_a_mask_of_another_task_is_refused():
     resolved = _tiny()
     resolved["finetune"]["bottomup"]["arch_files"] = [str(SEG_MASK)]

@@ -29,6 +29,22 @@ def test_heatmap_loss_masks_and_checks_shapes():
         heatmap_loss(pred, target, mask[:, :2])
 
 
+def test_heatmap_pos_weight_lifts_the_pixels_near_joints():
+    """Weight 1 + w * target: a missed peak (target 1) costs 1 + w times a false positive of the
+    same error on the background (target 0); w = 0 is the plain MSE."""
+    target = torch.zeros(1, 1, 2, 2)
+    target[0, 0, 0, 0] = 1.0
+    mask = torch.ones(1, 2, 2)
+    missed = torch.zeros(1, 1, 2, 2)                      # the peak predicted as 0
+    false_pos = target.clone()
+    false_pos[0, 0, 1, 1] = 1.0                           # a background pixel predicted as 1
+    assert heatmap_loss(missed, target, mask, 0.0).item() == heatmap_loss(missed, target, mask).item()
+    assert heatmap_loss(missed, target, mask, 10.0).item() == pytest.approx(11 / 4)
+    assert heatmap_loss(false_pos, target, mask, 10.0).item() == pytest.approx(1 / 4)
+    w = LossWeights(heatmap_pos=10.0)
+    assert w.heatmap_pos == 10.0 and LossWeights().heatmap_pos == 0.0
+
+
 def _joints(people: list[list[int]], num_joints: int, max_people: int = 4) -> torch.Tensor:
     """(1, P, J, 2) from lists of flat tag indices per person."""
     out = torch.zeros(1, max_people, num_joints, 2, dtype=torch.long)
