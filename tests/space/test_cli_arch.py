@@ -144,6 +144,21 @@ def test_profile_release_files(capsys):
         assert doc["gflops"] == pytest.approx(gflops, abs=5e-4)
 
 
+@needs_masks
+def test_a_release_pose_mask_profiles_as_a_bottom_up_network_at_640(capsys):
+    """The release's pose masks import as bottom-up networks (HigherHRNet's head on the searched
+    body), as P4 would; HRNet there is HigherHRNet-W48 (63,827,139 params, its published size)."""
+    rc, out, _ = run(capsys, "arch", "profile", str(P2), "--task", "bottomup", "--width", "48",
+                     "--input", "640x640", "--json")
+    assert rc == 0
+    doc = json.loads(out)
+    assert (doc["params"], doc["macs"]) == (79_732_899, 172_280_217_600)
+    assert doc["gflops"] == pytest.approx(160.448, abs=5e-4)
+    rc, out, _ = run(capsys, "arch", "profile", "hrnet", "--task", "bottomup", "--width", "48",
+                     "--input", "640x640", "--json")
+    assert rc == 0 and json.loads(out)["params"] == 63_827_139
+
+
 def test_profile_bad_input_size(capsys):
     rc, _, err = run(capsys, "arch", "profile", "hrnet", "--task", "pose", "--width", "8",
                      "--input", "100x75")
